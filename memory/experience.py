@@ -1,0 +1,160 @@
+"""The experience log: every retrieval and the outcome of the task that used it.
+
+Each retrieval records the query, all candidates with their scores, which were shown and with what
+selection propensity; the task's later reward is joined on ``retrieval_id``. This is the training
+data of the learned case-selection policy. SQLite in WAL mode: durable, append-only, safe for
+several processes, exportable as JSONL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from memory.cases import now
+
+DEFAULT_LOG_PATH = os.path.join(".memento", "experience.sqlite")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS retrievals (
+    retrieval_id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    task_id TEXT,
+    query TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    policy_version TEXT,
+    candidates TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    retrieval_id TEXT PRIMARY KEY,
+    reward REAL,
+    label TEXT NOT NULL,
+    reward_source TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+
+class ExperienceLog:
+    """Append-only log of retrievals and outcomes in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None):
+        """Open or create the log file."""
+        self.path = Path(path or os.environ.get("MEMENTO_EXPERIENCE_PATH") or DEFAULT_LOG_PATH)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as exc:
+                raise RuntimeError(
+                    f"the experience log at {self.path} cannot be opened ({exc}); move it aside "
+                    "to start a new one (the case bank is unaffected)"
+                ) from exc
+            self._local.conn = conn
+        return conn
+
+    def log_retrieval(
+        self,
+        retrieval_id: str,
+        *,
+        namespace: str,
+        query: str,
+        candidates: list[dict[str, Any]],
+        selector: str,
+        policy_version: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        """Record one retrieval; a repeat of the same id (a resumed run) is ignored.
+
+        Args:
+            retrieval_id: Unique per task attempt.
+            namespace: Bank namespace.
+            query: The question.
+            candidates: ``{case_id, similarity, score, shown, propensity, label, reward}`` each.
+            selector: ``similarity`` or ``learned`` (or ``none``).
+            policy_version: Checkpoint version that scored the candidates.
+            task_id: The task's id, if any.
+        """
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO retrievals VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    retrieval_id,
+                    namespace,
+                    task_id,
+                    query,
+                    selector,
+                    policy_version,
+                    json.dumps(candidates),
+                    now(),
+                ),
+            )
+
+    def log_outcome(
+        self, retrieval_id: str, *, reward: float | None, label: str, reward_source: str | None = None
+    ) -> None:
+        """Join a task's outcome to its retrieval (re-judging replaces it)."""
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?)",
+                (retrieval_id, reward, label, reward_source, now()),
+            )
+
+    def records(self, *, judged_only: bool = True, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+        """Retrievals joined with outcomes, oldest first."""
+        sql = (
+            "SELECT r.retrieval_id, r.namespace, r.task_id, r.query, r.selector, r.policy_version, "
+            "r.candidates, r.created_at, o.reward, o.label, o.reward_source FROM retrievals r "
+            "LEFT JOIN outcomes o USING (retrieval_id)"
+        )
+        where, args = [], []
+        if judged_only:
+            where.append("o.reward IS NOT NULL")
+        if namespace:
+            where.append("r.namespace = ?")
+            args.append(namespace)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.created_at"
+        for row in self._conn().execute(sql, args):
+            yield {
+                "retrieval_id": row[0],
+                "namespace": row[1],
+                "task_id": row[2],
+                "query": row[3],
+                "selector": row[4],
+                "policy_version": row[5],
+                "candidates": json.loads(row[6]),
+                "created_at": row[7],
+                "reward": row[8],
+                "label": row[9],
+                "reward_source": row[10],
+            }
+
+    def count(self, judged_only: bool = True) -> int:
+        """Number of (judged) retrievals."""
+        return sum(1 for _ in self.records(judged_only=judged_only))
+
+    def export_jsonl(self, path: str | os.PathLike[str], judged_only: bool = False) -> int:
+        """Write the joined log as JSONL; returns rows written."""
+        n = 0
+        tmp = Path(str(path) + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for rec in self.records(judged_only=judged_only):
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+        return n
