@@ -113,6 +113,11 @@ class ExperienceLog:
                 (retrieval_id, reward, label, reward_source, now()),
             )
 
+    def has_outcome(self, retrieval_id: str) -> bool:
+        """Whether an outcome was already logged for this retrieval."""
+        row = self._conn().execute("SELECT 1 FROM outcomes WHERE retrieval_id = ?", (retrieval_id,)).fetchone()
+        return row is not None
+
     def records(self, *, judged_only: bool = True, namespace: str | None = None) -> Iterator[dict[str, Any]]:
         """Retrievals joined with outcomes, oldest first."""
         sql = (

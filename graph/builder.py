@@ -1,0 +1,58 @@
+"""The Memento loop as a LangGraph state machine.
+
+    retrieve_cases -> plan -> execute <-> tools
+                       ^        |
+                       +--------+ (next cycle, up to max_cycles)
+                 plan/execute -> finalize -> judge -> write_back
+
+``graph`` is compiled without persistence for the LangGraph server, which brings its own;
+scripts and tests call `compile_graph` with their checkpointer.
+"""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+
+from graph.context import Context
+from graph.state import InputState, OutputState, State
+from nodes.execute import execute
+from nodes.finalize import finalize
+from nodes.judge import judge
+from nodes.plan import plan
+from nodes.retrieve_cases import retrieve_cases
+from nodes.routing import route_after_execute, route_after_plan
+from nodes.tools import tools
+from nodes.write_back import write_back
+
+
+def build_graph() -> StateGraph:
+    """The uncompiled graph: nodes and edges only."""
+    builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
+    builder.add_node("retrieve_cases", retrieve_cases)
+    builder.add_node("plan", plan)
+    builder.add_node("execute", execute)
+    builder.add_node("tools", tools)
+    builder.add_node("finalize", finalize)
+    builder.add_node("judge", judge)
+    builder.add_node("write_back", write_back)
+
+    builder.add_edge(START, "retrieve_cases")
+    builder.add_edge("retrieve_cases", "plan")
+    builder.add_conditional_edges("plan", route_after_plan)
+    builder.add_conditional_edges("execute", route_after_execute)
+    builder.add_edge("tools", "execute")
+    builder.add_edge("finalize", "judge")
+    builder.add_edge("judge", "write_back")
+    builder.add_edge("write_back", END)
+    return builder
+
+
+builder = build_graph()
+
+
+def compile_graph(checkpointer=None, **kwargs):
+    """Compile with a checkpointer (SQLite/Postgres/in-memory) for resumable runs."""
+    return builder.compile(checkpointer=checkpointer, name="memento", **kwargs)
+
+
+graph = compile_graph()

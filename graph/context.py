@@ -1,0 +1,154 @@
+"""Run settings: models, memory and tools. LangGraph Studio renders these fields as a form.
+
+Every field has a default and a description. A field left at its default falls back to the
+environment variable ``MEMENTO_<FIELD_NAME>`` (read at construction), so `.env` files and
+deployments configure the agent without code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal
+
+from mcp_servers.toolbox import DEFAULT_SERVERS_CONFIG
+
+MemoryMode = Literal["none", "similarity", "learned"]
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Settings for one run of the Memento graph."""
+
+    planner_model: str = field(
+        default="gpt-4.1",
+        metadata={"description": "Planner model (strong): writes plans and final answers."},
+    )
+    executor_model: str = field(
+        default="gpt-4.1-mini",
+        metadata={"description": "Executor model (cheaper): works on one subtask with tools."},
+    )
+    judge_model: str = field(
+        default="gpt-4.1-mini",
+        metadata={"description": "Judge model: grades the answer against the ground truth."},
+    )
+    base_url: str = field(
+        default="",
+        metadata={
+            "description": "OpenAI-compatible endpoint (OpenAI, Azure's /openai/v1/, vLLM, Ollama's "
+            "/v1). Empty uses OPENAI_BASE_URL or api.openai.com."
+        },
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"description": "Name of the environment variable holding the API key (never the key)."},
+    )
+    temperature: float = field(default=0.0, metadata={"description": "Sampling temperature of all models."})
+    request_timeout: float = field(default=120.0, metadata={"description": "Seconds per LLM request."})
+    max_retries: int = field(default=2, metadata={"description": "Retries per LLM request on transient errors."})
+    k: int = field(default=4, metadata={"description": "Cases shown to the planner (top K)."})
+    n_candidates: int = field(
+        default=32, metadata={"description": "Nearest cases fetched before the policy reranks them (N)."}
+    )
+    max_cycles: int = field(
+        default=3, metadata={"description": "Plan-execute cycles before a forced final answer."}
+    )
+    max_executor_steps: int = field(
+        default=6, metadata={"description": "Executor model calls per subtask before it is cut off."}
+    )
+    max_subtasks: int = field(default=6, metadata={"description": "Subtasks kept from one plan."})
+    memory_mode: MemoryMode = field(
+        default="similarity",
+        metadata={
+            "description": "Case selection: none (no memory), similarity (nearest cases) or learned "
+            "(policy reranks the nearest N; falls back to similarity without a checkpoint)."
+        },
+    )
+    exploration: str = field(
+        default="none",
+        metadata={"description": "Learned-mode exploration: none, epsilon:<p> or thompson."},
+    )
+    namespace: str = field(default="default", metadata={"description": "Case-bank namespace (per user or project)."})
+    bank_path: str = field(
+        default=".memento/cases", metadata={"description": "Folder of the embedded Chroma case bank."}
+    )
+    chroma_url: str = field(
+        default="", metadata={"description": "Chroma server URL (http://host:port); empty uses the embedded bank."}
+    )
+    experience_path: str = field(
+        default=".memento/experience.sqlite",
+        metadata={"description": "Experience log (retrievals joined with outcomes) for policy training."},
+    )
+    policy_path: str = field(
+        default=".memento/policy.pt", metadata={"description": "Learned case-selection policy checkpoint."}
+    )
+    write_back: bool = field(default=True, metadata={"description": "Store each finished task as a new case."})
+    mcp_config: str = field(
+        default=DEFAULT_SERVERS_CONFIG,
+        metadata={"description": "MCP servers config (JSON, mcpServers style); empty means no tools."},
+    )
+    sensitive_tools: list[str] = field(
+        default_factory=list,
+        metadata={"description": "Tool names (or server_ prefixes) that pause for human approval."},
+    )
+    eval_mode: bool = field(
+        default=False,
+        metadata={"description": "Leakage guard: never retrieve cases of the same task or near-identical questions."},
+    )
+    leakage_threshold: float = field(
+        default=0.95, metadata={"description": "Cosine similarity above which a case counts as the same question."}
+    )
+    self_judge: bool = field(
+        default=False, metadata={"description": "Without a ground truth, let the judge grade the answer on its own."}
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            env = os.environ.get(f"MEMENTO_{f.name.upper()}")
+            if env is None or getattr(self, f.name) != _default(f):
+                continue
+            setattr(self, f.name, _coerce(env, _default(f)))
+        if self.memory_mode not in ("none", "similarity", "learned"):
+            raise ValueError(f"memory_mode must be none, similarity or learned, got {self.memory_mode!r}")
+        if self.k < 0 or self.n_candidates < 1 or self.max_cycles < 1 or self.max_executor_steps < 1:
+            raise ValueError("k must be >= 0 and n_candidates, max_cycles, max_executor_steps >= 1")
+
+    @classmethod
+    def resolve(cls, value: Context | dict[str, Any] | None) -> Context:
+        """Accept what LangGraph hands a node: a Context, a plain dict (HTTP callers) or None."""
+        if isinstance(value, cls):
+            return value
+        if not value:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(value).items() if k in known})
+
+    @property
+    def api_key(self) -> str | None:
+        """The key, read from the environment at use time so it never lands in state or traces."""
+        return os.environ.get(self.api_key_env) or None
+
+    @property
+    def endpoint(self) -> str | None:
+        """The base URL in effect."""
+        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+
+def _default(f) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, list):
+        raw = raw.strip()
+        return json.loads(raw) if raw.startswith("[") else [s.strip() for s in raw.split(",") if s.strip()]
+    return raw

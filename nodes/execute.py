@@ -1,0 +1,70 @@
+"""`execute` node: the executor works on the current subtask with the tools bound."""
+
+from __future__ import annotations
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.state import State
+from mcp_servers.toolbox import get_toolbox
+from nodes import prompts
+from nodes.models import add_usage, chat_model, text_of
+
+
+def _record(state: State, result: str, status: str, steps: int) -> dict:
+    """Close the current subtask: store its result and move to the next one."""
+    step = state.plan[state.subtask_index]
+    return {
+        "subtask_results": [
+            *state.subtask_results,
+            {
+                "id": step["id"],
+                "cycle": state.cycle,
+                "description": step["description"],
+                "result": result,
+                "status": status,
+                "steps": steps,
+            },
+        ],
+        "subtask_index": state.subtask_index + 1,
+        "messages": [],
+        "executor_steps": 0,
+    }
+
+
+async def execute(state: State, runtime: Runtime[Context]) -> dict:
+    """One executor step: a tool request (routed to `tools`) or the subtask's result."""
+    ctx = Context.resolve(runtime.context)
+    step = state.plan[state.subtask_index]
+    messages = list(state.messages)
+    if not messages:
+        messages = [
+            SystemMessage(prompts.EXECUTOR_SYSTEM),
+            HumanMessage(
+                prompts.EXECUTOR_TASK.format(
+                    question=state.question,
+                    results_block=prompts.format_results(state.subtask_results),
+                    subtask=step["description"],
+                )
+            ),
+        ]
+    if state.executor_steps >= ctx.max_executor_steps:
+        last = next((m for m in reversed(messages) if isinstance(m, AIMessage) and text_of(m)), None)
+        partial = f" Last output: {text_of(last)}" if last else ""
+        note = prompts.EXECUTOR_STEP_CAP.format(steps=ctx.max_executor_steps) + partial
+        return {**_record(state, note, "step_cap", state.executor_steps), "errors": [*state.errors, f"subtask {step['id']}: {note}"]}
+    toolbox = get_toolbox(ctx.mcp_config) if ctx.mcp_config else None
+    tools = await toolbox.tools() if toolbox else []
+    model = chat_model(ctx, "executor")
+    bound = model.bind_tools(tools) if tools else model
+    reply: AIMessage = await bound.ainvoke(messages)
+    usage = add_usage(state.usage, reply)
+    if reply.tool_calls:
+        return {
+            "messages": [*messages, reply],
+            "executor_steps": state.executor_steps + 1,
+            "usage": usage,
+        }
+    result = text_of(reply).strip() or "(the executor returned no text)"
+    return {**_record(state, result, "done", state.executor_steps + 1), "usage": usage}

@@ -1,0 +1,94 @@
+"""`judge` node: the reward. An LLM judge against the ground truth, plus exact match and token F1."""
+
+from __future__ import annotations
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from evals.metrics import exact_match, split_answers, token_f1
+from graph.context import Context
+from graph.state import State
+from memory.cases import label_for_reward
+from nodes import prompts
+from nodes.json_output import extract_json_object
+from nodes.models import add_usage, chat_model, text_of
+
+
+def parse_verdict(text: str) -> tuple[bool, str]:
+    """``(correct, rationale)`` from a judge reply.
+
+    Raises:
+        ValueError: The reply holds no boolean verdict.
+
+    """
+    data = extract_json_object(text)
+    correct = data.get("correct")
+    if isinstance(correct, str) and correct.strip().lower() in ("true", "false", "yes", "no"):
+        correct = correct.strip().lower() in ("true", "yes")
+    if not isinstance(correct, bool):
+        raise ValueError('the judge reply needs "correct": true or false')
+    return correct, str(data.get("rationale") or "")
+
+
+async def judge(state: State, runtime: Runtime[Context]) -> dict:
+    """Grade the answer; with no ground truth the reward is unknown unless self-judging is on."""
+    ctx = Context.resolve(runtime.context)
+    answers = split_answers(state.ground_truth)
+    answer = state.answer or ""
+    if answers:
+        em = exact_match(answer, answers)
+        f1 = token_f1(answer, answers)
+        if not answer:
+            return {"reward": 0.0, "label": "negative", "reward_source": "exact_match", "exact_match": 0.0, "f1": 0.0, "judge_rationale": "no answer was produced"}
+        system, task = prompts.JUDGE_SYSTEM, prompts.JUDGE_TASK.format(
+            question=state.question, references=" | ".join(answers), answer=answer
+        )
+        source = "ground_truth_judge"
+    elif ctx.self_judge and answer:
+        em = f1 = None
+        system, task = prompts.SELF_JUDGE_SYSTEM, prompts.SELF_JUDGE_TASK.format(
+            question=state.question, results_block=prompts.format_results(state.subtask_results), answer=answer
+        )
+        source = "self_judge"
+    else:
+        return {"reward": None, "label": "unknown", "reward_source": "none", "exact_match": None, "f1": None}
+
+    model = chat_model(ctx, "judge")
+    usage = state.usage
+    rationale = ""
+    verdict = None
+    errors = list(state.errors)
+    try:
+        reply = await model.ainvoke([SystemMessage(system), HumanMessage(task)])
+        usage = add_usage(usage, reply)
+        verdict, rationale = parse_verdict(text_of(reply))
+    except ValueError as exc:
+        errors.append(f"judge reply unusable: {exc}")
+    if verdict is None:
+        if source == "self_judge":
+            return {"reward": None, "label": "unknown", "reward_source": "none", "usage": usage, "errors": errors}
+        # The string metrics still give a trustworthy (strict) reward when the judge fails.
+        reward = float(em)
+        return {
+            "reward": reward,
+            "label": label_for_reward(reward),
+            "reward_source": "exact_match",
+            "exact_match": em,
+            "f1": f1,
+            "judge_model": None,
+            "judge_rationale": "judge failed; reward is normalised exact match",
+            "usage": usage,
+            "errors": errors,
+        }
+    reward = 1.0 if verdict else 0.0
+    return {
+        "reward": reward,
+        "label": label_for_reward(reward),
+        "reward_source": source,
+        "exact_match": em,
+        "f1": f1,
+        "judge_model": ctx.judge_model,
+        "judge_rationale": rationale,
+        "usage": usage,
+        "errors": errors,
+    }

@@ -1,0 +1,112 @@
+"""Every prompt the agent sends, in one place. Nodes format these; they hold no prompt text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PLANNER_SYSTEM = """You are the planner of a research agent. You solve the user's task by writing a plan \
+of subtasks that an executor with tools carries out, then answering from the results.
+
+Reply with JSON only, in exactly one of two forms:
+1. A plan, when more information is needed:
+   {"plan": [{"id": 1, "description": "<one self-contained subtask>"}, ...]}
+2. The final answer, when the results (or your knowledge) suffice:
+   {"final_answer": "<short, direct answer>"}
+
+Keep plans short (1-4 subtasks). Each description must make sense on its own, without the others. \
+Past cases, when shown, are earlier tasks with the plans that were tried: imitate what worked \
+(positive cases) and avoid what failed (negative cases)."""
+
+PLANNER_TASK = """{cases_block}Question: {question}
+{results_block}
+Cycle {cycle} of {max_cycles}.{last_cycle_note} Reply with the JSON plan or the JSON final answer."""
+
+CASES_HEADER_POSITIVE = "Past cases that worked (positive):"
+CASES_HEADER_NEGATIVE = "Past cases that failed (negative):"
+CASE_BLOCK = """<case id="{id}" label="{label}">
+Question: {question}
+Plan: {plan}
+Answer: {answer}
+</case>"""
+
+RESULTS_HEADER = "Results of the subtasks so far:"
+RESULT_ITEM = "[{id}] {description}\n=> {result}"
+LAST_CYCLE_NOTE = " This is the last cycle: prefer a final answer."
+
+PLAN_REPAIR = """Your reply could not be used: {error}
+Reply again with JSON only: either {{"plan": [{{"id": 1, "description": "..."}}]}} or {{"final_answer": "..."}}."""
+
+EXECUTOR_SYSTEM = """You are the executor of a research agent. Carry out the one subtask you are given, \
+using the tools when they help. When done, reply with the result in plain text (no tool call): the \
+facts found, with numbers and names exact. If the subtask cannot be done, say why."""
+
+EXECUTOR_TASK = """Overall question (for context): {question}
+{results_block}
+Your subtask: {subtask}"""
+
+EXECUTOR_STEP_CAP = "Step limit of {steps} reached without a result."
+
+FINALIZE_SYSTEM = """You write the final answer of a research agent from the results its executor \
+gathered. Answer the question directly and briefly (a name, number, date or short phrase when \
+possible). If the results do not settle it, give your best answer."""
+
+FINALIZE_TASK = """Question: {question}
+{results_block}
+Final answer:"""
+
+JUDGE_SYSTEM = """You grade answers. Given a question, the reference answers (any one of them is \
+correct) and a predicted answer, decide whether the prediction means the same as a reference: \
+ignore wording, case and format; a prediction that contradicts or hedges between answers is wrong.
+Reply with JSON only: {"correct": true|false, "rationale": "<one sentence>"}"""
+
+JUDGE_TASK = """Question: {question}
+Reference answers: {references}
+Predicted answer: {answer}"""
+
+SELF_JUDGE_SYSTEM = """You check an agent's answer without a reference. Decide whether the answer is \
+well supported by the gathered results and responsive to the question.
+Reply with JSON only: {"correct": true|false, "rationale": "<one sentence>"}"""
+
+SELF_JUDGE_TASK = """Question: {question}
+{results_block}
+Answer: {answer}"""
+
+
+def format_cases(cases: list[dict[str, Any]]) -> str:
+    """Positive then negative cases, each in a tagged block; empty when none."""
+    if not cases:
+        return ""
+    blocks = []
+    for header, label in ((CASES_HEADER_POSITIVE, "positive"), (CASES_HEADER_NEGATIVE, "negative")):
+        chosen = [c for c in cases if c.get("label") == label]
+        if not chosen:
+            continue
+        blocks.append(header)
+        for case in chosen:
+            blocks.append(
+                CASE_BLOCK.format(
+                    id=case["id"],
+                    label=label,
+                    question=case["question"],
+                    plan=json.dumps({"plan": case.get("plan", [])}, ensure_ascii=False),
+                    answer=case.get("answer") or "(none)",
+                )
+            )
+    return "\n".join(blocks) + "\n\n" if blocks else ""
+
+
+def format_results(results: list[dict[str, Any]], limit: int = 1500) -> str:
+    """Subtask results so far; each truncated so long tool output cannot crowd out the task."""
+    if not results:
+        return ""
+    items = [
+        RESULT_ITEM.format(id=r["id"], description=r["description"], result=_truncate(r["result"], limit))
+        for r in results
+    ]
+    return RESULTS_HEADER + "\n" + "\n".join(items) + "\n"
+
+
+def _truncate(text: str, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f" … [{len(text) - limit} more characters]"

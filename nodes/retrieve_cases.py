@@ -1,0 +1,67 @@
+"""`retrieve_cases` node: past cases for the question, split into positive and negative examples."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+
+from graph.context import Context
+from graph.state import State
+from memory.retrieval import retrieve_cases as select_cases
+from nodes.resources import bank_for, experience_for
+
+
+def _retrieval_id(state: State) -> str:
+    """Unique per task attempt (thread), stable across resumes of that attempt."""
+    thread = get_config().get("configurable", {}).get("thread_id", "")
+    key = f"{thread}|{state.task_id or ''}|{state.question}"
+    return "ret-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
+    """Fetch cases from the bank and log the retrieval for policy training."""
+    ctx = Context.resolve(runtime.context)
+    question = (state.question or "").strip()
+    if not question:
+        raise ValueError("the question is empty: send {'question': '...'}")
+    started = time.time()
+    if ctx.memory_mode == "none" or ctx.k == 0:
+        return {"question": question, "cases": [], "retrieval": {"selector": "none"}, "started_at": started}
+    bank = bank_for(ctx)
+    result = select_cases(
+        bank,
+        question,
+        mode=ctx.memory_mode,
+        k=ctx.k,
+        n_candidates=ctx.n_candidates,
+        namespace=ctx.namespace,
+        exclude_task_ids=(state.task_id,) if ctx.eval_mode and state.task_id else (),
+        exclude_similarity_above=ctx.leakage_threshold if ctx.eval_mode else None,
+        policy_path=ctx.policy_path,
+        exploration=ctx.exploration,
+    )
+    retrieval_id = _retrieval_id(state)
+    experience_for(ctx).log_retrieval(
+        retrieval_id,
+        namespace=ctx.namespace,
+        query=question,
+        candidates=result.candidates,
+        selector=result.selector,
+        policy_version=result.policy_version,
+        task_id=state.task_id,
+    )
+    return {
+        "question": question,
+        "cases": result.shown,
+        "retrieval_id": retrieval_id,
+        "retrieval": {
+            "selector": result.selector,
+            "policy_version": result.policy_version,
+            "note": result.note,
+            "candidates": len(result.candidates),
+        },
+        "started_at": started,
+    }

@@ -1,0 +1,92 @@
+"""`tools` node: runs the executor's tool calls through MCP, pausing for approval where configured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from graph.context import Context
+from graph.state import State
+from mcp_servers.toolbox import get_toolbox
+
+_RESULT_LIMIT = 8000
+
+
+def is_sensitive(tool_name: str, sensitive: list[str]) -> bool:
+    """A tool is sensitive if named exactly, or if its server prefix (``code_``) is listed."""
+    return any(tool_name == s or (s.endswith("_") and tool_name.startswith(s)) or tool_name.startswith(f"{s}_") for s in sensitive)
+
+
+def _approved(decision: Any, call_id: str) -> tuple[bool, str]:
+    """Read a human decision: a bool, "approve"/"reject", {"approved": bool} or {call_id: bool}."""
+    if isinstance(decision, dict):
+        if call_id in decision:
+            decision = decision[call_id]
+        elif "approved" in decision:
+            return bool(decision["approved"]), str(decision.get("reason") or "")
+    if isinstance(decision, str):
+        return decision.strip().lower() in ("approve", "approved", "yes", "y", "true"), ""
+    return bool(decision), ""
+
+
+async def tools(state: State, runtime: Runtime[Context]) -> dict:
+    """Execute every tool call of the last executor message; failures go back as error results."""
+    ctx = Context.resolve(runtime.context)
+    last = state.messages[-1] if state.messages else None
+    if not isinstance(last, AIMessage) or not last.tool_calls:
+        return {}
+    calls = last.tool_calls
+    sensitive = [c for c in calls if is_sensitive(c["name"], ctx.sensitive_tools)]
+    decision: Any = True
+    if sensitive:
+        # On resume this node re-runs from the top and interrupt() returns the human's answer;
+        # no tool ran before the pause, so none runs twice.
+        decision = interrupt(
+            {
+                "type": "tool_approval",
+                "question": state.question,
+                "tool_calls": [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in sensitive],
+                "how_to_answer": 'resume with true/false, "approve"/"reject", {"approved": bool} or {tool_call_id: bool}',
+            }
+        )
+    toolbox = get_toolbox(ctx.mcp_config) if ctx.mcp_config else None
+    results: list[ToolMessage] = []
+    trace: list[dict[str, Any]] = []
+    for call in calls:
+        call_id = call.get("id") or f"call-{len(state.tool_calls) + len(trace)}"
+        if call in sensitive:
+            ok, reason = _approved(decision, call_id)
+            if not ok:
+                msg = ToolMessage(
+                    content=f"Error: a human rejected this call to {call['name']}{': ' + reason if reason else ''}",
+                    tool_call_id=call_id,
+                    name=call["name"],
+                    status="error",
+                )
+                results.append(msg)
+                trace.append(_trace(state, call, msg, approved=False))
+                continue
+        if toolbox is None:
+            msg = ToolMessage(content=f"Error: no tools are configured; {call['name']} is unavailable", tool_call_id=call_id, name=call["name"], status="error")
+        else:
+            msg = await toolbox.call(call["name"], call.get("args") or {}, call_id)
+        if len(str(msg.content)) > _RESULT_LIMIT:
+            msg.content = str(msg.content)[:_RESULT_LIMIT] + f"\n… [truncated {len(str(msg.content)) - _RESULT_LIMIT} characters]"
+        results.append(msg)
+        trace.append(_trace(state, call, msg, approved=True if call in sensitive else None))
+    return {"messages": [*state.messages, *results], "tool_calls": [*state.tool_calls, *trace]}
+
+
+def _trace(state: State, call: dict, msg: ToolMessage, approved: bool | None) -> dict[str, Any]:
+    return {
+        "cycle": state.cycle,
+        "subtask": state.plan[state.subtask_index]["id"] if state.subtask_index < len(state.plan) else None,
+        "name": call["name"],
+        "args": call.get("args") or {},
+        "status": msg.status,
+        "result": str(msg.content)[:300],
+        "approved": approved,
+    }

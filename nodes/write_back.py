@@ -1,0 +1,98 @@
+"""`write_back` node: store the finished task as a case, idempotently and without silent loss."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+from tenacity import retry, stop_after_attempt, wait_exponential
+
+from graph.context import Context
+from graph.state import State
+from memory.cases import Case, case_id_for
+from nodes.resources import bank_for, experience_for
+
+logger = logging.getLogger(__name__)
+
+
+def trajectory_summary(state: State, limit: int = 1200) -> str:
+    """Tools used and subtask results, truncated: enough to recognise what was tried."""
+    tools = sorted({t["name"] for t in state.tool_calls})
+    parts = [f"cycles: {state.cycle}; tools: {', '.join(tools) or 'none'}"]
+    for r in state.subtask_results:
+        parts.append(f"[{r['id']}] {r['description'][:120]} => {str(r['result'])[:160]}")
+    if state.errors:
+        parts.append("errors: " + "; ".join(e[:120] for e in state.errors))
+    text = "\n".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pending_path(ctx: Context) -> Path:
+    """Where cases wait when the bank cannot take them (replayed by the next write)."""
+    return Path(ctx.experience_path).with_name("pending_cases.jsonl")
+
+
+def _spool(path: Path, case: Case) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(case.to_dict(), ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
+def _upsert(bank, cases: list[Case]) -> None:
+    bank.upsert(cases)
+
+
+def write_back(state: State, runtime: Runtime[Context]) -> dict:
+    """Upsert the case under a deterministic id, then log the outcome for the policy."""
+    ctx = Context.resolve(runtime.context)
+    if not ctx.write_back:
+        return {}
+    thread = get_config().get("configurable", {}).get("thread_id")
+    case = Case(
+        id=case_id_for(ctx.namespace, state.question, state.task_id or thread),
+        namespace=ctx.namespace,
+        question=state.question,
+        plan=state.plan,
+        answer=state.answer or "",
+        reward=state.reward,
+        label=state.label,  # type: ignore[arg-type]
+        reward_source=state.reward_source,  # type: ignore[arg-type]
+        judge_model=state.judge_model,
+        judge_rationale=state.judge_rationale,
+        trajectory_summary=trajectory_summary(state),
+        task_id=state.task_id or thread,
+        source=state.source,
+        models={"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model},
+        created_at=state.started_at or time.time(),
+    )
+    bank = bank_for(ctx)
+    spool = pending_path(ctx)
+    batch = [case]
+    if spool.exists():
+        batch = [Case.from_dict(json.loads(line)) for line in spool.read_text(encoding="utf-8").splitlines() if line.strip()] + batch
+    try:
+        _upsert(bank, batch)
+    except Exception as exc:
+        _spool(spool, case)
+        raise RuntimeError(
+            f"could not write case {case.id} to the bank at {bank.location} ({exc}); it is saved in "
+            f"{spool} and will be written by the next run, or resume this thread to retry now"
+        ) from exc
+    if spool.exists() and len(batch) > 1:
+        spool.unlink()
+    log = experience_for(ctx)
+    if state.retrieval_id:
+        success = None if state.reward is None else state.reward >= 0.5
+        # A resumed write_back must not count the usage twice: the outcome row marks it done.
+        if not log.has_outcome(state.retrieval_id):
+            bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace)
+        log.log_outcome(state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
+    return {"case_id": case.id, "case_written": True}
