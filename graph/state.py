@@ -1,5 +1,6 @@
-"""Graph state: JSON-plain fields only (no numpy scalars, tensors or clients), so every
-checkpointer and the LangGraph server can store it.
+"""Graph state: JSON-plain fields only.
+
+No numpy scalars, tensors or clients, so every checkpointer and the LangGraph server can store it.
 """
 
 from __future__ import annotations
