@@ -1,0 +1,175 @@
+"""A simulated LLM whose success depends on which past cases its prompt shows.
+
+It plugs into the scripted OpenAI-compatible server (`ScriptedOpenAI.respond_with`), so the real
+graph, case bank, retrieval and policy run unchanged over real HTTP; only the model is simulated:
+
+* planner — on the first cycle it writes a one-step plan; once a subtask result is in the prompt it
+  answers. It reads the ``<case id=… label=…>`` blocks and the task's ``Question:`` from the
+  prompt, looks up each case's family by its question, and answers correctly with probability
+  ``p = base + bonus·(same-family positives) + neg_bonus·(same-family negatives)
+  − penalty·(other-family cases)``, clipped to ``[floor, cap]``.
+* executor — returns a short note (no tools).
+* judge — compares the predicted answer with the reference answers in its prompt.
+
+The draw is a hash of ``(seed, question, attempt)``: the same attempt at the same task draws the
+same number in every memory mode (common random numbers), so differences between modes come from
+the cases shown, not from luck. ``attempt`` counts finished tasks per question (judge calls).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from evals.metrics import exact_match, split_answers
+from evals.sim.openai_server import ScriptedOpenAI, final, last_user_text, plan, verdict
+from evals.sim.tasks import SimTask
+
+_CASE = re.compile(r'<case id="(?P<id>[^"]*)" label="(?P<label>[^"]*)">\s*Question:\s*(?P<q>.*?)\n', re.S)
+_CASE_BLOCK = re.compile(r"<case\b.*?</case>", re.S)
+_QUESTION = re.compile(r"^Question:\s*(?P<q>.+)$", re.M)
+_REFERENCES = re.compile(r"^Reference answers:\s*(?P<r>.*)$", re.M)
+_PREDICTED = re.compile(r"^Predicted answer:\s*(?P<a>.*)$", re.M)
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """How much shown cases move the simulated model's chance of success."""
+
+    base: float = 0.25
+    bonus: float = 0.2
+    neg_bonus: float = 0.05
+    penalty: float = 0.12
+    floor: float = 0.02
+    cap: float = 0.95
+
+
+@dataclass(frozen=True)
+class ShownCase:
+    """A case block parsed out of a planner prompt."""
+
+    id: str
+    label: str
+    question: str
+
+
+def parse_planner_prompt(text: str) -> tuple[str, list[ShownCase]]:
+    """The task's question and the cases shown, from the planner's user message.
+
+    Raises:
+        ValueError: No ``Question:`` line outside the case blocks.
+
+    """
+    cases = [ShownCase(m["id"], m["label"], m["q"].strip()) for m in _CASE.finditer(text)]
+    rest = _CASE_BLOCK.sub("", text)
+    found = _QUESTION.findall(rest)
+    if not found:
+        raise ValueError("no 'Question:' line in the planner prompt")
+    return found[-1].strip(), cases
+
+
+def success_probability(family: str | None, shown: list[tuple[str | None, str]], params: SimParams) -> float:
+    """Chance of a correct answer given the families and labels of the shown cases."""
+    same_pos = sum(1 for f, label in shown if f == family and label == "positive")
+    same_neg = sum(1 for f, label in shown if f == family and label == "negative")
+    other = sum(1 for f, _ in shown if f != family)
+    p = params.base + params.bonus * same_pos + params.neg_bonus * same_neg - params.penalty * other
+    return min(params.cap, max(params.floor, p))
+
+
+def uniform(seed: int, question: str, attempt: int) -> float:
+    """A deterministic draw in [0, 1) per (seed, task, attempt)."""
+    digest = hashlib.sha256(f"{seed}|{question}|{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def wrong_answer(answer: str) -> str:
+    """A plausible, always-wrong answer."""
+    return f"unknown-{hashlib.sha256(answer.encode()).hexdigest()[:6]}"
+
+
+@dataclass
+class SimLLM:
+    """Responders for one memory mode (planner, executor and judge model names end in ``-suffix``)."""
+
+    tasks: list[SimTask]
+    seed: int = 0
+    params: SimParams = field(default_factory=SimParams)
+    suffix: str = "sim"
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._by_question = {t.question: t for t in self.tasks}
+        self._attempts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def models(self) -> dict[str, str]:
+        """Model names to put in the run's Context."""
+        return {role: f"sim-{role}-{self.suffix}" for role in ("planner", "executor", "judge")}
+
+    def install(self, server: ScriptedOpenAI) -> SimLLM:
+        """Register the three responders on a scripted server."""
+        names = self.models
+        server.respond_with(names["planner"], self.planner)
+        server.respond_with(names["executor"], self.executor)
+        server.respond_with(names["judge"], self.judge)
+        return self
+
+    def family_of(self, question: str) -> str | None:
+        """The family of a known task question (None for anything else)."""
+        task = self._by_question.get(question.strip())
+        return task.family if task else None
+
+    def planner(self, request: dict[str, Any]) -> str:
+        """Plan on the first cycle, answer (right or wrong by the draw) once results are in."""
+        text = last_user_text(request)
+        question, cases = parse_planner_prompt(text)
+        task = self._by_question.get(question)
+        if "Results of the subtasks so far:" not in text:
+            family = task.family if task else "unknown"
+            return plan([f"Recall how earlier {family} questions were resolved and apply the same rule."])
+        if task is None:
+            return final("I do not know")
+        shown = [(self.family_of(c.question), c.label) for c in cases]
+        p = success_probability(task.family, shown, self.params)
+        with self._lock:
+            attempt = self._attempts[question]
+        u = uniform(self.seed, question, attempt)
+        correct = u < p
+        with self._lock:
+            self.decisions.append(
+                {
+                    "task_id": task.task_id,
+                    "attempt": attempt,
+                    "p": p,
+                    "correct": correct,
+                    "same_family_positive": sum(1 for f, lab in shown if f == task.family and lab == "positive"),
+                    "other_family": sum(1 for f, _ in shown if f != task.family),
+                }
+            )
+        return final(task.answer if correct else wrong_answer(task.answer))
+
+    def executor(self, request: dict[str, Any]) -> str:
+        """A plain-text subtask result."""
+        return "Noted the rule from earlier cases; ready to answer."
+
+    def judge(self, request: dict[str, Any]) -> str:
+        """Grade by normalised exact match against the references in the prompt."""
+        text = last_user_text(request)
+        question = _QUESTION.search(text)
+        refs = _REFERENCES.search(text)
+        pred = _PREDICTED.search(text)
+        if question:
+            with self._lock:
+                self._attempts[question["q"].strip()] += 1
+        if not refs or not pred:
+            return json.dumps({"rationale": "unreadable judge prompt"})
+        answers = split_answers(refs["r"].split(" | "))
+        ok = bool(exact_match(pred["a"].strip(), answers))
+        return verdict(ok, "matches a reference answer" if ok else "differs from every reference answer")
