@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -38,6 +39,7 @@ def case_id_for(namespace: str, question: str, task_id: str | None = None) -> st
         question: The task's question.
         task_id: A caller-supplied task id (dataset row id, thread id); when given it
             distinguishes repeated attempts at the same question in different tasks.
+
     """
     key = json.dumps([namespace, normalise_question(question), task_id or ""])
     return "case-" + hashlib.sha256(key.encode()).hexdigest()[:24]
@@ -99,6 +101,7 @@ class Case:
     times_retrieved: int = 0
     retrieved_successes: int = 0
     retrieved_failures: int = 0
+    last_retrieved_at: float | None = None
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -110,6 +113,11 @@ class Case:
             raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got {self.reward_source!r}")
         if self.reward is not None:
             self.reward = float(self.reward)
+            if not math.isfinite(self.reward):
+                raise ValueError(f"reward must be a finite number, got {self.reward!r}")
+            # A judged case without an explicit label gets the label its reward implies.
+            if self.label == "unknown":
+                self.label = label_for_reward(self.reward)
         self.plan = parse_plan(self.plan)
         if not self.id:
             self.id = case_id_for(self.namespace, self.question, self.task_id)
@@ -145,6 +153,8 @@ class Case:
             "times_retrieved": int(self.times_retrieved),
             "retrieved_successes": int(self.retrieved_successes),
             "retrieved_failures": int(self.retrieved_failures),
+            # Chroma metadata cannot hold None: 0.0 means "never retrieved".
+            "last_retrieved_at": float(self.last_retrieved_at or 0.0),
             # The full record rides along as JSON so a get never needs a second store.
             "record": json.dumps(self.to_dict(), ensure_ascii=False),
         }
@@ -161,4 +171,11 @@ class Case:
         case.times_retrieved = int(meta.get("times_retrieved", case.times_retrieved))
         case.retrieved_successes = int(meta.get("retrieved_successes", case.retrieved_successes))
         case.retrieved_failures = int(meta.get("retrieved_failures", case.retrieved_failures))
+        case.last_retrieved_at = float(meta.get("last_retrieved_at") or 0.0) or case.last_retrieved_at
         return case
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of judged tasks that succeeded after being shown this case (None if never)."""
+        judged = self.retrieved_successes + self.retrieved_failures
+        return self.retrieved_successes / judged if judged else None

@@ -8,6 +8,7 @@ An OpenAI-compatible ``/embeddings`` endpoint can replace it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -135,6 +136,28 @@ class OpenAIEmbedder:
         return _unit(np.array([d.embedding for d in resp.data], dtype=np.float32))
 
 
+class HashEmbedder:
+    """Deterministic vectors from a text hash: for tests and benchmarks that measure the bank.
+
+    It carries no meaning (different texts are near-orthogonal, equal texts identical), loads
+    nothing and costs microseconds, so concurrency tests and bulk benchmarks measure Chroma and
+    the bank rather than the encoder. Never use it for a real agent.
+    """
+
+    def __init__(self, dim: int = 64):
+        """Set the vector size."""
+        self.dim = dim
+        self.name = f"hash-{dim}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed texts by seeding a generator with each text's SHA-256."""
+        out = np.empty((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(self.dim)
+        return _unit(out) if len(texts) else out
+
+
 @functools.lru_cache(maxsize=4)
 def get_embedder(spec: str = "minilm") -> Embedder:
     """Shared embedder per process: loading the model once keeps queries to one encoder pass.
@@ -142,8 +165,11 @@ def get_embedder(spec: str = "minilm") -> Embedder:
     Args:
         spec: ``minilm`` (default, local), a folder holding a sentence-transformers model, or
             ``openai:<model>`` for an OpenAI-compatible endpoint configured by
-            ``MEMENTO_EMBEDDINGS_BASE_URL`` / ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+            ``MEMENTO_EMBEDDINGS_BASE_URL`` / ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``, or
+            ``hash[:dim]`` (meaningless hash vectors, for tests and benchmarks only).
     """
+    if spec == "hash" or spec.startswith("hash:"):
+        return HashEmbedder(int(spec.split(":", 1)[1]) if ":" in spec else 64)
     if spec in ("", "minilm", "all-MiniLM-L6-v2"):
         return MiniLMEmbedder()
     if spec.startswith("openai:"):

@@ -1,0 +1,371 @@
+"""Import and export of cases as JSONL, in our format and in the original Memento project's.
+
+Formats (detected per file from its first valid row):
+
+* ``memento``: our `Case` records (`Case.to_dict`), optionally with ``embedding`` and ``embedder``
+  so a restore into a bank with the same embedder skips re-encoding.
+* ``memory``: the original ``memory.jsonl`` rows ``{case, plan, case_label}``, where ``plan`` is a
+  JSON string ``{"plan": [{"id", "description"}]}``.
+* ``training``: the original ``training_data.jsonl`` rows ``{query, case, case_label, plan,
+  truth_label}``; the distinct cases are imported (the queries are policy training data).
+* ``qpr``: plain ``{question, plan, reward}`` rows.
+
+Imported rows in the original formats get ``reward_source="imported"`` and reward 1.0/0.0 from
+their label. A malformed row is reported with its line number and skipped; every valid row is
+still written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memory.cases import LABELS, Case, case_id_for
+
+FORMATS = ("memento", "memory", "training", "qpr")
+EXPORT_FORMATS = ("memento", "memory", "qpr")
+_LABEL_REWARD = {"positive": 1.0, "negative": 0.0}
+
+
+class ImportFormatError(ValueError):
+    """A file whose format cannot be recognised."""
+
+
+@dataclass
+class RowError:
+    """A row that could not be imported."""
+
+    line: int
+    message: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did."""
+
+    path: str
+    format: str
+    rows: int = 0
+    written: int = 0
+    duplicates: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no row was rejected."""
+        return not self.errors
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    """Name the format a row belongs to.
+
+    Raises:
+        ImportFormatError: The row matches no known format.
+
+    """
+    keys = set(row)
+    if {"query", "case", "case_label"} <= keys:
+        return "training"
+    if {"case", "case_label"} <= keys:
+        return "memory"
+    if "question" in keys and keys & {"id", "namespace", "label", "reward_source", "created_at"}:
+        return "memento"
+    if "question" in keys:
+        return "qpr"
+    raise ImportFormatError(
+        f"unrecognised row with keys {sorted(keys)}; expected one of the formats {FORMATS} "
+        "(see `memento memory import --help`)"
+    )
+
+
+def _label(value: Any) -> str:
+    label = str(value).strip().lower()
+    if label not in _LABEL_REWARD:
+        raise ValueError(f"case_label must be 'positive' or 'negative', got {value!r}")
+    return label
+
+
+def _text(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key!r} must be a non-empty string")
+    return value
+
+
+def row_to_case(
+    row: dict[str, Any], fmt: str, *, namespace: str | None, source: str
+) -> tuple[Case, list[float] | None, str | None]:
+    """Turn one row into a case (plus a stored embedding and its embedder, if the row has one).
+
+    Args:
+        row: The parsed JSON object.
+        fmt: Its format (see `FORMATS`).
+        namespace: Target namespace; None keeps a ``memento`` row's own namespace (others go to
+            ``default``).
+        source: Dataset source recorded on original-format rows without one.
+
+    Raises:
+        ValueError: The row is malformed.
+
+    """
+    if fmt in ("memory", "training"):
+        label = _label(row.get("case_label"))
+        case = Case(
+            question=_text(row, "case"),
+            namespace=namespace or "default",
+            plan=row.get("plan") or [],
+            reward=_LABEL_REWARD[label],
+            label=label,  # type: ignore[arg-type]
+            reward_source="imported",
+            source=source,
+        )
+        return case, None, None
+    if fmt == "qpr":
+        reward = row.get("reward")
+        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float)):
+            raise ValueError(f"reward must be a number or null, got {reward!r}")
+        case = Case(
+            question=_text(row, "question"),
+            namespace=namespace or "default",
+            plan=row.get("plan") or [],
+            answer=str(row.get("answer") or ""),
+            reward=reward,
+            reward_source="imported" if reward is not None else "none",
+            task_id=row.get("task_id"),
+            source=row.get("source") or source,
+        )
+        return case, None, None
+    if fmt == "memento":
+        _text(row, "question")
+        data = {k: v for k, v in row.items() if k not in ("embedding", "embedder")}
+        case = Case.from_dict(data)
+        if namespace and namespace != case.namespace:
+            case.namespace = namespace
+            case.id = case_id_for(namespace, case.question, case.task_id)
+        elif row.get("id") and row["id"] != case.id:
+            # Our ids are derived, so a mismatch means the row was edited by hand: trust the fields.
+            case.id = case_id_for(case.namespace, case.question, case.task_id)
+        embedding = row.get("embedding")
+        if embedding is not None and not (isinstance(embedding, list) and embedding):
+            raise ValueError("embedding must be a non-empty list of numbers")
+        return case, embedding, row.get("embedder")
+    raise ImportFormatError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(line_number, row, error)`` for every non-blank line."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+                continue
+            if not isinstance(row, dict):
+                yield lineno, None, f"expected a JSON object, got {type(row).__name__}"
+                continue
+            yield lineno, row, None
+
+
+def import_jsonl(
+    bank: Any,
+    path: str | os.PathLike[str],
+    *,
+    namespace: str | None = None,
+    fmt: str | None = None,
+    batch_size: int = 256,
+    source: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import a JSONL file into a bank (upserts: re-importing a file changes nothing).
+
+    Args:
+        bank: The `CaseBank`.
+        path: The file.
+        namespace: Target namespace (None: a ``memento`` row keeps its own, others go to
+            ``default``).
+        fmt: Force a format instead of detecting it.
+        batch_size: Cases embedded and written per batch.
+        source: Dataset source for original-format rows (default ``memento:<file name>``).
+        progress: Called with the number of lines consumed after each batch.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ImportFormatError: The format cannot be recognised (no valid row to detect it from).
+
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no import file at {path}")
+    if fmt is not None and fmt not in FORMATS:
+        raise ImportFormatError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    source = source or f"memento:{path.name}"
+    report = ImportReport(path=str(path), format=fmt or "")
+    pending: list[Case] = []
+    pending_emb: list[list[float] | None] = []
+    pending_index: dict[str, int] = {}
+    seen: set[str] = set()
+    last_line = 0
+
+    def flush() -> None:
+        if not pending:
+            return
+        embedder = bank.embedder
+        stored_ok = all(e is not None for e in pending_emb)
+        vectors = np.asarray(pending_emb, dtype=np.float32) if stored_ok else None
+        if vectors is None or vectors.ndim != 2 or vectors.shape[1] != embedder.dim:
+            vectors = embedder.embed([c.embedding_text() for c in pending])
+        bank.upsert(pending, embeddings=vectors, keep_created=report.format != "memento")
+        pending.clear()
+        pending_emb.clear()
+        pending_index.clear()
+        if progress:
+            progress(last_line)
+
+    for lineno, row, error in iter_rows(path):
+        last_line = lineno
+        report.rows += 1
+        if error is not None:
+            report.errors.append(RowError(lineno, error))
+            continue
+        assert row is not None
+        if not report.format:
+            try:
+                report.format = detect_format(row)
+            except ImportFormatError as exc:
+                report.errors.append(RowError(lineno, str(exc)))
+                continue
+        try:
+            case, embedding, embedder_name = row_to_case(
+                row, report.format, namespace=namespace, source=source
+            )
+        except (ValueError, TypeError) as exc:
+            report.errors.append(RowError(lineno, f"{type(exc).__name__}: {exc}"))
+            continue
+        emb = embedding if embedder_name and embedder_name == bank.embedder.name else None
+        if case.id in seen:
+            # Same case again in this file (training rows repeat cases): the last row wins.
+            report.duplicates += 1
+            if case.id in pending_index:
+                pending[pending_index[case.id]] = case
+                pending_emb[pending_index[case.id]] = emb
+                continue
+        seen.add(case.id)
+        pending_index[case.id] = len(pending)
+        pending.append(case)
+        pending_emb.append(emb)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    report.written = len(seen)
+    if progress:
+        progress(last_line)
+    if not report.format:
+        report.format = "unknown"
+    return report
+
+
+def case_to_row(case: Case, fmt: str, embedding: np.ndarray | None = None, embedder: str | None = None) -> dict[str, Any] | None:
+    """One export row, or None when the case cannot be expressed in that format.
+
+    Raises:
+        ValueError: Unknown export format.
+
+    """
+    if fmt == "memento":
+        row = case.to_dict()
+        if embedding is not None:
+            row["embedding"] = [round(float(x), 7) for x in embedding]
+            row["embedder"] = embedder
+        return row
+    if fmt == "memory":
+        if case.label not in _LABEL_REWARD:
+            return None
+        return {"case": case.question, "plan": case.plan_text(), "case_label": case.label}
+    if fmt == "qpr":
+        return {"question": case.question, "plan": case.plan_text(), "reward": case.reward}
+    raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+
+
+@dataclass
+class ExportReport:
+    """What an export did."""
+
+    path: str
+    format: str
+    written: int = 0
+    skipped: int = 0
+
+
+def export_jsonl(
+    bank: Any,
+    path: str | os.PathLike[str],
+    *,
+    namespace: str | None = None,
+    fmt: str = "memento",
+    labels: tuple[str, ...] | None = None,
+    with_embeddings: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ExportReport:
+    """Write a namespace as JSONL (atomically: a crash leaves the old file in place).
+
+    Args:
+        bank: The `CaseBank`.
+        path: Output file.
+        namespace: Namespace to export (default: the bank's).
+        fmt: ``memento`` (complete), ``memory`` or ``qpr`` (the original project's shapes; the
+            ``memory`` format skips cases without a positive/negative label).
+        labels: Export only these labels.
+        with_embeddings: Add stored vectors to ``memento`` rows (a restore skips re-encoding).
+        progress: Called with the number of cases written after each page.
+
+    Raises:
+        ValueError: Unknown format or label.
+
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    for label in labels or ():
+        if label not in LABELS:
+            raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = ExportReport(path=str(path), format=fmt)
+    stats = bank.stats(namespace) if with_embeddings else None
+    embedder = stats["embedder"] if stats else None
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for _ids, metas, embs in bank.iter_pages(namespace, embeddings=with_embeddings and fmt == "memento"):
+            for j, meta in enumerate(metas):
+                case = Case.from_metadata(meta)
+                if labels and case.label not in labels:
+                    report.skipped += 1
+                    continue
+                row = case_to_row(case, fmt, embs[j] if embs is not None else None, embedder)
+                if row is None:
+                    report.skipped += 1
+                    continue
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                report.written += 1
+            if progress:
+                progress(report.written + report.skipped)
+    os.replace(tmp, path)
+    return report
+
+
+def count_lines(path: str | os.PathLike[str]) -> int:
+    """Lines in a file (the total of an import progress bar)."""
+    return _count_lines(Path(path))
