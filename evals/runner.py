@@ -30,6 +30,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,11 @@ def make_context(config: EvalConfig, mode: str, split: str):
         eval_mode=split == "test",
         write_back=split != "test",
     )
+
+
+def models_of(ctx: Any) -> dict[str, str]:
+    """The models a Context names, per role."""
+    return {"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model}
 
 
 def cost_usd(usage: dict[str, Any], models: dict[str, str], prices: dict[str, float]) -> float:
@@ -292,9 +298,6 @@ class EvalRunner:
         self.splits = {e.task_id: split_of(e.task_id, config.test_fraction, config.seed) for e in self.examples}
         self.client, self.upload = langsmith_client(config.langsmith_upload)
 
-    def _models(self, ctx) -> dict[str, str]:
-        return {"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model}
-
     def todo(self) -> list[tuple[str, int, str, Example]]:
         """Remaining (mode, pass, split, example) in run order."""
         done = self.store.finished()
@@ -336,7 +339,7 @@ class EvalRunner:
         from langsmith import aevaluate
 
         ctx = make_context(self.config, mode, split)
-        models = self._models(ctx)
+        models = models_of(ctx)
         by_id = {e.task_id: e for e in exs}
 
         async def target(inputs: dict) -> dict:
@@ -424,6 +427,8 @@ def _quiet_langsmith() -> Iterator[None]:
         if hasattr(_arunner, "_load_tqdm"):
             stack.enter_context(mock.patch.object(_arunner, "_load_tqdm", lambda: (lambda it: it)))
         stack.enter_context(contextlib.redirect_stdout(banner))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message=".*upload_results.*beta")
         yield
     for line in banner.getvalue().splitlines():
         logger.debug("langsmith: %s", line)

@@ -3,8 +3,8 @@
 It plugs into the scripted OpenAI-compatible server (`ScriptedOpenAI.respond_with`), so the real
 graph, case bank, retrieval and policy run unchanged over real HTTP; only the model is simulated:
 
-* planner — on the first cycle it writes a one-step plan; once a subtask result is in the prompt it
-  answers. It reads the ``<case id=… label=…>`` blocks and the task's ``Question:`` from the
+* planner — on the first cycle it writes a one-step plan (unless ``plan_first`` is off); once a
+  subtask result is in the prompt it answers. It reads the ``<case id=… label=…>`` blocks and the task's ``Question:`` from the
   prompt, looks up each case's family by its question, and answers correctly with probability
   ``p = base + bonus·(same-family positives) + neg_bonus·(same-family negatives)
   − penalty·(other-family cases)``, clipped to ``[floor, cap]``.
@@ -42,9 +42,9 @@ class SimParams:
     """How much shown cases move the simulated model's chance of success."""
 
     base: float = 0.25
-    bonus: float = 0.2
+    bonus: float = 0.3
     neg_bonus: float = 0.05
-    penalty: float = 0.12
+    penalty: float = 0.08
     floor: float = 0.02
     cap: float = 0.95
 
@@ -101,6 +101,7 @@ class SimLLM:
     seed: int = 0
     params: SimParams = field(default_factory=SimParams)
     suffix: str = "sim"
+    plan_first: bool = True
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -131,7 +132,7 @@ class SimLLM:
         text = last_user_text(request)
         question, cases = parse_planner_prompt(text)
         task = self._by_question.get(question)
-        if "Results of the subtasks so far:" not in text:
+        if self.plan_first and "Results of the subtasks so far:" not in text:
             family = task.family if task else "unknown"
             return plan([f"Recall how earlier {family} questions were resolved and apply the same rule."])
         if task is None:

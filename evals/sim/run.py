@@ -44,6 +44,7 @@ class SimConfig:
     concurrency: int = 1
     test_fraction: float = 0.0
     params: SimParams = field(default_factory=SimParams)
+    plan_first: bool = True
     progress: bool = True
 
 
@@ -56,7 +57,7 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
     notes: list[str] = []
     os.environ.setdefault(SIM_KEY_ENV, "sim")
     with ScriptedOpenAI() as server:
-        sims = {mode: SimLLM(tasks, seed=cfg.seed, params=cfg.params, suffix=mode).install(server) for mode in cfg.modes}
+        sims = {mode: SimLLM(tasks, seed=cfg.seed, params=cfg.params, suffix=mode, plan_first=cfg.plan_first).install(server) for mode in cfg.modes}
         # One EvalConfig per mode: each mode's models are its own simulator instance.
         records: list[dict[str, Any]] = []
         for mode in cfg.modes:
@@ -148,7 +149,7 @@ def check_sim_settings(cfg: SimConfig) -> None:
     """
     path = Path(cfg.out_dir) / "sim_config.json"
     now = {"families": cfg.families, "per_family": cfg.per_family, "k": cfg.k, "seed": cfg.seed,
-           "test_fraction": cfg.test_fraction, "params": asdict(cfg.params)}
+           "test_fraction": cfg.test_fraction, "params": asdict(cfg.params), "plan_first": cfg.plan_first}
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = sorted(k for k in now if old.get(k) != now[k])
