@@ -452,9 +452,9 @@ class CaseBank:
                             metadatas=[batch[i].to_metadata() for i in part],
                         )
                 if same_idx:
+                    # No documents here: Chroma would embed them itself (and try a download).
                     col.update(
                         ids=[batch[i].id for i in same_idx],
-                        documents=[batch[i].question for i in same_idx],
                         metadatas=[batch[i].to_metadata() for i in same_idx],
                     )
         return [c.id for c in batch]
