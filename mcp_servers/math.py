@@ -12,12 +12,16 @@ Three guards keep a hostile or careless expression from hurting the server:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-import multiprocessing
 import os
+import pickle
 import re
 import resource
+import select
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -155,48 +159,64 @@ def guard(expr) -> None:
             _log10_bound(node)
 
 
-def _child(conn, fn: Callable[..., str], args: tuple, memory_mb: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
+def _child(write_fd: int, fn: Callable[..., str], args: tuple, memory_mb: int) -> None:
+    """Body of the forked child: compute, send the pickled outcome, never return."""
     try:
-        conn.send(("ok", fn(*args)))
-    except MathError as exc:
-        conn.send(("error", str(exc)))
-    except MemoryError:
-        conn.send(("error", f"out of memory (limit {memory_mb} MB)"))
-    except Exception as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
+        try:
+            outcome = ("ok", fn(*args))
+        except MathError as exc:
+            outcome = ("error", str(exc))
+        except MemoryError:
+            outcome = ("error", f"out of memory (limit {memory_mb} MB)")
+        except BaseException as exc:
+            outcome = ("error", f"{type(exc).__name__}: {exc}")
+        data = pickle.dumps(outcome)
+        while data:
+            data = data[os.write(write_fd, data) :]
     finally:
-        conn.close()
+        os._exit(0)
 
 
 def bounded(fn: Callable[..., str], *args: Any) -> str:
     """Run ``fn(*args)`` in a forked child with a time and memory limit.
+
+    A bare ``os.fork`` rather than multiprocessing: multiprocessing's child closes ``sys.stdin``,
+    whose lock the stdio transport's reader thread holds, and would hang.
 
     Raises:
         MathError: The computation failed, ran out of memory or took longer than `timeout_s`.
 
     """
     _sympy_names()  # children inherit the imported sympy instead of importing it per call
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
     memory_mb = int(os.environ.get("MEMENTO_MATH_MEMORY_MB", "2048"))
-    proc = ctx.Process(target=_child, args=(child, fn, args, memory_mb), daemon=True)
-    proc.start()
-    child.close()
     limit = timeout_s()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(write_fd, fn, args, memory_mb)
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + limit
     try:
-        if not parent.poll(limit):
-            raise MathError(f"the computation took longer than {limit:g}s and was stopped")
-        try:
-            status, value = parent.recv()
-        except EOFError as exc:
-            raise MathError(f"the computation crashed (exit code {proc.exitcode})") from exc
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_fd], [], [], remaining)[0]:
+                raise MathError(f"the computation took longer than {limit:g}s and was stopped")
+            chunk = os.read(read_fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
     finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-        parent.close()
-    if status != "ok":
+        os.close(read_fd)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if not chunks:
+        raise MathError(f"the computation crashed (wait status {status})")
+    state, value = pickle.loads(b"".join(chunks))
+    if state != "ok":
         raise MathError(value)
     if len(value) > MAX_RESULT_CHARS:
         value = value[:MAX_RESULT_CHARS] + f"... [truncated: {len(value)} characters in all]"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import re
@@ -127,7 +128,9 @@ _FLAG_OPTIONS = {
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
 
 
+@functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL:
+    # Loaded once in the parent, so a forked child never runs the dynamic loader.
     return ctypes.CDLL(None, use_errno=True)
 
 
@@ -349,6 +352,7 @@ class Sandbox:
             )
         self.python = os.environ.get("MEMENTO_CODE_PYTHON") or sys.executable
         self.notes: list[str] = []
+        _libc()
         self.mode = self._probe()
 
     # -- setup -----------------------------------------------------------------------------------
