@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Must be set before crawl4ai is imported: it creates its folders at import time.
-os.environ.setdefault(
-    "CRAWL4_AI_BASE_DIRECTORY", str(Path(tempfile.gettempdir()) / f"memento-crawl4ai-{os.getuid()}")
-)
+# Must be set before crawl4ai is imported: it creates its folders at import time. An empty value
+# (a config passing through an unset variable) would make it write into the working directory.
+if not os.environ.get("CRAWL4_AI_BASE_DIRECTORY"):
+    os.environ["CRAWL4_AI_BASE_DIRECTORY"] = str(Path(tempfile.gettempdir()) / f"memento-crawl4ai-{os.getuid()}")
 # Its advertising banner is noise in a tool server's log.
 os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
 
@@ -100,7 +100,7 @@ class CrawlSettings:
             browser = ""
         if browser not in {"", "managed", "cdp"}:
             raise ValueError(f"MEMENTO_CRAWL_BROWSER must be empty, 'managed' or 'cdp', not {browser!r}")
-        rerank = env.get("MEMENTO_CRAWL_RERANK", "bm25").strip().lower() or "bm25"
+        rerank = (env.get("MEMENTO_CRAWL_RERANK") or "bm25").strip().lower()
         if rerank not in {"bm25", "minilm"}:
             raise ValueError(f"MEMENTO_CRAWL_RERANK must be 'bm25' or 'minilm', not {rerank!r}")
         cdp_url = env.get("MEMENTO_CRAWL_CDP_URL", "")
@@ -108,10 +108,10 @@ class CrawlSettings:
             raise ValueError("MEMENTO_CRAWL_BROWSER=cdp needs MEMENTO_CRAWL_CDP_URL")
         return cls(
             policy=EgressPolicy.from_env(),
-            max_bytes=int(env.get("MEMENTO_CRAWL_MAX_BYTES", "5000000")),
-            timeout_s=float(env.get("MEMENTO_CRAWL_TIMEOUT", "20")),
+            max_bytes=int(env.get("MEMENTO_CRAWL_MAX_BYTES") or 5_000_000),
+            timeout_s=float(env.get("MEMENTO_CRAWL_TIMEOUT") or 20),
             browser=browser,
-            browser_path=env.get("MEMENTO_CRAWL_BROWSER_PATH", DEFAULT_BROWSER_PATH),
+            browser_path=env.get("MEMENTO_CRAWL_BROWSER_PATH") or DEFAULT_BROWSER_PATH,
             cdp_url=cdp_url,
             rerank=rerank,
         )

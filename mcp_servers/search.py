@@ -292,9 +292,10 @@ async def search(query: str, max_results: int = 8) -> SearchResponse:
     if not 1 <= max_results <= 50:
         raise SearchError("max_results must be between 1 and 50")
     backend = pick_backend()
-    timeout = float(os.environ.get("MEMENTO_SEARCH_TIMEOUT", "15"))
-    retries = int(os.environ.get("MEMENTO_SEARCH_RETRIES", "2"))
-    backoff = float(os.environ.get("MEMENTO_SEARCH_BACKOFF", "0.5"))
+    # Empty values (a config passing through an unset variable) mean the default.
+    timeout = float(os.environ.get("MEMENTO_SEARCH_TIMEOUT") or 15)
+    retries = int(os.environ.get("MEMENTO_SEARCH_RETRIES") or 2)
+    backoff = float(os.environ.get("MEMENTO_SEARCH_BACKOFF") or 0.5)
     request = backend.build(query, max_results)
     attempts = retries + 1
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
