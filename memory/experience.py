@@ -20,6 +20,10 @@ from memory.cases import now
 
 DEFAULT_LOG_PATH = os.path.join(".memento", "experience.sqlite")
 
+
+class ExperienceLogError(RuntimeError):
+    """The log file cannot be opened or read; the message names it and says how to recover."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS retrievals (
     retrieval_id TEXT PRIMARY KEY,
@@ -45,25 +49,40 @@ class ExperienceLog:
     """Append-only log of retrievals and outcomes in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
-        """Open or create the log file."""
+        """Open or create the log file.
+
+        Raises:
+            ExperienceLogError: The file exists but is not a readable SQLite database.
+
+        """
         self.path = Path(path or os.environ.get("MEMENTO_EXPERIENCE_PATH") or DEFAULT_LOG_PATH)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as conn:
-            conn.executescript(_SCHEMA)
+        try:
+            with self._conn() as conn:
+                conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: Exception) -> ExperienceLogError:
+        return ExperienceLogError(
+            f"the experience log at {self.path} cannot be used ({exc}); if it is corrupt, move it "
+            "aside to start a new one (the case bank is unaffected)"
+        )
 
     def _conn(self) -> sqlite3.Connection:
+        # One connection per thread and process: sqlite connections must not cross a fork.
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._local.pid != os.getpid():
             try:
                 conn = sqlite3.connect(self.path, timeout=30.0)
                 conn.execute("PRAGMA journal_mode=WAL")
+                # Every committed record survives a crash of the machine, not only of the process.
+                conn.execute("PRAGMA synchronous=FULL")
             except sqlite3.DatabaseError as exc:
-                raise RuntimeError(
-                    f"the experience log at {self.path} cannot be opened ({exc}); move it aside "
-                    "to start a new one (the case bank is unaffected)"
-                ) from exc
+                raise self._error(exc) from exc
             self._local.conn = conn
+            self._local.pid = os.getpid()
         return conn
 
     def log_retrieval(
@@ -87,6 +106,7 @@ class ExperienceLog:
             selector: ``similarity`` or ``learned`` (or ``none``).
             policy_version: Checkpoint version that scored the candidates.
             task_id: The task's id, if any.
+
         """
         with self._conn() as conn:
             conn.execute(
@@ -118,7 +138,9 @@ class ExperienceLog:
         row = self._conn().execute("SELECT 1 FROM outcomes WHERE retrieval_id = ?", (retrieval_id,)).fetchone()
         return row is not None
 
-    def records(self, *, judged_only: bool = True, namespace: str | None = None) -> Iterator[dict[str, Any]]:
+    def records(
+        self, *, judged_only: bool = True, namespace: str | None = None, retrieval_id: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Retrievals joined with outcomes, oldest first."""
         sql = (
             "SELECT r.retrieval_id, r.namespace, r.task_id, r.query, r.selector, r.policy_version, "
@@ -131,9 +153,12 @@ class ExperienceLog:
         if namespace:
             where.append("r.namespace = ?")
             args.append(namespace)
+        if retrieval_id:
+            where.append("r.retrieval_id = ?")
+            args.append(retrieval_id)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.created_at"
+        sql += " ORDER BY r.created_at, r.rowid"
         for row in self._conn().execute(sql, args):
             yield {
                 "retrieval_id": row[0],
@@ -148,6 +173,10 @@ class ExperienceLog:
                 "label": row[9],
                 "reward_source": row[10],
             }
+
+    def get(self, retrieval_id: str) -> dict[str, Any] | None:
+        """One retrieval with its outcome (None fields until judged), or None."""
+        return next(self.records(judged_only=False, retrieval_id=retrieval_id), None)
 
     def count(self, judged_only: bool = True) -> int:
         """Number of (judged) retrievals."""
