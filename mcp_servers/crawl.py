@@ -296,7 +296,7 @@ def _get_embedder():
 
 
 @mcp.tool()
-async def crawl(url: str, query: str = "", max_tokens: int = 2000) -> str:
+async def fetch_page(url: str, query: str = "", max_tokens: int = 2000) -> str:
     """Fetch a web page and return it as markdown, keeping the parts relevant to ``query``.
 
     Args:

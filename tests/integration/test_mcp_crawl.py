@@ -169,7 +169,7 @@ async def test_crawls_a_page_to_clean_markdown_and_compresses_long_pages(servers
     base, _ = servers
     async with client(crawl_dir).session("crawl") as session:
         tools = {t.name: t for t in await load_mcp_tools(session)}
-        status, text = await call(tools["crawl"], url=f"{base}/")
+        status, text = await call(tools["fetch_page"], url=f"{base}/")
         assert status == "success", text
         assert text.startswith(f"URL: {base}/\nTitle: Widget Co")
         assert "# Widget Co" in text and "## Pricing" in text and "## Install" in text
@@ -182,7 +182,7 @@ async def test_crawls_a_page_to_clean_markdown_and_compresses_long_pages(servers
         assert "NAVIGATION-LINKS" not in text and "FOOTER-COPYRIGHT" not in text
         assert "Note:" not in text  # short enough: not compressed
 
-        status, text = await call(tools["crawl"], url=f"{base}/long", query="Who is the lighthouse keeper of Skerry Point?", max_tokens=300)
+        status, text = await call(tools["fetch_page"], url=f"{base}/long", query="Who is the lighthouse keeper of Skerry Point?", max_tokens=300)
         assert status == "success", text
         assert "Ada Quill, appointed in 1887" in text
         assert "kept the parts most relevant" in text and "[…]" in text
@@ -191,7 +191,7 @@ async def test_crawls_a_page_to_clean_markdown_and_compresses_long_pages(servers
         assert "sailing" not in body and "football" not in body
 
         # Redirects within the allowed host are followed and the final URL reported.
-        status, text = await call(tools["crawl"], url=f"{base}/redirect-home")
+        status, text = await call(tools["fetch_page"], url=f"{base}/redirect-home")
         assert status == "success" and text.startswith(f"URL: {base}/\n")
 
 
@@ -213,14 +213,38 @@ async def test_refuses_private_targets_redirects_and_oversized_pages_and_keeps_s
     async with client(crawl_dir).session("crawl") as session:
         tools = {t.name: t for t in await load_mcp_tools(session)}
         for url, reason in refused.items():
-            status, text = await call(tools["crawl"], url=url)
+            status, text = await call(tools["fetch_page"], url=url)
             assert status == "error", (url, text)
             assert reason in text, (url, text)
             assert "INTERNAL-SECRET" not in text
             # The server is still there and still crawls allowed pages.
-            status, text = await call(tools["crawl"], url=f"{base}/")
+            status, text = await call(tools["fetch_page"], url=f"{base}/")
             assert status == "success" and "## Pricing" in text, text
 
-        status, text = await call(tools["crawl"], url=f"{base}/missing")
+        status, text = await call(tools["fetch_page"], url=f"{base}/missing")
         assert status == "error" and "404" in text
     assert SecretHandler.hits == 0  # nothing ever reached the loopback-only server
+
+
+@pytest.mark.anyio
+async def test_browser_mode_is_configurable_and_explains_a_missing_browser(servers, crawl_dir, monkeypatch):
+    monkeypatch.setenv("CRAWL4_AI_BASE_DIRECTORY", str(crawl_dir))
+    from mcp_servers.crawl import CrawlSettings, fetch_markdown
+
+    monkeypatch.setenv("MEMENTO_CRAWL_BROWSER", "firefox")
+    with pytest.raises(ValueError, match="MEMENTO_CRAWL_BROWSER must be"):
+        CrawlSettings.from_env()
+    monkeypatch.setenv("MEMENTO_CRAWL_BROWSER", "cdp")
+    with pytest.raises(ValueError, match="needs MEMENTO_CRAWL_CDP_URL"):
+        CrawlSettings.from_env()
+
+    monkeypatch.setenv("MEMENTO_CRAWL_BROWSER", "managed")
+    monkeypatch.setenv("MEMENTO_CRAWL_BROWSER_PATH", str(crawl_dir / "no-such-chromium"))
+    monkeypatch.setenv("MEMENTO_CRAWL_ALLOWLIST", PAGE_HOST)
+    settings = CrawlSettings.from_env()
+    assert settings.browser == "managed"
+    with pytest.raises(RuntimeError, match=r"no browser at .*no-such-chromium"):
+        await fetch_markdown(f"{servers[0]}/", settings)
+    # The egress guard runs before any browser is involved.
+    with pytest.raises(ValueError, match="is link-local"):
+        await fetch_markdown("http://169.254.169.254/", settings)
