@@ -51,7 +51,8 @@ def learning_curves(summary: dict[str, Any]) -> dict[str, dict[str, list[tuple[i
     """Accuracy per pass for each mode and split: ``{split: {mode: [(pass, accuracy), ...]}}``."""
     curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for row in summary["overall"]:
-        if row["accuracy"] is None:
+        # A pass where every task crashed says nothing about learning; the tables still show it.
+        if row["accuracy"] is None or row.get("errors") == row.get("n"):
             continue
         curves.setdefault(row["split"], {}).setdefault(row["mode"], []).append(
             (int(row["iteration"]), float(row["accuracy"]))

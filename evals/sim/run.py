@@ -82,6 +82,8 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
                     "api_key_env": SIM_KEY_ENV,
                     "mcp_config": "",
                     "max_cycles": 2,
+                    # Valid for both the Context and the policy's selector; keeps the policy learning.
+                    "exploration": "epsilon:0.1",
                 },
             )
             hook = functools.partial(train_policy_before_pass, seed=cfg.seed, notes=notes)
@@ -119,6 +121,12 @@ def simulate(cfg: SimConfig) -> dict[str, Any]:
 def fallback_notes(records: list[dict[str, Any]]) -> list[str]:
     """Say where learned mode actually ran as similarity (no policy yet, or none installed)."""
     notes = []
+    failed: dict[tuple[str, int], str] = {}
+    for r in records:
+        if r.get("error"):
+            failed.setdefault((r["mode"], int(r["iteration"])), r["error"])
+    for (mode, it), err in sorted(failed.items()):
+        notes.append(f"{mode} pass {it}: tasks failed, e.g. {err[:200]} (rerun the same command to retry them)")
     passes: dict[int, set[str]] = {}
     for r in records:
         if r["mode"] == "learned" and not r.get("error"):
