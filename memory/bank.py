@@ -77,6 +77,37 @@ def _is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
 
 
+# Transient server-side states seen with `chroma run` under concurrent clients (a just-created
+# collection has no index files yet); the same request succeeds moments later.
+_TRANSIENT = ("Nothing found on disk", "database is locked")
+
+
+class _RetryingCollection:
+    """A server collection whose calls retry transient errors (all our writes are idempotent)."""
+
+    def __init__(self, col: Any, attempts: int = 8):
+        self._col = col
+        self._attempts = attempts
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._col, name)
+        if name not in ("get", "query", "add", "upsert", "update", "delete", "count"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+            retrying = Retrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=0.05, max=2.0),
+                retry=retry_if_exception(lambda e: any(t in str(e) for t in _TRANSIENT)),
+                reraise=True,
+            )
+            return retrying(attr, *args, **kwargs)
+
+        return call
+
+
 class _Store:
     """A Chroma client plus the collections opened through it (server mode: nothing to refresh)."""
 
@@ -325,6 +356,8 @@ class CaseBank:
                     embedding_function=None,
                     metadata={"hnsw:space": "cosine", "embedder": self.embedder.name},
                 )
+            if not isinstance(store, _EmbeddedStore):
+                col = _RetryingCollection(col)
             store.collections[ns] = col
         return col
 
@@ -362,6 +395,10 @@ class CaseBank:
                 finally:
                     # Stamped even after a failed write: part of it may have landed.
                     self._store.mark_written()
+
+    @property
+    def _lock_held_locally(self) -> bool:
+        return isinstance(self._store, _EmbeddedStore)
 
     def namespaces(self) -> list[str]:
         """Namespaces that hold a collection."""
@@ -443,7 +480,9 @@ class CaseBank:
                         case.updated_at = stamp
                 # Re-indexing a vector is slow in Chroma; a rewrite of the same question (a retry,
                 # a re-judged case, a re-import) only needs its metadata replaced.
-                for part, op in ((new_idx, col.add), (moved_idx, col.upsert)):
+                # A retried server request may repeat an add that landed: upsert is idempotent there.
+                add = col.add if self._lock_held_locally else col.upsert
+                for part, op in ((new_idx, add), (moved_idx, col.upsert)):
                     if part:
                         op(
                             ids=[batch[i].id for i in part],
