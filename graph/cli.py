@@ -9,7 +9,7 @@ import uuid
 from typing import Annotated, Any
 
 import typer
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from rich.console import Console
 from rich.panel import Panel
 
@@ -36,7 +36,8 @@ EXIT_PAUSED = 3
 @app.callback()
 def main() -> None:
     """Load `.env` from the working directory before any command reads its settings."""
-    load_dotenv(override=False)
+    # usecwd: look beside the user, not beside this installed module.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
 
 
 def _show_update(node: str, update: dict[str, Any]) -> None:

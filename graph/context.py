@@ -66,8 +66,8 @@ class Context:
         },
     )
     exploration: str = field(
-        default="none",
-        metadata={"description": "Learned-mode exploration: none, epsilon:<p> or thompson."},
+        default="greedy",
+        metadata={"description": "Learned-mode exploration: greedy, epsilon[:rate] or thompson[:draws]."},
     )
     namespace: str = field(default="default", metadata={"description": "Case-bank namespace (per user or project)."})
     bank_path: str = field(

@@ -1,0 +1,96 @@
+"""`langgraph dev` serves the graph offline; one question end to end through the SDK client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes import final, plan, tool_call, verdict
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.anyio
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dev_server(agent_env, tmp_path):
+    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
+    port = free_port()
+    log = open(tmp_path / "dev.log", "w")
+    proc = subprocess.Popen(
+        [exe, "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload", "--config", str(ROOT / "langgraph.json")],
+        cwd=ROOT,  # langgraph.json paths are relative to the working directory
+        env={**os.environ, **agent_env, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"langgraph dev exited:\n{(tmp_path / 'dev.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"langgraph dev did not start in 120s:\n{(tmp_path / 'dev.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        log.close()
+
+
+async def test_dev_server_runs_a_question_and_exposes_the_context_schema(dev_server, llm_server, agent_env, tmp_path):
+    from langgraph_sdk import get_client
+
+    llm_server.script("planner", plan(["Compute 2^10"]), final("1024"))
+    llm_server.script("executor", tool_call("math_evaluate", {"expression": "2^10"}), "2^10 = 1024")
+    llm_server.script("judge", verdict(True, "same number"))
+    client = get_client(url=dev_server)
+    assistants = await client.assistants.search(graph_id="memento")
+    assert assistants, "the memento graph is not registered"
+    assistant_id = assistants[0]["assistant_id"]
+
+    schemas = await client.assistants.get_schemas(assistant_id)
+    props = schemas["context_schema"]["properties"]
+    assert {"planner_model", "k", "max_cycles", "memory_mode", "bank_path", "mcp_config"} <= set(props)
+    assert props["k"]["default"] == 4 and props["max_cycles"]["default"] == 3
+    assert "description" in props["memory_mode"]
+    assert "question" in schemas["input_schema"]["properties"]
+
+    thread = await client.threads.create()
+    result = await client.runs.wait(
+        thread["thread_id"],
+        assistant_id,
+        input={"question": "What is 2 to the 10th power?", "ground_truth": "1024"},
+        context={"k": 2},
+    )
+    assert result["answer"] == "1024", result
+    assert result["reward"] == 1.0 and result["case_written"] is True
+    assert result["tool_calls"][0]["name"] == "math_evaluate" and "1024" in result["tool_calls"][0]["result"]
+    assert (Path(agent_env["MEMENTO_BANK_PATH"]) / "chroma.sqlite3").exists()
