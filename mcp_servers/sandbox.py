@@ -353,6 +353,7 @@ class Sandbox:
         self.python = os.environ.get("MEMENTO_CODE_PYTHON") or sys.executable
         self.notes: list[str] = []
         _libc()
+        self.mode = "rlimits"  # until the probe has found the strongest level that works
         self.mode = self._probe()
 
     # -- setup -----------------------------------------------------------------------------------
@@ -375,6 +376,7 @@ class Sandbox:
                 self.notes.append("namespaces: needs root (CAP_SYS_ADMIN and CAP_SETUID)")
                 continue
             if mode == "rlimits":
+                self._check_python(mode)
                 return mode
             if not self._traversable():
                 self.notes.append(f"{mode}: the workspace uid cannot traverse to {self.root}")
@@ -390,6 +392,18 @@ class Sandbox:
                 f"{mode}: probe failed ({result.exit_code}): {result.stderr.strip()[:300]}"
             )
         return "rlimits"
+
+    def _check_python(self, mode: str) -> None:
+        try:
+            result = self.run([self.python, "-c", "print('ok')"], "_probe", 10, mode=mode)
+            ok = result.exit_code == 0
+        except (OSError, SandboxError):
+            ok = False
+        if not ok:
+            self.notes.append(
+                f"{mode}: the sandbox uid cannot run {self.python}; run_python will fail until "
+                "MEMENTO_CODE_PYTHON names an interpreter it can read (e.g. /usr/bin/python3)"
+            )
 
     def _traversable(self) -> bool:
         if not self.is_root:
@@ -426,8 +440,8 @@ class Sandbox:
             "notes": list(self.notes),
         }
 
-    def workspace(self, workspace_id: str) -> Path:
-        """The folder of a workspace, created on first use (owned by its uid when root)."""
+    def workspace(self, workspace_id: str, mode: str | None = None) -> Path:
+        """The folder of a workspace, created on first use (owned by the uid its commands run as)."""
         if not WORKSPACE_ID.fullmatch(workspace_id or "") or workspace_id in (".", ".."):
             raise SandboxError(
                 f"workspace id {workspace_id!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
@@ -435,12 +449,19 @@ class Sandbox:
         path = self.root / workspace_id
         (path / "tmp").mkdir(parents=True, exist_ok=True)
         if self.is_root:
-            uid = self.uid_for(workspace_id)
+            owner = self.run_uid(workspace_id, mode) or 0
             for p in (path, path / "tmp"):
-                if os.lstat(p).st_uid != uid:
-                    os.lchown(p, uid, uid)
+                if os.lstat(p).st_uid != owner:
+                    os.lchown(p, owner, owner)
             os.chmod(path, 0o700)
         return path
+
+    def run_uid(self, workspace_id: str, mode: str | None = None) -> int | None:
+        """The uid commands switch to, or None when they keep the caller's."""
+        # In a user namespace only the caller's own uid is mapped: there is no other to switch to.
+        if not self.is_root or (mode or self.mode) == "userns":
+            return None
+        return self.uid_for(workspace_id)
 
     def uid_for(self, workspace_id: str) -> int:
         """The unprivileged uid a workspace's commands run as (when the server is root)."""
@@ -496,14 +517,14 @@ class Sandbox:
             raise SandboxError(
                 f"timeout_s must be in (0, {self.limits.max_timeout_s:g}], got {timeout_s:g}"
             )
-        workspace = self.workspace(workspace_id)
+        workspace = self.workspace(workspace_id, mode)
         env = self.env_for(workspace)
         program = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path=env["PATH"])
         if program is None:
             raise SandboxError(f"program {argv[0]!r} not found on the sandbox PATH")
         argv = [program, *argv[1:]]
         limits = {**asdict(self.limits), "cpu_s": max(1, int(timeout_s + 0.999) + 1)}
-        uid = self.uid_for(workspace_id) if self.is_root else None
+        uid = self.run_uid(workspace_id, mode)
         if mode in ("namespaces", "userns"):
             spec = {
                 "workspace": str(workspace),
@@ -536,17 +557,20 @@ class Sandbox:
 
         started = time.monotonic()
         # A new session, so a timeout can kill the whole process group at once.
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=popen_env,
-            preexec_fn=preexec,
-            start_new_session=preexec is None,
-            close_fds=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=popen_env,
+                preexec_fn=preexec,
+                start_new_session=preexec is None,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start {cmd[0]} in the sandbox ({mode}): {exc}") from exc
         cap = self.limits.output_chars * 4 + 4096
         out, err = _Capture(proc.stdout, cap), _Capture(proc.stderr, cap)
         timed_out = False
@@ -558,6 +582,10 @@ class Sandbox:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.kill()
             proc.wait()
+        # Whatever the command left running in its group goes with it (the PID namespace does
+        # this by itself).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         # Grandchildren that escaped the group could hold the pipes open: do not wait for them.
         for capture in (out, err):
             capture.thread.join(timeout=2.0)
@@ -681,9 +709,10 @@ class Sandbox:
             fd = self._walk_open(workspace, target, os.O_RDONLY)
         except OSError as exc:
             raise SandboxError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SandboxError(f"{path!r} is not a regular file")
         with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise SandboxError(f"{path!r} is not a regular file")
             raw = fh.read(max_chars * 4 + 4)
         text = raw.decode("utf-8", errors="replace")
         truncated = len(text) > max_chars

@@ -1,0 +1,164 @@
+"""The sandbox itself, level by level: confinement of paths, scrubbed environment, limits, cleanup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mcp_servers.sandbox import Limits, Sandbox, SandboxError
+
+LIMITS = Limits(memory_mb=512, nproc=16, output_chars=2000, max_timeout_s=30)
+
+
+@pytest.fixture(scope="module")
+def root():
+    # Not tmp_path: pytest's folders are 0700, which the sandbox's unprivileged uid cannot traverse.
+    path = tempfile.mkdtemp(prefix="memento-sandbox-test-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def box(root):
+    return Sandbox(root, limits=LIMITS)
+
+
+def sandbox_at(root: str, mode: str) -> Sandbox:
+    box = Sandbox(root, limits=LIMITS, mode=mode)
+    if box.mode != mode:
+        pytest.skip(f"isolation level {mode!r} does not work here: {box.notes}")
+    return box
+
+
+def gone(pid: int) -> bool:
+    """Whether a process has died (a zombie waiting for its reaper counts as dead)."""
+    for _ in range(50):  # SIGKILL is delivered asynchronously: allow it a moment
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_paths_are_confined_to_the_workspace(box, root):
+    ws = box.workspace("paths")
+    os.symlink("/etc", ws / "etc-link")
+    os.symlink("/etc/passwd", ws / "passwd-link")
+    os.symlink(str(Path(root) / "other"), ws / "sibling-link")
+    (ws / "sub").mkdir()
+    os.symlink("sub", ws / "inner-link")
+    for bad in [
+        "..",
+        "../paths",
+        "sub/../../x",
+        "/etc/passwd",
+        "etc-link/hostname",
+        "passwd-link",
+        "sibling-link/f",
+        "a\x00b",
+    ]:
+        with pytest.raises(SandboxError):
+            box.resolve("paths", bad)
+    assert box.resolve("paths", "sub/new.txt")[1] == Path(os.path.realpath(ws)) / "sub" / "new.txt"
+    assert box.resolve("paths", str(ws / "sub"))[1] == Path(os.path.realpath(ws)) / "sub"
+    # A link that stays inside is fine for reading and writing.
+    assert box.write_file("paths", "inner-link/a.txt", "hi")["path"] == "sub/a.txt"
+    assert box.read_file("paths", "sub/a.txt")["content"] == "hi"
+    for bad in ["passwd-link", "etc-link/hostname"]:
+        with pytest.raises(SandboxError):
+            box.read_file("paths", bad)
+    with pytest.raises(SandboxError):
+        box.write_file("paths", "etc-link/evil", "x")
+    with pytest.raises(SandboxError):
+        box.list_files("paths", "etc-link")
+
+
+def test_files_round_trip_and_belong_to_the_command_uid(box):
+    box.write_file("files", "a/b/c.txt", "ünïcode\n")
+    listed = box.list_files("files")
+    assert [e["path"] for e in listed["entries"]] == ["a", "a/b", "a/b/c.txt"]
+    assert box.read_file("files", "a/b/c.txt") == {
+        "path": "a/b/c.txt",
+        "content": "ünïcode\n",
+        "truncated": False,
+    }
+    uid = box.run_uid("files")
+    if uid is not None:
+        assert os.stat(box.root / "files" / "a" / "b" / "c.txt").st_uid == uid
+    with pytest.raises(SandboxError, match="limit"):
+        box.write_file("files", "big.txt", "x" * 100, max_bytes=10)
+    with pytest.raises(SandboxError, match="not a regular file"):
+        box.read_file("files", "a")
+
+
+@pytest.mark.parametrize("workspace_id", ["", ".", "..", "a/b", "x" * 65, "sp ace", "../etc"])
+def test_bad_workspace_ids_are_refused(box, workspace_id):
+    with pytest.raises(SandboxError, match="workspace id"):
+        box.workspace(workspace_id)
+
+
+def test_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MEMENTO_CODE_MEMORY_MB", "256")
+    monkeypatch.setenv("MEMENTO_CODE_NPROC", "8")
+    monkeypatch.setenv("MEMENTO_CODE_MAX_TIMEOUT_S", "5")
+    limits = Limits.from_env()
+    assert (limits.memory_mb, limits.nproc, limits.max_timeout_s) == (256, 8, 5.0)
+
+
+@pytest.mark.parametrize("mode", ["namespaces", "userns", "rlimits"])
+def test_every_level_scrubs_env_enforces_timeout_and_cleans_up(root, mode, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-canary")
+    box = sandbox_at(root, mode)
+    out = box.run(["/bin/sh", "-c", "env; echo $OPENAI_API_KEY"], f"level-{mode}", 5)
+    assert out.exit_code == 0 and "sk-secret-canary" not in out.stdout
+    assert {line.split("=", 1)[0] for line in out.stdout.split() if "=" in line} <= {
+        "PATH",
+        "LANG",
+        "HOME",
+        "TMPDIR",
+        "PWD",
+        "SHLVL",
+        "_",
+    }
+    # A command that outlives its timeout is killed, with everything it started.
+    slow = box.run(["/bin/sh", "-c", "sleep 30 & echo $!; wait"], f"level-{mode}", 1)
+    assert slow.timed_out and slow.exit_code is None and slow.killed_by == "SIGKILL"
+    if mode == "rlimits":
+        # Without a PID namespace the group kill must reach the background child itself.
+        assert gone(int(slow.stdout.split()[0]))
+        left = box.run(["/bin/sh", "-c", "sleep 30 & echo $!"], f"level-{mode}", 5)
+        assert gone(int(left.stdout.split()[0]))
+    flood = box.run(["/bin/sh", "-c", "yes | head -c 100000"], f"level-{mode}", 5)
+    assert flood.truncated and len(flood.stdout) < 2200 and "output truncated" in flood.stdout
+    with pytest.raises(SandboxError, match="timeout_s"):
+        box.run(["/bin/true"], f"level-{mode}", 31)
+
+
+@pytest.mark.parametrize("mode", ["namespaces", "userns"])
+def test_namespace_levels_block_writes_and_network(root, mode):
+    box = sandbox_at(root, mode)
+    target = f"/tmp/escape-{uuid.uuid4().hex}"
+    out = box.run(
+        [
+            "/bin/sh",
+            "-c",
+            f"echo x > {target}; echo x > ok.txt && cat ok.txt; cat /proc/net/dev | grep -c :",
+        ],
+        f"ns-{mode}",
+        5,
+    )
+    assert not os.path.exists(target) and "Read-only file system" in out.stderr
+    lines = out.stdout.split()
+    assert lines[0] == "x" and lines[1] == "1"  # only the loopback interface exists
+    info = box.info()
+    assert info["isolation"] == mode and info["network"].startswith("none")
