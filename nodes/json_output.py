@@ -46,7 +46,9 @@ def extract_json_object(text: str) -> dict[str, Any]:
     candidates = [m.strip() for m in _FENCE.findall(text)] + [text.strip()]
     last_error = "no JSON object found"
     for chunk in candidates:
-        for span in _balanced_objects(chunk) or [chunk]:
+        # A chunk that is not JSON-shaped at all is prose: nothing to parse in it.
+        spans = _balanced_objects(chunk) or ([chunk] if chunk.startswith(("{", "[")) else [])
+        for span in spans:
             for attempt in (span, re.sub(r",\s*([}\]])", r"\1", span)):
                 try:
                     value = json.loads(attempt)
