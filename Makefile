@@ -13,7 +13,7 @@ export LANGGRAPH_CLI_NO_ANALYTICS := 1
 export LANGGRAPH_NO_VERSION_CHECK := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: install test lint demo ask dev clean
+.PHONY: install test lint demo ask dev clean inspector
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The MCP Inspector CLI (npm, into tests/.npm) for the third-party-client tests; ~12 s once.
+inspector:
+	./scripts/install_inspector.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
