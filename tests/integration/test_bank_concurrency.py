@@ -45,7 +45,7 @@ def chroma_server(tmp_path_factory):
     chroma = shutil.which("chroma") or os.path.join(os.path.dirname(sys.executable), "chroma")
     port = free_port()
     data = tmp_path_factory.mktemp("chroma-server")
-    log = open(data.parent / "chroma-server.log", "w")
+    log = open(data.parent / "chroma-server.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=ENV)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

@@ -28,7 +28,7 @@ def test_semantic_search_ranks_the_related_case_first(bank):
         ]
     )
     hits = bank.search("Which city is France's capital?", 3)
-    assert [h.case.question for h in hits][0] == "What is the capital of France?"
+    assert hits[0].case.question == "What is the capital of France?"
     assert hits[0].similarity > hits[1].similarity
     assert len(hits) == 3
     only_neg = bank.search("Which city is France's capital?", 3, labels=["negative"])
