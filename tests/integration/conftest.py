@@ -20,7 +20,11 @@ def anyio_backend():
 @pytest.fixture
 def agent_env(tmp_path, llm_server, monkeypatch):
     """Environment a subprocess (CLI, dev server) needs to reach the scripted server and tmp stores."""
+    # Only the math server: the graph tests exercise the tool loop, not every server's start-up.
+    servers = tmp_path / "servers.json"
+    servers.write_text('{"mcpServers": {"math": {"command": "python", "args": ["-m", "mcp_servers.math"]}}}')
     env = {
+        "MEMENTO_MCP_CONFIG": str(servers),
         "OPENAI_API_KEY": "test-key",
         "OPENAI_BASE_URL": llm_server.url,
         "MEMENTO_PLANNER_MODEL": "planner",
