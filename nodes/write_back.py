@@ -95,4 +95,10 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         if not log.has_outcome(state.retrieval_id):
             bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace)
         log.log_outcome(state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
+        if ctx.memory_mode == "learned" and state.reward is not None:
+            # Counts judged outcomes; every N of them a background thread retrains the policy
+            # and promotes it only if validation AUC does not regress.
+            from memory.policy.online import OnlineTrainer
+
+            OnlineTrainer.get(ctx.policy_path, ctx.experience_path, bank=bank).notify_outcome()
     return {"case_id": case.id, "case_written": True}
