@@ -1,4 +1,9 @@
-"""Case selection for one task: nearest N from the bank, then similarity top-K or a policy rerank."""
+"""Case selection for one task: nearest N from the bank, then similarity top-K or a policy rerank.
+
+Learned mode costs one encoder pass for the query (shared with the bank search) plus a small MLP
+over the candidates' cached embeddings. Without a usable checkpoint it falls back to similarity,
+logs a warning and says so in `Retrieval.note` / `Retrieval.fallback`.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,17 @@ class Retrieval:
     selector: str = "none"
     policy_version: str | None = None
     note: str | None = None
+    fallback: bool = False
+
+    @property
+    def positive(self) -> list[dict[str, Any]]:
+        """Shown cases that succeeded (examples to follow)."""
+        return [c for c in self.shown if c["label"] == "positive"]
+
+    @property
+    def negative(self) -> list[dict[str, Any]]:
+        """Shown cases that failed (examples to avoid)."""
+        return [c for c in self.shown if c["label"] == "negative"]
 
 
 def _case_view(hit, score: float | None) -> dict[str, Any]:
@@ -38,6 +54,23 @@ def _case_view(hit, score: float | None) -> dict[str, Any]:
     }
 
 
+def _log_view(hit, view: dict[str, Any]) -> dict[str, Any]:
+    # Everything the policy's features need, as it was at selection time, plus the question so a
+    # policy can be trained from the log alone when the bank is not at hand.
+    case = hit.case
+    return {
+        "case_id": view["id"],
+        "question": case.question,
+        "similarity": view["similarity"],
+        "score": view["score"],
+        "label": view["label"],
+        "reward": view["reward"],
+        "times_retrieved": case.times_retrieved,
+        "retrieved_successes": case.retrieved_successes,
+        "retrieved_failures": case.retrieved_failures,
+    }
+
+
 def retrieve_cases(
     bank: CaseBank,
     question: str,
@@ -49,7 +82,7 @@ def retrieve_cases(
     exclude_task_ids: tuple[str, ...] = (),
     exclude_similarity_above: float | None = None,
     policy_path: str | None = None,
-    exploration: str = "none",
+    exploration: Any = "greedy",
     rng_seed: int | None = None,
 ) -> Retrieval:
     """Select up to ``k`` cases to show for ``question``.
@@ -64,10 +97,13 @@ def retrieve_cases(
         exclude_task_ids: Leakage guard: tasks whose cases must not be shown.
         exclude_similarity_above: Leakage guard: near-identical questions are dropped.
         policy_path: Checkpoint of the learned policy.
-        exploration: Exploration scheme handed to the policy.
+        exploration: ``greedy``, ``epsilon[:rate]``, ``thompson[:draws]`` (or a dict /
+            `memory.policy.selection.Exploration`).
         rng_seed: Seed of the exploration draw (reproducible evals).
 
     """
+    if mode not in ("none", "similarity", "learned"):
+        raise ValueError(f"mode must be none, similarity or learned, got {mode!r}")
     if mode == "none" or k <= 0:
         return Retrieval(selector="none")
     # Only cases with a known outcome teach the planner anything.
@@ -75,7 +111,7 @@ def retrieve_cases(
     selector = None
     note = None
     if mode == "learned":
-        selector, note = _load_selector(policy_path, exploration)
+        selector, note = _load_selector(policy_path)
     pool = n_candidates if selector is not None else k
     query_embedding = bank.embedder.embed([question])[0]
     hits = bank.search(
@@ -87,54 +123,58 @@ def retrieve_cases(
         exclude_similarity_above=exclude_similarity_above,
         include_embeddings=selector is not None,
     )
+    if selector is not None:
+        try:
+            choices = selector.select(
+                query_embedding, hits, k, np.random.default_rng(rng_seed), exploration=exploration, query_text=question
+            )
+        except ValueError as exc:
+            # A bad exploration setting is the caller's mistake; anything else is the checkpoint's.
+            if "exploration" in str(exc):
+                raise
+            note = f"learned policy {selector.version} cannot score these cases ({exc}); falling back to similarity"
+            logger.warning(note)
+            selector = None
     if selector is None:
-        candidates = []
-        shown = []
+        candidates, shown = [], []
         for i, hit in enumerate(hits):
             view = _case_view(hit, hit.similarity)
             chosen = i < k
-            candidates.append({**_log_view(view), "shown": chosen, "propensity": 1.0 if chosen else 0.0})
+            candidates.append({**_log_view(hit, view), "shown": chosen, "propensity": 1.0 if chosen else 0.0})
             if chosen:
                 shown.append(view)
-        return Retrieval(shown=shown, candidates=candidates, selector="similarity", note=note)
+        return Retrieval(shown=shown, candidates=candidates, selector="similarity", note=note, fallback=mode == "learned")
 
-    rng = np.random.default_rng(rng_seed)
-    choices = selector.select(query_embedding, hits, k, rng)
     candidates, shown = [], []
     for choice in choices:
-        view = _case_view(hits[choice.index], choice.score)
-        candidates.append(
-            {**_log_view(view), "shown": bool(choice.shown), "propensity": float(choice.propensity)}
-        )
+        hit = hits[choice.index]
+        view = _case_view(hit, choice.score)
+        candidates.append({**_log_view(hit, view), "shown": bool(choice.shown), "propensity": float(choice.propensity)})
         if choice.shown:
             shown.append(view)
     shown.sort(key=lambda v: v["score"] or 0.0, reverse=True)
-    return Retrieval(
-        shown=shown[:k], candidates=candidates, selector="learned", policy_version=selector.version
-    )
+    if hits and not shown:
+        note = "the policy expects no case to help this task: none shown"
+    return Retrieval(shown=shown, candidates=candidates, selector="learned", policy_version=selector.version, note=note)
 
 
-def _log_view(view: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "case_id": view["id"],
-        "similarity": view["similarity"],
-        "score": view["score"],
-        "label": view["label"],
-        "reward": view["reward"],
-    }
-
-
-def _load_selector(policy_path: str | None, exploration: str):
+def _load_selector(policy_path: str | None):
     """The learned selector, or None with the reason (retrieval then falls back to similarity)."""
     try:
+        from memory.policy.checkpoint import PolicyCheckpointError
         from memory.policy.selection import load_selector
-    except ImportError:
-        note = "learned policy unavailable in this install; using similarity"
+    except ImportError as exc:
+        note = f"learned policy unavailable in this install ({exc}); using similarity"
         logger.warning(note)
         return None, note
-    selector = load_selector(policy_path, exploration=exploration) if policy_path else None
+    try:
+        selector = load_selector(policy_path)
+    except PolicyCheckpointError as exc:
+        note = f"policy checkpoint unusable ({exc}); falling back to similarity"
+        logger.warning(note)
+        return None, note
     if selector is None:
-        note = f"no policy checkpoint at {policy_path}; falling back to similarity"
+        note = f"no policy checkpoint at {policy_path or '(none configured)'}; falling back to similarity"
         logger.warning(note)
         return None, note
     return selector, None

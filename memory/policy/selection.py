@@ -72,7 +72,7 @@ class Exploration:
     def parse(cls, spec: Exploration | str | dict[str, Any] | None) -> Exploration:
         """Accept an `Exploration`, a dict of its fields, or a string.
 
-        Strings: ``greedy``, ``epsilon``, ``epsilon:0.2``, ``thompson``, ``thompson:128``
+        Strings: ``greedy`` (or ``none``), ``epsilon``, ``epsilon:0.2``, ``thompson``, ``thompson:128``
         (draws). None reads ``MEMENTO_POLICY_EXPLORATION`` (default ``epsilon:0.1``).
         """
         if isinstance(spec, Exploration):
@@ -89,7 +89,7 @@ class Exploration:
             raise ValueError(f"exploration must be a string, dict or Exploration, got {type(spec).__name__}")
         name, _, arg = spec.strip().lower().partition(":")
         try:
-            if name == "greedy":
+            if name in ("greedy", "none"):
                 return cls(strategy="greedy", epsilon=0.0)
             if name == "epsilon":
                 return cls(strategy="epsilon", epsilon=float(arg) if arg else 0.1)
@@ -144,6 +144,12 @@ class Selector:
             q = self.model.encode(enc["input_ids"], enc["attention_mask"])[0]
         else:
             q = torch.as_tensor(np.asarray(query_embedding, dtype=np.float32).reshape(-1))
+        dim = self.model.head.dim if self.needs_query_text else self.model.dim
+        if q.shape[0] != dim or any(np.asarray(h.embedding).size != dim for h in hits):
+            raise ValueError(
+                f"the policy was trained on {dim}-d embeddings ({self.metadata.get('embedder')}) but "
+                "this query or its cases have another size: retrain the policy for this bank's embedder"
+            )
         n = len(hits)
         cases = np.stack([np.asarray(h.embedding, dtype=np.float32) for h in hits] + [np.zeros(q.shape[0], np.float32)])
         feats = np.concatenate([features_for_hits(hits), np.zeros((1, features_for_hits(hits).shape[1]), np.float32)])
