@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) inspector
 	$(PY) -m pytest -q
 
 # The MCP Inspector CLI (npm, into tests/.npm) for the third-party-client tests; ~12 s once.
