@@ -152,7 +152,8 @@ class Selector:
             )
         n = len(hits)
         cases = np.stack([np.asarray(h.embedding, dtype=np.float32) for h in hits] + [np.zeros(q.shape[0], np.float32)])
-        feats = np.concatenate([features_for_hits(hits), np.zeros((1, features_for_hits(hits).shape[1]), np.float32)])
+        hit_feats = features_for_hits(hits)
+        feats = np.concatenate([hit_feats, np.zeros((1, hit_feats.shape[1]), np.float32)])
         is_null = torch.zeros(n + 1, dtype=torch.bool)
         is_null[n] = True
         return q.expand(n + 1, -1), torch.from_numpy(cases), torch.from_numpy(feats), is_null

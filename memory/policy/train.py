@@ -35,11 +35,12 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 256
     lr: float = 1e-3
-    weight_decay: float = 1e-2
+    # Small and strongly regularised: judged tasks are few and the signal is mostly per query.
+    weight_decay: float = 1.0
     patience: int = 8
     seed: int = 0
-    hidden: int = 256
-    dropout: float = 0.2
+    hidden: int = 32
+    dropout: float = 0.3
     class_weighting: bool = True
     val_fraction: float = 0.2
     encoder_lr: float = 2e-5

@@ -219,7 +219,7 @@ def test_selection_greedy_epsilon_thompson(trained):
 
     rng = np.random.default_rng(1)
     for strategy in ("epsilon:0.3", "thompson:32"):
-        for _ in range(20):
+        for _ in range(8):
             choices = selector.select(query, hits, k, rng, exploration=strategy)
             props = np.array([c.propensity for c in choices])
             assert sum(c.shown for c in choices) == k
