@@ -78,7 +78,7 @@ class OnlineTrainer:
             every: Retrain after this many outcomes (default ``MEMENTO_POLICY_RETRAIN_EVERY``
                 or 50; 0 disables).
             bank: A `CaseBank` whose stored embeddings the training rows use.
-            embedder: Embeds queries (default: the shared embedder of ``MEMENTO_EMBEDDER``).
+            embedder: Embeds queries (default: the bank's, else the shared ``MEMENTO_EMBEDDER`` one).
             training_data: An original-format ``training_data.jsonl`` to train on as well.
             namespace: Only learn from retrievals of this namespace.
             config: A `TrainConfig` (defaults otherwise; progress bars are off).
@@ -164,7 +164,10 @@ class OnlineTrainer:
         from memory.experience import ExperienceLog
         from memory.policy.data import concat, from_experience, load_training_data
 
-        embedder = self._embedder or get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+        # The bank's own embedder: query vectors must live in the space its cases were stored in.
+        embedder = self._embedder or (
+            self.bank.embedder if self.bank is not None else get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+        )
         parts = []
         if self.experience_path.is_file():
             records = list(ExperienceLog(self.experience_path).records(judged_only=True, namespace=self.namespace))
