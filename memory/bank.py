@@ -731,7 +731,8 @@ class CaseBank:
             metas = res["metadatas"][0]
             embs = res.get("embeddings")
             for j, (meta, dist) in enumerate(zip(metas, res["distances"][0], strict=True)):
-                sim = 1.0 - float(dist)
+                # float32 rounding can put an identical vector a hair above 1.
+                sim = min(1.0, max(-1.0, 1.0 - float(dist)))
                 if labels and meta.get("label") not in labels:
                     continue
                 if excluded_tasks and meta.get("task_id") in excluded_tasks:
