@@ -31,6 +31,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
     if ctx.memory_mode == "none" or ctx.k == 0:
         return {"question": question, "cases": [], "retrieval": {"selector": "none"}, "started_at": started}
     bank = bank_for(ctx)
+    retrieval_id = _retrieval_id(state)
     result = select_cases(
         bank,
         question,
@@ -42,8 +43,10 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
         exclude_similarity_above=ctx.leakage_threshold if ctx.eval_mode else None,
         policy_path=ctx.policy_path,
         exploration=ctx.exploration,
+        # Exploration draws are seeded per task attempt: a rerun of the same thread (or an eval
+        # with the same seed) shows the same cases.
+        rng_seed=int(retrieval_id[4:20], 16),
     )
-    retrieval_id = _retrieval_id(state)
     experience_for(ctx).log_retrieval(
         retrieval_id,
         namespace=ctx.namespace,
