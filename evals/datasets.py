@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.metrics import ANSWER_SPLIT
+from memory.io import iter_rows
 
 FORMATS: tuple[str, ...] = ("jsonl", "deepresearcher", "simpleqa", "gaia", "frames", "csv")
 
@@ -235,19 +236,9 @@ _CSV_FORMATS = {"simpleqa", "frames", "csv"}
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
-                continue
-            if not isinstance(row, dict):
-                yield lineno, f"expected a JSON object, got {type(row).__name__}"
-                continue
-            yield lineno, row
+    # One JSONL reader with line-numbered errors serves the bank's import and the datasets.
+    for lineno, row, error in iter_rows(path):
+        yield lineno, row if error is None else error
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
