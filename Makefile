@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 demo: $(STAMP)
-	$(VENV)/bin/memento eval --simulate --out results/sim
+	$(VENV)/bin/memento eval --simulate --iterations 3 --out results/sim
 
 ask: $(STAMP)
 	$(VENV)/bin/memento ask "$(Q)"
