@@ -158,6 +158,16 @@ def retrieve_cases(
     return Retrieval(shown=shown, candidates=candidates, selector="learned", policy_version=selector.version, note=note)
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(note: str) -> None:
+    # Every task of a long eval would otherwise repeat the same fallback warning.
+    if note not in _warned:
+        _warned.add(note)
+        logger.warning(note)
+
+
 def _load_selector(policy_path: str | None):
     """The learned selector, or None with the reason (retrieval then falls back to similarity)."""
     try:
@@ -165,16 +175,16 @@ def _load_selector(policy_path: str | None):
         from memory.policy.selection import load_selector
     except ImportError as exc:
         note = f"learned policy unavailable in this install ({exc}); using similarity"
-        logger.warning(note)
+        _warn_once(note)
         return None, note
     try:
         selector = load_selector(policy_path)
     except PolicyCheckpointError as exc:
         note = f"policy checkpoint unusable ({exc}); falling back to similarity"
-        logger.warning(note)
+        _warn_once(note)
         return None, note
     if selector is None:
         note = f"no policy checkpoint at {policy_path or '(none configured)'}; falling back to similarity"
-        logger.warning(note)
+        _warn_once(note)
         return None, note
     return selector, None
