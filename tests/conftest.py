@@ -15,9 +15,9 @@ os.environ.setdefault("LANGSMITH_TEST_TRACKING", "false")
 os.environ.pop("LANGSMITH_TRACING", None)
 os.environ.pop("LANGCHAIN_TRACING_V2", None)
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.fakes import ScriptedOpenAI  # noqa: E402
+from tests.fakes import ScriptedOpenAI
 
 
 @pytest.fixture

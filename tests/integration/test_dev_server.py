@@ -31,7 +31,7 @@ def dev_server(agent_env, tmp_path):
     if exe is None:
         pytest.skip("langgraph CLI not installed (pip install 'langgraph-cli[inmem]')")
     port = free_port()
-    log = open(tmp_path / "dev.log", "w")
+    log = open(tmp_path / "dev.log", "w")  # noqa: SIM115 - the server writes to it until teardown
     proc = subprocess.Popen(
         [exe, "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload", "--config", str(ROOT / "langgraph.json")],
         cwd=ROOT,  # langgraph.json paths are relative to the working directory

@@ -123,7 +123,7 @@ async def test_write_back_crash_is_resumed_without_duplicate(ctx, llm_server, th
     monkeypatch.setattr(memory.bank.CaseBank, "upsert", broken_upsert)
     async with open_checkpointer(str(tmp_path / "cp.sqlite")) as saver:
         graph = compile_graph(saver)
-        with pytest.raises(RuntimeError, match="pending_cases.jsonl"):
+        with pytest.raises(RuntimeError, match=r"pending_cases\.jsonl"):
             await graph.ainvoke({"question": "Capital of Peru?", "ground_truth": "Lima"}, config, context=ctx)
         assert calls["n"] == 3  # retried before giving up
         monkeypatch.setattr(memory.bank.CaseBank, "upsert", real_upsert)
