@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from memory.bank import CaseBank
+from memory.policy.exploration import Exploration, explore_ranking
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ def retrieve_cases(
     note = None
     if mode == "learned":
         selector, note = _load_selector(policy_path)
-    pool = n_candidates if selector is not None else k
+    # Learned mode searches the wider pool even while it falls back to similarity: the fallback
+    # explores it (see below), so the log gains outcomes the first policy can learn from.
+    pool = n_candidates if mode == "learned" else k
     query_embedding = bank.embedder.embed([question])[0]
     hits = bank.search(
         n=max(pool, k),
@@ -136,12 +139,12 @@ def retrieve_cases(
             logger.warning(note)
             selector = None
     if selector is None:
+        chosen, propensity = _similarity_choice(hits, k, exploration if mode == "learned" else "greedy", rng_seed)
         candidates, shown = [], []
         for i, hit in enumerate(hits):
             view = _case_view(hit, hit.similarity)
-            chosen = i < k
-            candidates.append({**_log_view(hit, view), "shown": chosen, "propensity": 1.0 if chosen else 0.0})
-            if chosen:
+            candidates.append({**_log_view(hit, view), "shown": bool(chosen[i]), "propensity": float(propensity[i])})
+            if chosen[i]:
                 shown.append(view)
         return Retrieval(shown=shown, candidates=candidates, selector="similarity", note=note, fallback=mode == "learned")
 
@@ -156,6 +159,16 @@ def retrieve_cases(
     if hits and not shown:
         note = "the policy expects no case to help this task: none shown"
     return Retrieval(shown=shown, candidates=candidates, selector="learned", policy_version=selector.version, note=note)
+
+
+def _similarity_choice(hits: list, k: int, exploration: Any, rng_seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity's top K (hits arrive in similarity order), explored like the policy would be.
+
+    Returns:
+        Per hit: shown or not, and the probability of being shown.
+
+    """
+    return explore_ranking(np.arange(len(hits)), k, Exploration.parse(exploration), np.random.default_rng(rng_seed))
 
 
 _warned: set[str] = set()

@@ -43,6 +43,13 @@ class PolicyData:
     weight: np.ndarray
     case_ids: list[str]
     sources: list[str] = field(default_factory=list)
+    # Retrieval of each row: the cases shown together to one task share a group and its outcome.
+    # None means every row is its own retrieval (the original pair format).
+    group: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = np.arange(len(self.target), dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.target.shape[0])
@@ -71,6 +78,7 @@ class PolicyData:
             weight=self.weight[rows],
             case_ids=[self.case_ids[i] for i in rows],
             sources=list(self.sources),
+            group=self.group[rows],
         )
 
     def split_by_query(self, fractions: Sequence[float], seed: int = 0) -> list[PolicyData]:
@@ -130,7 +138,10 @@ def concat(parts: Sequence[PolicyData]) -> PolicyData:
     q_emb: list[np.ndarray] = []
     key_to_idx: dict[str, int] = {}
     q_index = []
+    groups, offset = [], 0
     for p in parts:
+        groups.append(p.group + offset)
+        offset += int(p.group.max()) + 1 if len(p) else 0
         remap = np.empty(len(p.queries), dtype=np.int64)
         for i, q in enumerate(p.queries):
             key = normalise_question(q)
@@ -151,6 +162,7 @@ def concat(parts: Sequence[PolicyData]) -> PolicyData:
         weight=np.concatenate([p.weight for p in parts]),
         case_ids=[c for p in parts for c in p.case_ids],
         sources=[s for p in parts for s in p.sources],
+        group=np.concatenate(groups),
     )
 
 
@@ -315,10 +327,10 @@ def from_experience(
 
     key_to_idx: dict[str, int] = {}
     queries: list[str] = []
-    q_rows, c_rows, f_rows, nulls, targets, weights, ids = [], [], [], [], [], [], []
+    q_rows, c_rows, f_rows, nulls, targets, weights, ids, groups = [], [], [], [], [], [], [], []
     skipped = 0
     dim = next(iter(vec.values())).shape[0] if vec else 384
-    for rec, shown, feats in planned:
+    for g, (rec, shown, feats) in enumerate(planned):
         key = normalise_question(rec["query"])
         if key not in key_to_idx:
             key_to_idx[key] = len(queries)
@@ -334,6 +346,7 @@ def from_experience(
             targets.append(y)
             weights.append(1.0)
             ids.append("")
+            groups.append(g)
             continue
         for c, f in zip(shown, feats, strict=True):
             emb = stored.get((ns, str(c["case_id"])))
@@ -351,6 +364,7 @@ def from_experience(
             targets.append(y)
             weights.append(w)
             ids.append(str(c["case_id"]))
+            groups.append(g)
     if skipped:
         log.warning(
             "skipped %d shown candidates whose case is neither in the bank nor logged with its question", skipped
@@ -373,6 +387,7 @@ def from_experience(
         weight=np.array(weights, dtype=np.float32),
         case_ids=ids,
         sources=[source],
+        group=np.array(groups, dtype=np.int64),
     )
 
 

@@ -2,7 +2,11 @@
 
 ``logit = g(query) + h(query, case, features)`` with ``h`` switched off for the "no case" row:
 ``sigmoid(g)`` is the predicted success with nothing shown, ``h`` the predicted benefit of a case.
-Only the query needs an encoder pass; cases arrive as the bank's stored embeddings.
+Trained with set-level credit, a retrieval that showed several cases is modelled as
+``g + sum(h)``, so ranking candidates by ``h`` picks the set with the best predicted outcome. With
+the similarity prior, ``h = beta * similarity + residual``: the scorer ranks like similarity until
+the data gives the residual a reason not to. Only the query needs an encoder pass; cases arrive
+as the bank's stored embeddings.
 
 ``FinetuneScorer`` is the stronger, optional variant: the same head on top of a trainable copy of
 the MiniLM encoder for the query side (cases stay cached, so it costs one extra encoder pass per
@@ -11,6 +15,7 @@ query, never one per candidate).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -32,7 +37,14 @@ def _dropout(x: torch.Tensor, p: float, active: bool, generator: torch.Generator
 class CaseScorer(nn.Module):
     """MLP head over (query, case, query*case, |query-case|, scalar features)."""
 
-    def __init__(self, dim: int = 384, n_features: int = N_FEATURES, hidden: int = 256, dropout: float = 0.2):
+    def __init__(
+        self,
+        dim: int = 384,
+        n_features: int = N_FEATURES,
+        hidden: int = 256,
+        dropout: float = 0.2,
+        similarity_prior: bool = False,
+    ):
         """Build the two branches.
 
         Args:
@@ -40,6 +52,10 @@ class CaseScorer(nn.Module):
             n_features: Length of the scalar feature vector.
             hidden: Width of the hidden layers.
             dropout: Dropout rate (also the spread of Thompson-sampling draws).
+            similarity_prior: Make a case's contribution ``beta * similarity + residual`` with
+                ``beta >= 0`` learned and the residual MLP starting small: an untrained (or
+                evidence-starved, weight-decayed) scorer ranks like similarity, and the residual
+                only moves cases where the data says so.
 
         """
         super().__init__()
@@ -52,13 +68,28 @@ class CaseScorer(nn.Module):
         self.p1 = nn.Linear(4 * dim + n_features, hidden)
         self.p2 = nn.Linear(hidden, hidden // 2)
         self.p3 = nn.Linear(hidden // 2, 1)
+        self.similarity_prior = similarity_prior
+        if similarity_prior:
+            # softplus(raw) = beta; 4 per unit of cosine similarity is a moderate start.
+            self.prior_raw = nn.Parameter(torch.tensor(math.log(math.expm1(4.0))))
+            # The residual starts small next to the prior (so the ranking starts close to
+            # similarity's) but not at zero, which would starve the hidden layers of gradient.
+            nn.init.zeros_(self.p3.bias)
         # Class weighting in training shifts logits by log(pos_weight); this undoes it so
         # scores are calibrated probabilities.
         self.register_buffer("logit_offset", torch.zeros(()))
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (stored in checkpoints)."""
-        return {"dim": self.dim, "n_features": self.n_features, "hidden": self.hidden, "dropout": self.dropout}
+        cfg: dict[str, Any] = {"dim": self.dim, "n_features": self.n_features, "hidden": self.hidden, "dropout": self.dropout}
+        if self.similarity_prior:
+            cfg["similarity_prior"] = True
+        return cfg
+
+    @property
+    def beta(self) -> float:
+        """Weight of the similarity prior (0 without one)."""
+        return float(F.softplus(self.prior_raw.detach())) if self.similarity_prior else 0.0
 
     def forward(
         self,
@@ -81,6 +112,24 @@ class CaseScorer(nn.Module):
             generator: RNG for those dropout masks.
 
         """
+        g, h = self.parts(query, case, features, is_null, sample=sample, generator=generator)
+        return g + h + self.logit_offset
+
+    def parts(
+        self,
+        query: torch.Tensor,
+        case: torch.Tensor,
+        features: torch.Tensor,
+        is_null: torch.Tensor,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query baseline ``g`` and the case's contribution ``h`` (zero on "no case" rows).
+
+        Set-level training adds the ``h`` of every case shown in one retrieval to one ``g``;
+        ranking candidates only needs ``h``.
+        """
         active = self.training or sample
         p = self.dropout
         g = self.q2(_dropout(F.gelu(self.q1(query)), p, active, generator)).squeeze(-1)
@@ -88,7 +137,9 @@ class CaseScorer(nn.Module):
         x = _dropout(F.gelu(self.p1(x)), p, active, generator)
         x = _dropout(F.gelu(self.p2(x)), p, active, generator)
         h = self.p3(x).squeeze(-1)
-        return g + h * (~is_null).to(h.dtype) + self.logit_offset
+        if self.similarity_prior:
+            h = h + F.softplus(self.prior_raw) * features[:, 0]
+        return g, h * (~is_null).to(h.dtype)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -116,6 +167,10 @@ class FinetuneScorer(nn.Module):
     def forward(self, query: torch.Tensor, case: torch.Tensor, features: torch.Tensor, is_null: torch.Tensor, **kw: Any) -> torch.Tensor:
         """Same as `CaseScorer.forward`, given already-encoded queries."""
         return self.head(query, case, features, is_null, **kw)
+
+    def parts(self, query: torch.Tensor, case: torch.Tensor, features: torch.Tensor, is_null: torch.Tensor, **kw: Any):
+        """Same as `CaseScorer.parts`, given already-encoded queries."""
+        return self.head.parts(query, case, features, is_null, **kw)
 
 
 def load_backbone(model_path: str | None = None, *, weights: bool = True):

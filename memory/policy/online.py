@@ -5,11 +5,11 @@ The graph's write-back step calls, after logging a judged outcome::
     OnlineTrainer.get(policy_path, experience_path, bank=bank).notify_outcome()
 
 Every ``every`` calls (``MEMENTO_POLICY_RETRAIN_EVERY``, default 50; 0 turns it off) a thread
-rebuilds the training set from the experience log, trains a candidate, and scores it and the
-incumbent (the current checkpoint, or plain similarity when there is none) on the same held-out
-queries. The candidate replaces the checkpoint (atomically) only if its validation AUC does not
-regress; running selectors pick it up on their next call. Every decision is appended to
-``<policy>.history.jsonl``.
+rebuilds the training set from the experience log and runs `train_and_promote`: a candidate is
+trained on some queries and judged on others it never saw, against plain similarity and the
+incumbent checkpoint. It replaces the checkpoint (atomically) only if it selects at least as well
+as both; an incumbent that has fallen behind similarity is retired. Running selectors pick up the
+change on their next call. Every decision is appended to ``<policy>.history.jsonl``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from filelock import FileLock
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Promotion:
     incumbent_auc: float | None = None
     incumbent: str | None = None
     version: str | None = None
+    similarity_auc: float | None = None
     n_rows: int = 0
     n_queries: int = 0
     finished_at: float = 0.0
@@ -176,65 +178,134 @@ class OnlineTrainer:
             parts.append(load_training_data(self.training_data, embedder))
         return concat(parts)
 
-    def _incumbent_auc(self, val) -> tuple[str, float]:
-        from memory.policy.checkpoint import PolicyCheckpointError, load_checkpoint
-        from memory.policy.metrics import roc_auc
-        from memory.policy.train import predict
-
-        if self.policy_path.is_file():
-            try:
-                current = load_checkpoint(self.policy_path)
-                return current.version, roc_auc(val.target > 0.5, predict(current.model, val, current.tokenizer))
-            except PolicyCheckpointError as exc:
-                log.warning("the current policy cannot be loaded (%s); comparing against similarity", exc)
-        # Without a usable policy retrieval ranks by similarity, so that is what must not regress.
-        return "similarity", roc_auc(val.target > 0.5, val.features[:, 0])
-
     def retrain(self) -> Promotion:
-        """Train a candidate now (in this thread) and promote it if validation AUC holds up."""
-        from memory.policy.checkpoint import save_checkpoint
+        """Train a candidate now (in this thread) and promote it if it beats similarity and the incumbent."""
         from memory.policy.data import PolicyDataError
-        from memory.policy.train import TrainConfig, checkpoint_metadata, train_policy
 
-        cfg = self.config or TrainConfig()
         try:
             data = self._data()
         except PolicyDataError as exc:
             return self._record(Promotion(False, f"no data: {exc}"))
-        if data.n_queries < self.min_queries:
-            return self._record(
-                Promotion(False, f"only {data.n_queries} judged queries (< {self.min_queries})", n_rows=len(data), n_queries=data.n_queries)
-            )
-        train, val = data.split_by_query((cfg.val_fraction,), seed=cfg.seed)
-        base = {"n_rows": len(data), "n_queries": data.n_queries}
-        if len(set(val.target.tolist())) < 2 or len(set(train.target.tolist())) < 2:
-            return self._record(Promotion(False, "training or validation queries hold a single outcome class", **base))
-        result = train_policy(train, val, cfg, progress=False)
-        cand = result.val_metrics.get("auc", float("nan"))
-        incumbent, inc = self._incumbent_auc(val)
-        if not math.isfinite(cand) or (math.isfinite(inc) and cand < inc):
-            return self._record(
-                Promotion(False, "validation AUC would regress", _finite(cand), _finite(inc), incumbent, **base)
-            )
-        meta = checkpoint_metadata(
-            data, train, val, result, cfg,
-            online={"incumbent": incumbent, "incumbent_auc": _finite(inc), "candidate_auc": _finite(cand)},
-        )  # fmt: skip
-        with FileLock(str(self.policy_path) + ".lock", timeout=60):
-            version = save_checkpoint(result.model, self.policy_path, metadata=meta)
-        log.info("policy %s promoted (val AUC %.4f vs %s %.4f)", version, cand, incumbent, inc)
-        return self._record(Promotion(True, "validation AUC did not regress", _finite(cand), _finite(inc), incumbent, version, **base))
+        return self._record(train_and_promote(data, self.policy_path, self.config, min_queries=self.min_queries))
 
     def _record(self, promotion: Promotion) -> Promotion:
-        promotion.finished_at = time.time()
-        self.last = promotion
-        history = self.policy_path.with_name(self.policy_path.name + ".history.jsonl")
+        self.last = record_promotion(self.policy_path, promotion)
+        return self.last
+
+
+def record_promotion(policy_path: str | os.PathLike[str], promotion: Promotion) -> Promotion:
+    """Stamp a decision and append it to ``<policy>.history.jsonl``."""
+    promotion.finished_at = time.time()
+    history = Path(policy_path).with_name(Path(policy_path).name + ".history.jsonl")
+    try:
+        history.parent.mkdir(parents=True, exist_ok=True)
+        with open(history, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(promotion)) + "\n")
+    except OSError as exc:
+        log.warning("cannot append to %s: %s", history, exc)
+    if not promotion.promoted:
+        log.info("policy not promoted: %s", promotion.reason)
+    return promotion
+
+
+def selection_auc(model: Any, data: Any, tokenizer: Any = None) -> float:
+    """How well a scorer's view of the shown cases explains held-out task outcomes.
+
+    Per retrieval, the sum of the shown cases' contributions ``h`` (the part of the score that
+    ranks candidates; the query baseline ``g`` is left out because it cannot change which cases
+    are shown), scored by ROC AUC against the task's outcome. Retrievals that showed nothing are
+    left out.
+    """
+    from memory.policy.metrics import roc_auc
+    from memory.policy.train import case_contributions
+
+    return _set_auc(data, case_contributions(model, data, tokenizer), roc_auc)
+
+
+def similarity_selection_auc(data: Any) -> float:
+    """`selection_auc` of plain similarity (the sum of the shown cases' similarities)."""
+    from memory.policy.metrics import roc_auc
+
+    return _set_auc(data, data.features[:, 0].astype(np.float64), roc_auc)
+
+
+def _set_auc(data: Any, per_row: np.ndarray, roc_auc: Any) -> float:
+    keep = ~data.is_null
+    if not keep.any():
+        return float("nan")
+    _, first, inverse = np.unique(data.group[keep], return_index=True, return_inverse=True)
+    sums = np.bincount(inverse, weights=per_row[keep], minlength=first.size)
+    return roc_auc(data.target[keep][first] > 0.5, sums)
+
+
+def train_and_promote(
+    data: Any,
+    policy_path: str | os.PathLike[str],
+    config: Any = None,
+    *,
+    min_queries: int = 10,
+    gate_fraction: float = 0.2,
+    **metadata: Any,
+) -> Promotion:
+    """Train a candidate and install it only if it selects at least as well as what would serve instead.
+
+    Queries are split three ways (seeded): training, validation (early stopping) and a gate set
+    that neither saw. On the gate set the candidate's `selection_auc` must match plain
+    similarity's and the incumbent checkpoint's. An incumbent that now loses to similarity is
+    retired (moved to ``<policy>.retired``), so retrieval falls back to similarity instead of
+    serving a policy that the newest outcomes say is worse.
+
+    Args:
+        data: `PolicyData` to learn from.
+        policy_path: Checkpoint to create or replace.
+        config: A `TrainConfig` (defaults otherwise).
+        min_queries: Do nothing below this many distinct judged queries.
+        gate_fraction: Share of queries held out for the promotion decision.
+        **metadata: Extra checkpoint metadata.
+
+    Returns:
+        The decision (not yet recorded in the history; see `record_promotion`).
+
+    """
+    from memory.policy.checkpoint import PolicyCheckpointError, load_checkpoint, save_checkpoint
+    from memory.policy.train import TrainConfig, checkpoint_metadata, train_policy
+
+    cfg = config or TrainConfig()
+    path = Path(policy_path)
+    if data.n_queries < min_queries:
+        return Promotion(False, f"only {data.n_queries} judged queries (< {min_queries})", n_rows=len(data), n_queries=data.n_queries)
+    train, val, gate = data.split_by_query((cfg.val_fraction, gate_fraction), seed=cfg.seed)
+    base = {"n_rows": len(data), "n_queries": data.n_queries}
+    if any(len(set(part.target.tolist())) < 2 for part in (train, val, gate)):
+        return Promotion(False, "training, validation or gate queries hold a single outcome class", **base)
+    result = train_policy(train, val, cfg, progress=False)
+    cand = selection_auc(result.model, gate, result.tokenizer)
+    sim = similarity_selection_auc(gate)
+    incumbent, inc = "similarity", sim
+    if path.is_file():
         try:
-            history.parent.mkdir(parents=True, exist_ok=True)
-            with open(history, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(asdict(promotion)) + "\n")
-        except OSError as exc:
-            log.warning("cannot append to %s: %s", history, exc)
-        if not promotion.promoted:
-            log.info("policy not promoted: %s", promotion.reason)
-        return promotion
+            current = load_checkpoint(path)
+            incumbent, inc = current.version, selection_auc(current.model, gate, current.tokenizer)
+        except PolicyCheckpointError as exc:
+            log.warning("the current policy cannot be loaded (%s); comparing against similarity", exc)
+    if not math.isfinite(cand) or (math.isfinite(sim) and cand < sim):
+        reason = "selects worse than similarity on held-out queries"
+        if incumbent != "similarity" and math.isfinite(inc) and math.isfinite(sim) and inc < sim:
+            with FileLock(str(path) + ".lock", timeout=60):
+                os.replace(path, path.with_name(path.name + ".retired"))
+            reason += f"; incumbent {incumbent} does too and was retired (similarity serves)"
+        return Promotion(False, reason, _finite(cand), _finite(inc), incumbent, similarity_auc=_finite(sim), **base)
+    if math.isfinite(inc) and cand < inc:
+        return Promotion(False, "selects worse than the incumbent on held-out queries", _finite(cand), _finite(inc), incumbent,
+                         similarity_auc=_finite(sim), **base)  # fmt: skip
+    meta = checkpoint_metadata(
+        data, train, val, result, cfg,
+        promotion={"incumbent": incumbent, "incumbent_auc": _finite(inc), "candidate_auc": _finite(cand),
+                   "similarity_auc": _finite(sim), "gate_queries": gate.n_queries},
+        **metadata,
+    )  # fmt: skip
+    with FileLock(str(path) + ".lock", timeout=60):
+        version = save_checkpoint(result.model, path, metadata=meta)
+    log.info("policy %s promoted (held-out selection AUC %.4f vs %s %.4f, similarity %.4f)", version, cand, incumbent, inc, sim)
+    return Promotion(True, "selects at least as well as similarity and the incumbent on held-out queries", _finite(cand),
+                     _finite(inc), incumbent, version, similarity_auc=_finite(sim), **base)  # fmt: skip

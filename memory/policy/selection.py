@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,21 @@ import numpy as np
 import torch
 
 from memory.policy.checkpoint import LoadedPolicy, PolicyCheckpointError, load_checkpoint
-from memory.policy.features import features_for_hits
+from memory.policy.exploration import DEFAULT_EXPLORATION, STRATEGIES, Exploration, explore_ranking
+from memory.policy.features import FEATURE_NAMES, features_for_hits
 from memory.policy.model import FinetuneScorer
+
+__all__ = [
+    "DEFAULT_EXPLORATION", "MIN_NULL_EXAMPLES", "STRATEGIES", "Choice", "Exploration", "Selector",
+    "clear_selector_cache", "load_selector",
+]  # fmt: skip
+_GAP = FEATURE_NAMES.index("similarity_gap")
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("greedy", "epsilon", "thompson")
-DEFAULT_EXPLORATION = "epsilon:0.1"
+# Fewer retrievals that showed nothing cannot pin down the no-case baseline: a single empty
+# retrieval (the very first task, when the bank was empty) would otherwise switch the rule on.
+MIN_NULL_EXAMPLES = 20
 
 
 @dataclass(frozen=True)
@@ -37,67 +45,6 @@ class Choice:
     score: float
     propensity: float
     shown: bool
-
-
-@dataclass(frozen=True)
-class Exploration:
-    """How selections deviate from greedy so the policy keeps learning.
-
-    Attributes:
-        strategy: ``greedy`` (top K), ``epsilon`` (top K, but with probability ``epsilon`` K cases
-            drawn uniformly) or ``thompson`` (top K of one dropout draw of the scores).
-        epsilon: Exploration rate of ``epsilon``.
-        samples: Extra draws that estimate Thompson-sampling propensities.
-        no_case_margin: Show nothing when the best case's predicted success does not beat the
-            predicted success with no case by this margin (probability units). Only active for
-            checkpoints that learned a no-case baseline (trained on retrievals that showed
-            nothing); None disables it.
-
-    """
-
-    strategy: str = "epsilon"
-    epsilon: float = 0.1
-    samples: int = 64
-    no_case_margin: float | None = 0.0
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"exploration strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
-        if self.samples < 1:
-            raise ValueError("samples must be at least 1")
-
-    @classmethod
-    def parse(cls, spec: Exploration | str | dict[str, Any] | None) -> Exploration:
-        """Accept an `Exploration`, a dict of its fields, or a string.
-
-        Strings: ``greedy`` (or ``none``), ``epsilon``, ``epsilon:0.2``, ``thompson``, ``thompson:128``
-        (draws). None reads ``MEMENTO_POLICY_EXPLORATION`` (default ``epsilon:0.1``).
-        """
-        if isinstance(spec, Exploration):
-            return spec
-        if spec is None or spec == "":
-            spec = os.environ.get("MEMENTO_POLICY_EXPLORATION") or DEFAULT_EXPLORATION
-        if isinstance(spec, dict):
-            known = {f.name for f in fields(cls)}
-            unknown = set(spec) - known
-            if unknown:
-                raise ValueError(f"unknown exploration setting(s) {sorted(unknown)}; known: {sorted(known)}")
-            return cls(**spec)
-        if not isinstance(spec, str):
-            raise ValueError(f"exploration must be a string, dict or Exploration, got {type(spec).__name__}")
-        name, _, arg = spec.strip().lower().partition(":")
-        try:
-            if name in ("greedy", "none"):
-                return cls(strategy="greedy", epsilon=0.0)
-            if name == "epsilon":
-                return cls(strategy="epsilon", epsilon=float(arg) if arg else 0.1)
-            if name == "thompson":
-                return cls(strategy="thompson", epsilon=0.0, samples=int(arg) if arg else 64)
-        except ValueError as exc:
-            raise ValueError(f"bad exploration {spec!r}: {exc}") from exc
-        raise ValueError(f"bad exploration {spec!r}: use greedy, epsilon[:rate] or thompson[:draws]")
 
 
 class Selector:
@@ -121,7 +68,11 @@ class Selector:
         self.path = loaded.path
         self.exploration = Exploration.parse(exploration)
         # Without retrievals that showed nothing, the no-case baseline was never trained.
-        self.can_show_nothing = int(self.metadata.get("null_examples") or 0) > 0
+        self.can_show_nothing = int(self.metadata.get("null_examples") or 0) >= MIN_NULL_EXAMPLES
+        # How far below the best candidate's similarity the training log ever showed a case:
+        # beyond that the scorer never saw an outcome, so it does not get to promote such cases.
+        support = self.metadata.get("support") or {}
+        self.max_gap: float | None = support.get("max_similarity_gap")
         self.needs_query_text = isinstance(self.model, FinetuneScorer)
 
     @classmethod
@@ -172,8 +123,17 @@ class Selector:
         probs = torch.sigmoid(self.model(q, c, f, n)).numpy()
         return probs[:-1], float(probs[-1])
 
-    def _greedy(self, scores: np.ndarray, null: float, k: int, cfg: Exploration) -> np.ndarray:
-        order = np.argsort(-scores, kind="stable")[:k]
+    def _ranking(self, scores: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+        """Candidates best first: inside the training support by score, then the rest by similarity.
+
+        Hits arrive in similarity order, so a stable sort keeps that order among ties and among
+        the cases outside the support.
+        """
+        outside = np.zeros(scores.size, dtype=bool) if self.max_gap is None else gaps > self.max_gap + 1e-6
+        return np.lexsort((np.arange(scores.size), np.where(outside, 0.0, -scores), outside))
+
+    def _greedy(self, order: np.ndarray, scores: np.ndarray, null: float, k: int, cfg: Exploration) -> np.ndarray:
+        order = order[:k]
         if (
             self.can_show_nothing
             and cfg.no_case_margin is not None
@@ -218,6 +178,7 @@ class Selector:
         shown = np.zeros(n, dtype=bool)
         if k == 0:
             return [Choice(i, float(scores[i]), 0.0, False) for i in range(n)]
+        gaps = features_for_hits(hits)[:, _GAP]
         if cfg.strategy == "thompson":
             q, c, f, is_null = self._inputs(query_embedding, hits, query_text)
             m = cfg.samples + 1
@@ -228,22 +189,24 @@ class Selector:
             draws = torch.sigmoid(logits).numpy()
             counts = np.zeros(n)
             for j in range(m):
-                sel = self._greedy(draws[j, :n], float(draws[j, n]), k, cfg)
+                sel = self._greedy(self._ranking(draws[j, :n], gaps), draws[j, :n], float(draws[j, n]), k, cfg)
                 counts[sel] += 1
                 if j == 0:
                     # The first draw is the one acted on; all draws estimate the propensities.
                     shown[sel] = True
             propensity = counts / m
         else:
-            greedy = self._greedy(scores, null, k, cfg)
-            eps = cfg.epsilon if cfg.strategy == "epsilon" else 0.0
-            if eps > 0 and rng.random() < eps:
-                shown[rng.choice(n, size=k, replace=False)] = True
+            order = self._ranking(scores, gaps)
+            greedy = self._greedy(order, scores, null, k, cfg)
+            if greedy.size:
+                shown, propensity = explore_ranking(order, k, cfg, rng)
             else:
-                shown[greedy] = True
-            in_greedy = np.zeros(n)
-            in_greedy[greedy] = 1.0
-            propensity = (1.0 - eps) * in_greedy + eps * k / n
+                # The policy would show nothing; exploring shows its top K now and then.
+                eps = cfg.epsilon if cfg.strategy == "epsilon" else 0.0
+                propensity = np.zeros(n)
+                propensity[order[:k]] = eps
+                if eps > 0 and rng.random() < eps:
+                    shown[order[:k]] = True
         return [Choice(i, float(scores[i]), float(propensity[i]), bool(shown[i])) for i in range(n)]
 
 

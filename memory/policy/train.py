@@ -26,12 +26,23 @@ from memory.policy.features import FEATURE_NAMES
 from memory.policy.metrics import classification_report, finite_or_none
 from memory.policy.model import CaseScorer, FinetuneScorer, load_backbone
 
+CREDITS = ("set", "row")
+
 
 @dataclass
 class TrainConfig:
     """Hyper-parameters; every field is recorded in the checkpoint."""
 
     variant: str = "head"
+    # "set": one retrieval's outcome is explained by the sum of its shown cases' contributions
+    # (logit = g(query) + sum of h(query, case)), so a case is not credited with the others' effect;
+    # "row": every shown case is labelled with the task's outcome on its own (the original
+    # pair format's semantics; both coincide when every retrieval shows one case).
+    credit: str = "set"
+    # Rank like similarity unless the data says otherwise (see `CaseScorer`): with few judged
+    # tasks the learned part stays small and the policy cannot wander off to cases the log never
+    # showed.
+    similarity_prior: bool = True
     epochs: int = 40
     batch_size: int = 256
     lr: float = 1e-3
@@ -52,6 +63,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.credit not in CREDITS:
+            raise ValueError(f"credit must be one of {CREDITS}, got {self.credit!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
         if not 0.0 < self.val_fraction < 1.0:
@@ -114,6 +127,61 @@ def evaluate(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: An
     return classification_report(data.target > 0.5, predict(model, data, tokenizer))
 
 
+def group_rows(data: PolicyData) -> tuple[np.ndarray, np.ndarray]:
+    """Per row the index of its retrieval among ``data``'s retrievals, and each retrieval's first row."""
+    _, first, inverse = np.unique(data.group, return_index=True, return_inverse=True)
+    return inverse.astype(np.int64), first
+
+
+def _set_logits(model, q: torch.Tensor, c: torch.Tensor, f: torch.Tensor, n: torch.Tensor, inverse: torch.Tensor, n_sets: int):
+    g, h = model.parts(q, c, f, n)
+    ones = torch.ones_like(g)
+    counts = torch.zeros(n_sets, dtype=g.dtype).index_add_(0, inverse, ones)
+    # Every row of a retrieval has the same query; averaging its g keeps dropout draws unbiased.
+    g_set = torch.zeros(n_sets, dtype=g.dtype).index_add_(0, inverse, g) / counts
+    return g_set + torch.zeros(n_sets, dtype=h.dtype).index_add_(0, inverse, h) + model_offset(model)
+
+
+def model_offset(model: CaseScorer | FinetuneScorer) -> torch.Tensor:
+    """The calibration offset of a scorer (see `CaseScorer.logit_offset`)."""
+    return (model.head if isinstance(model, FinetuneScorer) else model).logit_offset
+
+
+@torch.no_grad()
+def predict_sets(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted success of every retrieval in ``data`` given all its shown cases, and its outcome."""
+    if not len(data):
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    was_training = model.training
+    model.eval()
+    inverse, first = group_rows(data)
+    rows = np.arange(len(data))
+    q = _query_vectors(model, tokenizer, data, rows)
+    c, f, n = _tensors(data, rows)
+    logits = _set_logits(model, q, c, f, n, torch.from_numpy(inverse), first.size)
+    model.train(was_training)
+    return torch.sigmoid(logits).numpy(), data.target[first]
+
+
+@torch.no_grad()
+def case_contributions(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None) -> np.ndarray:
+    """Every row's case contribution ``h`` (0 on "no case" rows): the part that ranks candidates."""
+    if not len(data):
+        return np.zeros(0, np.float64)
+    was_training = model.training
+    model.eval()
+    rows = np.arange(len(data))
+    _, h = model.parts(_query_vectors(model, tokenizer, data, rows), *_tensors(data, rows))
+    model.train(was_training)
+    return h.numpy().astype(np.float64)
+
+
+def evaluate_sets(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None) -> dict[str, float]:
+    """`classification_report` per retrieval (the unit whose outcome was observed)."""
+    probs, y = predict_sets(model, data, tokenizer)
+    return classification_report(y > 0.5, probs)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run a block with ``n`` intra-op threads, restoring the previous count afterwards."""
@@ -153,9 +221,22 @@ def train_policy(
         return _train(train, val, cfg, progress)
 
 
+def _units(data: PolicyData, credit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What one observed outcome covers: per row its unit, per unit its first row, target and weight.
+
+    ``row`` credit makes every row a unit weighted by its clipped inverse propensity; ``set``
+    credit makes every retrieval a unit of weight 1: it models the outcome of the whole shown set
+    (a reward model), and a per-row propensity says nothing about how likely that set was.
+    """
+    if credit == "row":
+        rows = np.arange(len(data))
+        return rows, rows, data.target, data.weight.astype(np.float64)
+    inverse, first = group_rows(data)
+    return inverse, first, data.target[first], np.ones(first.size)
+
+
 def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool) -> TrainResult:
-    y = train.target
-    w = train.weight.astype(np.float64)
+    inverse, first, y, w = _units(train, cfg.credit)
     pos, neg = float((w * y).sum()), float((w * (1 - y)).sum())
     if pos == 0 or neg == 0:
         raise PolicyDataError(
@@ -165,7 +246,7 @@ def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool)
     pos_weight = neg / pos if cfg.class_weighting else 1.0
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    head = CaseScorer(dim=train.dim, hidden=cfg.hidden, dropout=cfg.dropout)
+    head = CaseScorer(dim=train.dim, hidden=cfg.hidden, dropout=cfg.dropout, similarity_prior=cfg.similarity_prior)
     head.logit_offset.fill_(-math.log(pos_weight))
     tokenizer = None
     if cfg.variant == "finetune":
@@ -173,40 +254,49 @@ def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool)
         model: CaseScorer | FinetuneScorer = FinetuneScorer(encoder, head, max_length=cfg.max_length)
         params = [
             {"params": model.encoder.parameters(), "lr": cfg.encoder_lr},
-            {"params": model.head.parameters(), "lr": cfg.lr},
+            {"params": [p for n, p in model.head.named_parameters() if n != "prior_raw"], "lr": cfg.lr},
         ]
     else:
         model = head
-        params = [{"params": model.parameters(), "lr": cfg.lr}]
+        params = [{"params": [p for n, p in model.named_parameters() if n != "prior_raw"], "lr": cfg.lr}]
+    if cfg.similarity_prior:
+        # The prior's weight is not decayed: shrinking it would pull towards random ranking,
+        # whereas decaying the residual pulls towards similarity ranking.
+        params.append({"params": [head.prior_raw], "lr": cfg.lr * 10, "weight_decay": 0.0})
     opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-    target = torch.from_numpy(train.target)
-    row_w = torch.from_numpy(train.weight) * torch.where(target > 0.5, pos_weight, 1.0).float()
-    row_w = row_w / row_w.mean()
+    target = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    unit_w = torch.from_numpy(np.asarray(w, dtype=np.float32)) * torch.where(target > 0.5, pos_weight, 1.0).float()
+    unit_w = unit_w / unit_w.mean()
+    # Rows of each unit, so a batch of units gathers all of their rows.
+    by_unit = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=first.size))])
 
     best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
     history: list[dict[str, float]] = []
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"policy[{cfg.variant}]", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        order = rng.permutation(len(train))
+        order = rng.permutation(first.size)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
-            rows = order[start : start + cfg.batch_size]
+            units = order[start : start + cfg.batch_size]
+            rows = np.concatenate([by_unit[bounds[u] : bounds[u + 1]] for u in units])
+            local = torch.from_numpy(np.repeat(np.arange(units.size), bounds[units + 1] - bounds[units]))
             q = _query_vectors(model, tokenizer, train, rows)
             c, f, n = _tensors(train, rows)
-            idx = torch.from_numpy(rows)
+            idx = torch.from_numpy(units)
             # Train on the weighted odds; the model's logit_offset maps them back to calibrated.
-            logits = model(q, c, f, n) + math.log(pos_weight)
-            loss = F.binary_cross_entropy_with_logits(logits, target[idx], weight=row_w[idx])
+            logits = _set_logits(model, q, c, f, n, local, units.size) + math.log(pos_weight)
+            loss = F.binary_cross_entropy_with_logits(logits, target[idx], weight=unit_w[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(rows)
-        entry = {"epoch": epoch, "train_loss": total / len(train)}
+            total += float(loss.detach()) * units.size
+        entry = {"epoch": epoch, "train_loss": total / first.size}
         if len(val):
-            probs = predict(model, val, tokenizer)
-            rep = classification_report(val.target > 0.5, probs)
-            vl = float(np.average(-(val.target * np.log(np.clip(probs, 1e-7, 1)) + (1 - val.target) * np.log(np.clip(1 - probs, 1e-7, 1))), weights=val.weight))
+            probs, vy = _val_predictions(model, val, tokenizer, cfg.credit)
+            rep = classification_report(vy > 0.5, probs)
+            vl = float(np.mean(-(vy * np.log(np.clip(probs, 1e-7, 1)) + (1 - vy) * np.log(np.clip(1 - probs, 1e-7, 1)))))
             entry.update({"val_auc": rep["auc"], "val_loss": vl})
             score = rep["auc"] if math.isfinite(rep["auc"]) else -vl
         else:
@@ -223,19 +313,37 @@ def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool)
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
+    report = evaluate_sets if cfg.credit == "set" else evaluate
     return TrainResult(
         model=model,
         tokenizer=tokenizer,
-        val_metrics=evaluate(model, val, tokenizer) if len(val) else {},
-        train_metrics=evaluate(model, train, tokenizer),
+        val_metrics=report(model, val, tokenizer) if len(val) else {},
+        train_metrics=report(model, train, tokenizer),
         best_epoch=best_epoch,
         pos_weight=pos_weight,
         history=history,
     )
 
 
+def _val_predictions(model, val: PolicyData, tokenizer: Any, credit: str) -> tuple[np.ndarray, np.ndarray]:
+    if credit == "set":
+        return predict_sets(model, val, tokenizer)
+    return predict(model, val, tokenizer), val.target
+
+
 def _plain_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def support_of(data: PolicyData, quantile: float = 0.95) -> dict[str, float | None]:
+    """Where the training rows have outcomes: how far below a query's best candidate cases were shown.
+
+    The selector does not let the scorer promote candidates further down than this (they keep
+    their similarity order): it never saw what such cases do. A high quantile rather than the
+    maximum, because the first tasks of a young bank show whatever few cases exist, however far.
+    """
+    gaps = data.features[~data.is_null, FEATURE_NAMES.index("similarity_gap")]
+    return {"max_similarity_gap": float(np.quantile(gaps, quantile)) if gaps.size else None, "quantile": quantile}
 
 
 def checkpoint_metadata(
@@ -253,6 +361,7 @@ def checkpoint_metadata(
         "n_train_queries": train.n_queries,
         "n_val_queries": val.n_queries,
         "null_examples": int(data.is_null.sum()),
+        "support": support_of(data),
         "positive_rate": float(data.target.mean()),
         "metrics": {"val": _plain_metrics(result.val_metrics), "train": _plain_metrics(result.train_metrics)},
         "best_epoch": result.best_epoch,

@@ -40,16 +40,23 @@ def filled_bank(bank):
 
 @pytest.fixture
 def policy_path(tmp_path, embedder):
-    """A policy trained (original data format) on: tasks succeed when shown positive cases."""
+    """A policy trained (original data format) on: tasks succeed when shown positive cases.
+
+    Near and far cases alike, so the policy has seen outcomes across the similarity range (it
+    does not promote cases further down than its training data ever showed).
+    """
     rng = np.random.default_rng(0)
+    topics = ["rivers", "capitals", "painters", "spiders", "planets", "chemistry", "poetry"]
     rows = []
     for i in range(30):
         for j in range(6):
             positive = bool(rng.random() < 0.5)
+            near = j % 2 == 0
+            case = f"training question {i} about {topics[i % 7]}, asked again ({j})" if near else f"an unrelated note {j} on {topics[(i + j) % 7]} and cooking"
             rows.append(
                 {
-                    "query": f"training question {i} about topic {i % 7}",
-                    "case": f"past case {i}-{j} on subject {j}",
+                    "query": f"training question {i} about {topics[i % 7]}",
+                    "case": case,
                     "case_label": "positive" if positive else "negative",
                     "truth_label": positive,
                 }

@@ -227,7 +227,13 @@ def test_selection_greedy_epsilon_thompson(trained):
             assert props.sum() == pytest.approx(k)
             assert all(c.propensity > 0 for c in choices if c.shown)
     eps = selector.select(query, hits, k, rng, exploration=Exploration(strategy="epsilon", epsilon=0.3))
-    assert min(c.propensity for c in eps) == pytest.approx(0.3 * k / len(hits))
+    # Local exploration: the K-th greedy slot gives way, with probability epsilon, to one of the
+    # next K candidates of the ranking; nothing further down is ever shown.
+    ranked = [c.index for c in sorted(greedy, key=lambda c: -c.score)]
+    props = {c.index: c.propensity for c in eps}
+    assert [props[i] for i in ranked[: k - 1]] == [1.0] * (k - 1)
+    assert props[ranked[k - 1]] == pytest.approx(0.7)
+    assert [props[i] for i in ranked[k : 2 * k]] == pytest.approx([0.3 / k] * k)
 
     with pytest.raises(ValueError, match="include_embeddings"):
         selector.select(query, [ScoredCase(hits[0].case, 0.5, None)], 1, rng)
