@@ -120,3 +120,29 @@ def test_learned_mode_falls_back_to_similarity(filled_bank, tmp_path, caplog):
 
     with pytest.raises(ValueError, match="mode"):
         retrieve_cases(filled_bank, QUESTION, mode="clever")
+
+
+def test_similarity_fallback_explores_near_the_top_and_logs_propensities(filled_bank, tmp_path):
+    clear_selector_cache()
+    missing = str(tmp_path / "none.pt")
+    sim = retrieve_cases(filled_bank, QUESTION, mode="similarity", k=3, n_candidates=8)
+    top = [c["id"] for c in sim.shown]
+    greedy = retrieve_cases(filled_bank, QUESTION, mode="learned", k=3, n_candidates=8, policy_path=missing, exploration="greedy")
+    assert [c["id"] for c in greedy.shown] == top
+    # The wider pool is logged even before a policy exists, so the first one has outcomes to learn from.
+    assert len(greedy.candidates) == 8
+    seen = set()
+    for seed in range(40):
+        got = retrieve_cases(
+            filled_bank, QUESTION, mode="learned", k=3, n_candidates=8, policy_path=missing, exploration="epsilon:0.5", rng_seed=seed
+        )
+        assert got.fallback and len(got.shown) == 3
+        props = [c["propensity"] for c in got.candidates]
+        assert props[:2] == [1.0, 1.0] and props[2] == pytest.approx(0.5)
+        assert props[3:6] == pytest.approx([0.5 / 3] * 3) and props[6:] == [0.0, 0.0]
+        assert all(c["propensity"] > 0 for c in got.candidates if c["shown"])
+        seen |= {i for i, c in enumerate(got.candidates) if c["shown"]}
+    assert seen == {0, 1, 2, 3, 4, 5}  # the 3rd slot went to ranks 4-6 now and then, never further
+    # Plain similarity mode never explores.
+    plain = retrieve_cases(filled_bank, QUESTION, mode="similarity", k=3, exploration="epsilon:1.0", rng_seed=0)
+    assert [c["id"] for c in plain.shown] == top
