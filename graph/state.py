@@ -59,7 +59,9 @@ class State(InputState):
     case_id: str | None = None
     case_written: bool = False
     # bookkeeping
-    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0})
+    usage: dict[str, Any] = field(
+        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0, "by_model": {}}
+    )
     started_at: float | None = None
 
 
@@ -86,5 +88,5 @@ class OutputState:
     case_id: str | None = None
     case_written: bool = False
     errors: list[str] = field(default_factory=list)
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
     cycle: int = 0

@@ -59,7 +59,7 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict:
     model = chat_model(ctx, "executor")
     bound = model.bind_tools(tools) if tools else model
     reply: AIMessage = await bound.ainvoke(messages)
-    usage = add_usage(state.usage, reply)
+    usage = add_usage(state.usage, reply, ctx.executor_model)
     if reply.tool_calls:
         return {
             "messages": [*messages, reply],

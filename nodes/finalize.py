@@ -33,7 +33,7 @@ async def finalize(state: State, runtime: Runtime[Context]) -> dict:
     for prefix in ("final answer:", "answer:"):
         if answer.lower().startswith(prefix):
             answer = answer[len(prefix) :].strip()
-    usage = add_usage(state.usage, reply)
+    usage = add_usage(state.usage, reply, ctx.planner_model)
     try:
         data = extract_json_object(answer)
     except ValueError:

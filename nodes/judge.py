@@ -60,7 +60,7 @@ async def judge(state: State, runtime: Runtime[Context]) -> dict:
     errors = list(state.errors)
     try:
         reply = await model.ainvoke([SystemMessage(system), HumanMessage(task)])
-        usage = add_usage(usage, reply)
+        usage = add_usage(usage, reply, ctx.judge_model)
         verdict, rationale = parse_verdict(text_of(reply))
     except ValueError as exc:
         errors.append(f"judge reply unusable: {exc}")

@@ -51,13 +51,26 @@ def chat_model(ctx: Context, role: str) -> ChatOpenAI:
     return _chat_model(name, ctx.endpoint, ctx.api_key or "not-needed", ctx.temperature, ctx.request_timeout, ctx.max_retries)
 
 
-def add_usage(usage: dict[str, int], message: Any) -> dict[str, int]:
-    """Accumulate token usage of one reply into the state's counters (a new dict)."""
+def add_usage(usage: dict[str, Any], message: Any, model: str | None = None) -> dict[str, Any]:
+    """Accumulate one reply's token usage into the state's counters (a new dict).
+
+    Totals drive the progress display; the per-model breakdown lets evals price a strong planner
+    and a cheap executor separately.
+    """
     meta = getattr(message, "usage_metadata", None) or {}
+    prompt = int(meta.get("input_tokens", 0) or 0)
+    completion = int(meta.get("output_tokens", 0) or 0)
+    by_model = {name: dict(counts) for name, counts in (usage.get("by_model") or {}).items()}
+    if model:
+        entry = by_model.setdefault(model, {"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0})
+        entry["prompt_tokens"] += prompt
+        entry["completion_tokens"] += completion
+        entry["llm_calls"] += 1
     return {
-        "prompt_tokens": usage.get("prompt_tokens", 0) + int(meta.get("input_tokens", 0) or 0),
-        "completion_tokens": usage.get("completion_tokens", 0) + int(meta.get("output_tokens", 0) or 0),
+        "prompt_tokens": usage.get("prompt_tokens", 0) + prompt,
+        "completion_tokens": usage.get("completion_tokens", 0) + completion,
         "llm_calls": usage.get("llm_calls", 0) + 1,
+        "by_model": by_model,
     }
 
 

@@ -81,7 +81,7 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict:
     error = None
     for _attempt in range(2):
         reply: AIMessage = await model.ainvoke(messages)
-        usage = add_usage(usage, reply)
+        usage = add_usage(usage, reply, ctx.planner_model)
         text = text_of(reply)
         try:
             parsed = parse_planner_reply(text, ctx.max_subtasks)

@@ -37,6 +37,9 @@ async def test_two_subtasks_tool_call_judge_write_back_and_reuse(ctx, llm_server
     assert out["reward"] == 1.0 and out["label"] == "positive" and out["reward_source"] == "ground_truth_judge"
     assert out["judge_model"] == "judge" and "reference" in out["judge_rationale"]
     assert out["exact_match"] == 1.0 and out["f1"] == 1.0
+    calls = {model: u["llm_calls"] for model, u in out["usage"]["by_model"].items()}
+    assert calls == {"planner": 2, "executor": 4, "judge": 1} and out["usage"]["llm_calls"] == 7
+    assert out["usage"]["prompt_tokens"] == sum(u["prompt_tokens"] for u in out["usage"]["by_model"].values()) > 0
     # The executor saw the tool result before answering (real tool round trip).
     second_exec = llm_server.requests_for("executor")[1]
     assert second_exec["messages"][-1]["role"] == "tool" and "51" in second_exec["messages"][-1]["content"]
