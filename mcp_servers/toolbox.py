@@ -169,10 +169,10 @@ class Toolbox:
         self._lock = asyncio.Lock()
         self.errors: dict[str, str] = {}
 
-    async def _server(self, name: str, restart: bool = False) -> _Server:
+    async def _server(self, name: str) -> _Server:
         async with self._lock:
             server = self._servers.get(name)
-            if server is not None and server.alive and not restart:
+            if server is not None and server.alive:
                 return server
             if server is not None:
                 await server.close()
@@ -196,31 +196,37 @@ class Toolbox:
         return result
 
     async def call(self, name: str, args: dict[str, Any], call_id: str) -> ToolMessage:
-        """Run one tool call; every failure becomes an error `ToolMessage` for the model."""
+        """Run one tool call; every failure becomes an error `ToolMessage` for the model.
+
+        A server that died is restarted on the next call. A call that was in flight when its
+        server died is reported, not repeated: it may have had side effects, so the model decides.
+        """
         server_name = next((s for s in self.connections if name.startswith(f"{s}_")), None)
         if server_name is None:
             known = ", ".join(t.name for t in await self.tools()) or "none"
             return _error(call_id, name, f"unknown tool {name!r}; available tools: {known}")
-        for attempt in (1, 2):
-            try:
-                server = await self._server(server_name, restart=attempt == 2)
-            except RuntimeError as exc:
-                return _error(call_id, name, str(exc))
-            tool = next((t for t in server.tools if t.name == name), None)
-            if tool is None:
-                known = ", ".join(t.name for t in server.tools)
-                return _error(call_id, name, f"unknown tool {name!r}; {server_name} offers: {known}")
-            try:
-                msg = await tool.ainvoke({"type": "tool_call", "id": call_id, "name": name, "args": args})
-            except Exception as exc:
-                if attempt == 1 and not server.alive:
-                    logger.warning("MCP server %s died during %s; restarting once", server_name, name)
-                    continue
-                if attempt == 1 and _looks_like_connection_error(exc):
-                    continue
-                return _error(call_id, name, f"tool {name} failed: {_describe(exc)}")
-            return _as_plain(msg, call_id, name)
-        return _error(call_id, name, f"MCP server {server_name!r} crashed and did not recover")
+        try:
+            server = await self._server(server_name)
+        except RuntimeError as exc:
+            return _error(call_id, name, str(exc))
+        tool = next((t for t in server.tools if t.name == name), None)
+        if tool is None:
+            known = ", ".join(t.name for t in server.tools)
+            return _error(call_id, name, f"unknown tool {name!r}; {server_name} offers: {known}")
+        try:
+            msg = await tool.ainvoke({"type": "tool_call", "id": call_id, "name": name, "args": args})
+        except Exception as exc:  # a crashed server or a transport error
+            if not server.alive or _looks_like_connection_error(exc):
+                logger.warning("MCP server %s failed during %s: %s", server_name, name, _describe(exc))
+                await server.close()
+                return _error(
+                    call_id,
+                    name,
+                    f"the {server_name} server crashed during this call ({_describe(exc)}); it will be "
+                    "restarted for the next call. Call again only if repeating it is safe.",
+                )
+            return _error(call_id, name, f"tool {name} failed: {_describe(exc)}")
+        return _as_plain(msg, call_id, name)
 
     async def aclose(self) -> None:
         """Close every session (ends stdio server processes)."""
