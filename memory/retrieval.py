@@ -2,7 +2,9 @@
 
 Learned mode costs one encoder pass for the query (shared with the bank search) plus a small MLP
 over the candidates' cached embeddings. Without a usable checkpoint it falls back to similarity,
-logs a warning and says so in `Retrieval.note` / `Retrieval.fallback`.
+logs a warning and says so in `Retrieval.note` / `Retrieval.fallback`; that fallback still
+searches the nearest N, explores near similarity's top K like the policy would and logs every
+candidate's propensity, so the first policy has outcomes beyond the top K to learn from.
 """
 
 from __future__ import annotations

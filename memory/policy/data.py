@@ -293,8 +293,10 @@ def from_experience(
 
     Every *shown* candidate becomes a row labelled with the task's outcome, weighted by inverse
     propensity (clipped) so cases the policy favoured do not dominate; candidates that were not
-    shown cannot have influenced the outcome and are skipped. A retrieval that showed nothing
-    becomes one "no case" row, which teaches the no-case baseline.
+    shown cannot have influenced the outcome and are skipped. The rows of one retrieval share a
+    ``group``, so set-level training (`TrainConfig.credit`) explains each outcome once, by all
+    of its cases together. A retrieval that showed nothing becomes one "no case" row, which
+    teaches the no-case baseline.
 
     Args:
         records: ``ExperienceLog.records()`` (judged).

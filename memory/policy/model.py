@@ -22,7 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from memory.policy.features import N_FEATURES
+from memory.policy.features import FEATURE_NAMES, N_FEATURES
+
+_SIMILARITY = FEATURE_NAMES.index("similarity")
 
 
 def _dropout(x: torch.Tensor, p: float, active: bool, generator: torch.Generator | None) -> torch.Tensor:
@@ -86,6 +88,12 @@ class CaseScorer(nn.Module):
             cfg["similarity_prior"] = True
         return cfg
 
+    def set_prior_weight(self, beta: float, floor: float = 0.05, ceiling: float = 30.0) -> None:
+        """Start the similarity prior at ``beta`` (kept in ``[floor, ceiling]``; positive keeps the order)."""
+        b = min(max(float(beta), floor), ceiling)
+        with torch.no_grad():
+            self.prior_raw.fill_(math.log(math.expm1(b)))
+
     @property
     def beta(self) -> float:
         """Weight of the similarity prior (0 without one)."""
@@ -138,7 +146,7 @@ class CaseScorer(nn.Module):
         x = _dropout(F.gelu(self.p2(x)), p, active, generator)
         h = self.p3(x).squeeze(-1)
         if self.similarity_prior:
-            h = h + F.softplus(self.prior_raw) * features[:, 0]
+            h = h + F.softplus(self.prior_raw) * features[:, _SIMILARITY]
         return g, h * (~is_null).to(h.dtype)
 
 

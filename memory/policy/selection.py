@@ -3,8 +3,9 @@
 `load_selector(path)` returns a cached `Selector` that reloads itself when the checkpoint file
 changes (online training replaces it atomically), or None when there is no checkpoint (retrieval
 then falls back to similarity). `Selector.select` scores every candidate from cached embeddings
-(one query vector, no transformer pass per case), explores (epsilon-greedy or Thompson sampling
-over dropout draws), and logs for every candidate the probability that it is shown.
+(one query vector, no transformer pass per case), reranks only within the similarity range its
+training data covered, explores (local epsilon-greedy or Thompson sampling over dropout draws),
+and logs for every candidate the probability that it is shown.
 """
 
 from __future__ import annotations
@@ -163,6 +164,11 @@ class Selector:
             rng: Randomness of exploration (seed it for reproducible runs).
             exploration: Overrides the selector's default for this call.
             query_text: The question (needed by the fine-tuned variant only).
+
+        Candidates further below the best similarity than the checkpoint's training data ever
+        showed a case (its ``support``) are not reranked: they follow the others in similarity
+        order. Exploration swaps the K-th slot for one of the next few candidates (see
+        `memory.policy.exploration`).
 
         Returns:
             One `Choice` per hit, in hit order: predicted success, the probability that this

@@ -235,6 +235,31 @@ def _units(data: PolicyData, credit: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return inverse, first, data.target[first], np.ones(first.size)
 
 
+def similarity_weight(data: PolicyData, inverse: np.ndarray, n_units: int, y: np.ndarray) -> float:
+    """What similarity alone is worth: the slope of a logistic fit of outcomes on summed similarity.
+
+    Starts the prior at the strength the data supports: clearly positive where more similar cases
+    go with success (the residual then has to earn any departure from similarity order), near zero
+    where similarity says nothing about outcomes (nothing to hold on to).
+    """
+    sims = np.where(data.is_null, 0.0, data.features[:, FEATURE_NAMES.index("similarity")]).astype(np.float64)
+    x = torch.from_numpy(np.bincount(inverse, weights=sims, minlength=n_units)).float()
+    x = (x - x.mean()) / x.std().clamp(min=1e-6)
+    per_unit_sd = float(np.bincount(inverse, weights=sims, minlength=n_units).std()) or 1.0
+    t = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    w = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=50)
+
+    def loss() -> torch.Tensor:
+        opt.zero_grad()
+        out = F.binary_cross_entropy_with_logits(w[0] + w[1] * x, t) + 1e-3 * w[1] ** 2
+        out.backward()
+        return out
+
+    opt.step(loss)
+    return float(w[1].detach()) / per_unit_sd
+
+
 def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool) -> TrainResult:
     inverse, first, y, w = _units(train, cfg.credit)
     pos, neg = float((w * y).sum()), float((w * (1 - y)).sum())
@@ -248,6 +273,8 @@ def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool)
     rng = np.random.default_rng(cfg.seed)
     head = CaseScorer(dim=train.dim, hidden=cfg.hidden, dropout=cfg.dropout, similarity_prior=cfg.similarity_prior)
     head.logit_offset.fill_(-math.log(pos_weight))
+    if cfg.similarity_prior:
+        head.set_prior_weight(similarity_weight(train, inverse, first.size, y))
     tokenizer = None
     if cfg.variant == "finetune":
         tokenizer, encoder = load_backbone()
