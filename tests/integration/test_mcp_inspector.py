@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.mcp_http import serve_http
 
 pytestmark = pytest.mark.integration
 
@@ -97,28 +97,6 @@ def test_code_server_keeps_secrets_from_a_third_party_client(inspector):
 
 
 def test_math_server_over_streamable_http(inspector):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_servers.math", "--transport", "http", "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "HTTP server exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "HTTP server did not start within 30 s"
-                time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}/mcp"
+    with serve_http("math") as url:
         result = inspector(url, *_call("solve", equation="x^2 = 9"))
         assert _text(result) == "[-3, 3]"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)

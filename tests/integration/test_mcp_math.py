@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
+
+from tests.fakes.mcp_http import serve_http
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -103,38 +102,11 @@ async def test_slow_computation_is_stopped_and_server_keeps_serving(s):
     assert "longer than 1s" in await s.refused("evaluate", expression="nextprime(10^3000)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_streamable_http_transport():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_servers.math", "--transport", "http", "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "HTTP server did not start within 30 s"
-                time.sleep(0.1)
-        connection = {"transport": "streamable_http", "url": f"http://127.0.0.1:{port}/mcp"}
-        async with open_session(connection) as http:
+    with serve_http("math") as url:
+        async with open_session({"transport": "streamable_http", "url": url}) as http:
             assert (
                 await http.ok("evaluate", expression="6*7")
                 == "exact: 42\nnumeric: 42.0000000000000"
             )
             assert "digits" in await http.refused("evaluate", expression="9^9^9^9")
-    finally:
-        proc.kill()  # a graceful uvicorn shutdown only adds seconds here
-        proc.wait(timeout=10)
-        proc.stderr.close()

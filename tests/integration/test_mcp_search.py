@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
 
+from tests.fakes.mcp_http import serve_http
 from tests.fakes.search_apis import DEFAULT_KEYS, SearchAPIs
 
 pytestmark = pytest.mark.integration
@@ -181,42 +179,18 @@ async def test_no_backend_configured_is_a_clear_error():
     assert "no search backend is configured" in text and "SEARXNG_URL" in text and "TAVILY_API_KEY" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.anyio
 async def test_search_over_streamable_http(apis):
-    port = _free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "TAVILY_API_KEY": DEFAULT_KEYS["tavily"],
         "TAVILY_BASE_URL": apis.url,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_servers.search", "--transport", "http", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, "server exited"
-            time.sleep(0.1)
-        client = MultiServerMCPClient({"search": {"transport": "streamable_http", "url": f"http://127.0.0.1:{port}/mcp"}})
+    with serve_http("search", env=env, timeout=20) as url:
+        client = MultiServerMCPClient({"search": {"transport": "streamable_http", "url": url}})
         async with client.session("search") as session:
             tools = {t.name: t for t in await load_mcp_tools(session)}
             status, text = await call(tools["web_search"], query="over http", max_results=2)
         assert status == "success", text
         payload = json.loads(text)
         assert payload["backend"] == "tavily" and len(payload["results"]) == 2
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
