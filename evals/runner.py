@@ -468,28 +468,38 @@ def check_resume(config: EvalConfig, examples: Sequence[Example]) -> None:
 
 
 def train_policy_before_pass(mode: str, iteration: int, ctx: Any, *, seed: int = 0, notes: list[str] | None = None) -> None:
-    """Learned mode: retrain the case-selection policy from this mode's experience so far.
+    """Learned mode, before passes 2, 3, ...: retrain from this mode's experience, install only if no worse.
 
-    Runs before passes 2, 3, ...; pass 1 has no experience, so the graph falls back to similarity
-    there (and wherever training is impossible — too few judged tasks, or no policy package), and
-    the reason goes into ``notes``.
+    The candidate must select at least as well as plain similarity (and the current checkpoint)
+    on held-out queries (`memory.policy.online.train_and_promote`); otherwise the graph keeps the
+    current policy, or similarity when there is none or the current one has fallen behind.
     """
     if mode != "learned" or iteration < 2:
         return
     try:
         from memory.bank import open_bank
         from memory.policy.data import PolicyDataError, load_experience
-        from memory.policy.train import TrainConfig, fit_and_save
+        from memory.policy.online import record_promotion, train_and_promote
+        from memory.policy.train import TrainConfig
     except ImportError as exc:
         _note(notes, f"learned pass {iteration}: policy package unavailable ({exc}); graph uses similarity")
         return
     try:
         bank = open_bank(ctx.bank_path, ctx.chroma_url or None, ctx.namespace)
         data = load_experience(ctx.experience_path, bank.embedder, bank=bank, namespace=ctx.namespace)
-        version, _ = fit_and_save(data, ctx.policy_path, TrainConfig(seed=seed), progress=False)
-        _note(notes, f"learned pass {iteration}: policy {version} trained on {data.n_queries} queries")
+        result = record_promotion(ctx.policy_path, train_and_promote(data, ctx.policy_path, TrainConfig(seed=seed)))
     except (PolicyDataError, ValueError, RuntimeError) as exc:
         _note(notes, f"learned pass {iteration}: policy not trained ({exc}); graph uses similarity")
+        return
+    aucs = f"held-out selection AUC {_fmt(result.candidate_auc)} vs similarity {_fmt(result.similarity_auc)}"
+    if result.promoted:
+        _note(notes, f"learned pass {iteration}: policy {result.version} promoted on {result.n_queries} queries ({aucs})")
+    else:
+        _note(notes, f"learned pass {iteration}: candidate not promoted: {result.reason} ({aucs})")
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _note(notes: list[str] | None, text: str) -> None:

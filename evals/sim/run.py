@@ -19,7 +19,7 @@ from typing import Any
 
 from evals.plots import plot_learning_curves
 from evals.results import write_json_atomic
-from evals.runner import EvalConfig, EvalRunner
+from evals.runner import EvalConfig, EvalRunner, train_policy_before_pass
 from evals.sim.model import SimLLM, SimParams
 from evals.sim.openai_server import ScriptedOpenAI
 from evals.sim.tasks import generate_tasks
@@ -86,7 +86,7 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
                     "exploration": "epsilon:0.1",
                 },
             )
-            hook = functools.partial(promote_policy_before_pass, seed=cfg.seed, notes=notes)
+            hook = functools.partial(train_policy_before_pass, seed=cfg.seed, notes=notes)
             runner = EvalRunner(econf, examples, before_pass=hook)
             records = await runner.run()
     records = [r for r in records if r["mode"] in cfg.modes and int(r["iteration"]) <= cfg.iterations]
@@ -116,46 +116,6 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
 def simulate(cfg: SimConfig) -> dict[str, Any]:
     """Blocking wrapper of `asimulate`."""
     return asyncio.run(asimulate(cfg))
-
-
-def promote_policy_before_pass(mode: str, iteration: int, ctx: Any, *, seed: int = 0, notes: list[str] | None = None) -> None:
-    """Learned mode, before passes 2, 3, ...: retrain from this mode's experience, install only if no worse.
-
-    The candidate must select at least as well as plain similarity (and the current checkpoint)
-    on held-out queries (`memory.policy.online.train_and_promote`); otherwise the graph keeps the
-    current policy, or similarity when there is none or the current one has fallen behind.
-    """
-    if mode != "learned" or iteration < 2:
-        return
-    try:
-        from memory.bank import open_bank
-        from memory.policy.data import PolicyDataError, load_experience
-        from memory.policy.online import record_promotion, train_and_promote
-        from memory.policy.train import TrainConfig
-    except ImportError as exc:
-        _note(notes, f"learned pass {iteration}: policy package unavailable ({exc}); graph uses similarity")
-        return
-    try:
-        bank = open_bank(ctx.bank_path, ctx.chroma_url or None, ctx.namespace)
-        data = load_experience(ctx.experience_path, bank.embedder, bank=bank, namespace=ctx.namespace)
-        result = record_promotion(ctx.policy_path, train_and_promote(data, ctx.policy_path, TrainConfig(seed=seed)))
-    except (PolicyDataError, ValueError, RuntimeError) as exc:
-        _note(notes, f"learned pass {iteration}: policy not trained ({exc}); graph uses similarity")
-        return
-    aucs = f"held-out selection AUC {_fmt(result.candidate_auc)} vs similarity {_fmt(result.similarity_auc)}"
-    if result.promoted:
-        _note(notes, f"learned pass {iteration}: policy {result.version} promoted on {result.n_queries} queries ({aucs})")
-    else:
-        _note(notes, f"learned pass {iteration}: candidate not promoted: {result.reason} ({aucs})")
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def _note(notes: list[str] | None, text: str) -> None:
-    if notes is not None:
-        notes.append(text)
 
 
 def fallback_notes(records: list[dict[str, Any]]) -> list[str]:
