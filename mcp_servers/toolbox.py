@@ -166,11 +166,12 @@ class Toolbox:
         self._client = MultiServerMCPClient(self.connections) if self.connections else None
         self._servers: dict[str, _Server] = {}
         self._start_timeout = start_timeout
-        self._lock = asyncio.Lock()
+        # One lock per server: servers start in parallel, and one server never starts twice.
+        self._locks = {name: asyncio.Lock() for name in self.connections}
         self.errors: dict[str, str] = {}
 
     async def _server(self, name: str) -> _Server:
-        async with self._lock:
+        async with self._locks[name]:
             server = self._servers.get(name)
             if server is not None and server.alive:
                 return server
@@ -183,13 +184,12 @@ class Toolbox:
 
     async def tools(self) -> list[BaseTool]:
         """All tools of all servers that start; a server that fails is reported, not fatal."""
+        started = await asyncio.gather(*(self._server(n) for n in self.connections), return_exceptions=True)
         result: list[BaseTool] = []
-        for name in self.connections:
-            try:
-                server = await self._server(name)
-            except RuntimeError as exc:
-                self.errors[name] = str(exc)
-                logger.warning("%s", exc)
+        for name, server in zip(self.connections, started, strict=True):
+            if isinstance(server, BaseException):
+                self.errors[name] = str(server)
+                logger.warning("%s", server)
                 continue
             self.errors.pop(name, None)
             result.extend(server.tools)
