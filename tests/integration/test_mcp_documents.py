@@ -14,6 +14,8 @@ import pytest
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
 
+from tests.fakes.mcp_helpers import call
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,11 +158,6 @@ def client(root: Path, **env) -> MultiServerMCPClient:
     )
 
 
-async def call(tool, **args) -> tuple[str, str]:
-    message = await tool.ainvoke({"type": "tool_call", "id": "call-1", "name": tool.name, "args": args})
-    content = message.content
-    text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content if isinstance(b, dict))
-    return message.status, text
 
 
 @pytest.mark.anyio

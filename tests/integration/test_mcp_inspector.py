@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.mcp_http import serve_http
+from tests.fakes.mcp_helpers import serve_http
 
 pytestmark = pytest.mark.integration
 

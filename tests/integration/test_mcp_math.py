@@ -10,7 +10,7 @@ import pytest
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
 
-from tests.fakes.mcp_http import serve_http
+from tests.fakes.mcp_helpers import serve_http
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -10,7 +10,7 @@ import pytest
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
 
-from tests.fakes.mcp_http import serve_http
+from tests.fakes.mcp_helpers import call, serve_http
 from tests.fakes.search_apis import DEFAULT_KEYS, SearchAPIs
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,6 @@ def stdio_client(env: dict[str, str]) -> MultiServerMCPClient:
     )
 
 
-async def call(tool, **args) -> tuple[str, str]:
-    """Invoke as a model would (a tool call): returns (status, text)."""
-    message = await tool.ainvoke({"type": "tool_call", "id": "call-1", "name": tool.name, "args": args})
-    content = message.content
-    text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content if isinstance(b, dict))
-    return message.status, text
 
 
 BACKEND_ENV = {

@@ -1,4 +1,4 @@
-"""Start one of our MCP servers over streamable HTTP for a test, bounded in time."""
+"""MCP test helpers: call a tool as a model would; start a server over streamable HTTP."""
 
 from __future__ import annotations
 
@@ -55,3 +55,11 @@ def serve_http(module: str, env: dict[str, str] | None = None, timeout: float = 
         proc.kill()  # a graceful uvicorn shutdown only adds seconds to a test
         proc.wait(timeout=10)
         proc.stderr.close()
+
+
+async def call(tool, **args) -> tuple[str, str]:
+    """Invoke a LangChain MCP tool as a model would (a tool call); returns ``(status, text)``."""
+    message = await tool.ainvoke({"type": "tool_call", "id": "call-1", "name": tool.name, "args": args})
+    content = message.content
+    text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return message.status, text
