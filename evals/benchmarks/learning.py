@@ -1,6 +1,11 @@
 """Benchmark: does the loop learn? The simulated LLM through the real graph, bank and policy.
 
     python -m evals.benchmarks.learning --out results/sim [--families 10 --per-family 12 --iterations 3]
+    python -m evals.benchmarks.learning --grid --out results/grid [--seeds 3 --passes 4]
+
+``--grid`` runs the fast in-process stream (`evals.sim.stream`) over a grid of confounder settings
+and seeds for none, similarity, learned and the oracle, and reports the share of the none→oracle
+gap each mode closes plus paired bootstrap intervals (see `evals.sim.grid`).
 
 Same run as ``memento eval --simulate``: curves for no memory, similarity retrieval and the learned
 policy across passes over one synthetic stream, written as ``learning_curve.png``, ``summary.md``
@@ -34,7 +39,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.0)
     parser.add_argument("--no-plan", action="store_true", help="answer at once (half the LLM calls per task)")
+    parser.add_argument("--grid", action="store_true", help="the fast confounder grid (no graph): see evals.sim.grid")
+    parser.add_argument("--seeds", type=int, default=3, help="--grid: seeds per setting")
+    parser.add_argument("--passes", type=int, default=4, help="--grid: passes per run")
+    parser.add_argument("--grid-families", default="6,12", help="--grid: family counts")
+    parser.add_argument("--grid-penalties", default="0.05,0.2", help="--grid: look-alike penalties")
+    parser.add_argument("--grid-wrong", default="0,0.2", help="--grid: lenient-judge shares (wrong labels)")
+    parser.add_argument("--ungated", action="store_true", help="--grid: also run learned without the OPE gate")
     args = parser.parse_args(argv)
+    if args.grid:
+        from evals.sim.grid import GridSpec, run_grid
+
+        spec = GridSpec(
+            families=[int(x) for x in args.grid_families.split(",")],
+            penalties=[float(x) for x in args.grid_penalties.split(",")],
+            wrong_labels=[float(x) for x in args.grid_wrong.split(",")],
+            seeds=args.seeds,
+            passes=args.passes,
+            k=args.k,
+            ungated=args.ungated,
+        )
+        return run_grid(spec, args.out if args.out != "results/sim" else "results/grid")
     cfg = SimConfig(out_dir=args.out, families=args.families, per_family=args.per_family, iterations=args.iterations,
                     modes=args.memory or ["none", "similarity", "learned"], k=args.k, seed=args.seed,
                     test_fraction=args.test_fraction, plan_first=not args.no_plan)

@@ -7,9 +7,13 @@ graph, case bank, retrieval and policy run unchanged over real HTTP; only the mo
   subtask result is in the prompt it answers. It reads the ``<case id=… label=…>`` blocks and the task's ``Question:`` from the
   prompt, looks up each case's family by its question, and answers correctly with probability
   ``p = base + bonus·(same-family positives) + neg_bonus·(same-family negatives)
-  − penalty·(other-family cases)``, clipped to ``[floor, cap]``.
+  − penalty·(other-family cases + mislabelled cases)``, clipped to ``[floor, cap]``. A
+  mislabelled case says "positive" but carries a wrong answer: it misleads like a look-alike,
+  and nothing in its text or its label tells similarity so.
 * executor — returns a short note (no tools).
-* judge — compares the predicted answer with the reference answers in its prompt.
+* judge — compares the predicted answer with the reference answers in its prompt; with
+  ``wrong_label > 0`` it is lenient: a wrong answer is graded correct with that probability (a
+  judge that lets mistakes through), so that share of failed tasks is stored as positive.
 
 The draw is a hash of ``(seed, question, attempt)``: the same attempt at the same task draws the
 same number in every memory mode (common random numbers), so differences between modes come from
@@ -30,7 +34,10 @@ from evals.metrics import exact_match, split_answers
 from evals.sim.openai_server import ScriptedOpenAI, final, last_user_text, plan, verdict
 from evals.sim.tasks import SimTask
 
-_CASE = re.compile(r'<case id="(?P<id>[^"]*)" label="(?P<label>[^"]*)">\s*Question:\s*(?P<q>.*?)\n', re.S)
+_CASE = re.compile(
+    r'<case id="(?P<id>[^"]*)" label="(?P<label>[^"]*)"[^>]*>\s*Question:\s*(?P<q>.*?)\n(?P<body>.*?)</case>', re.S
+)
+_ANSWER = re.compile(r"^Answer:\s*(?P<a>.*)$", re.M)
 _CASE_BLOCK = re.compile(r"<case\b.*?</case>", re.S)
 _QUESTION = re.compile(r"^Question:\s*(?P<q>.+)$", re.M)
 _REFERENCES = re.compile(r"^Reference answers:\s*(?P<r>.*)$", re.M)
@@ -47,6 +54,7 @@ class SimParams:
     penalty: float = 0.08
     floor: float = 0.02
     cap: float = 0.95
+    wrong_label: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class ShownCase:
     id: str
     label: str
     question: str
+    answer: str = ""
 
 
 def parse_planner_prompt(text: str) -> tuple[str, list[ShownCase]]:
@@ -65,7 +74,10 @@ def parse_planner_prompt(text: str) -> tuple[str, list[ShownCase]]:
         ValueError: No ``Question:`` line outside the case blocks.
 
     """
-    cases = [ShownCase(m["id"], m["label"], m["q"].strip()) for m in _CASE.finditer(text)]
+    cases = []
+    for m in _CASE.finditer(text):
+        answer = _ANSWER.search(m["body"])
+        cases.append(ShownCase(m["id"], m["label"], m["q"].strip(), answer["a"].strip() if answer else ""))
     rest = _CASE_BLOCK.sub("", text)
     found = _QUESTION.findall(rest)
     if not found:
@@ -73,13 +85,35 @@ def parse_planner_prompt(text: str) -> tuple[str, list[ShownCase]]:
     return found[-1].strip(), cases
 
 
-def success_probability(family: str | None, shown: list[tuple[str | None, str]], params: SimParams) -> float:
-    """Chance of a correct answer given the families and labels of the shown cases."""
-    same_pos = sum(1 for f, label in shown if f == family and label == "positive")
-    same_neg = sum(1 for f, label in shown if f == family and label == "negative")
-    other = sum(1 for f, _ in shown if f != family)
-    p = params.base + params.bonus * same_pos + params.neg_bonus * same_neg - params.penalty * other
+def success_probability(
+    family: str | None, shown: list[tuple[str | None, str]] | list[tuple[str | None, str, bool]], params: SimParams
+) -> float:
+    """Chance of a correct answer given the shown cases.
+
+    Args:
+        family: The task's family.
+        shown: Per shown case ``(family, label)`` or ``(family, label, answer_is_right)``; a
+            positive case whose answer is wrong (a lenient judge's mistake) misleads.
+        params: Effect sizes.
+
+    """
+    same_pos = same_neg = misleading = 0
+    for item in shown:
+        f, label = item[0], item[1]
+        right = bool(item[2]) if len(item) > 2 else True
+        if f != family or (label == "positive" and not right):
+            misleading += 1
+        elif label == "positive":
+            same_pos += 1
+        elif label == "negative":
+            same_neg += 1
+    p = params.base + params.bonus * same_pos + params.neg_bonus * same_neg - params.penalty * misleading
     return min(params.cap, max(params.floor, p))
+
+
+def lenient_verdict(seed: int, question: str, attempt: int, correct: bool, wrong_label: float) -> bool:
+    """The judge's verdict: right answers pass; wrong ones pass with probability ``wrong_label``."""
+    return correct or uniform(seed, f"lenient|{question}", attempt) < wrong_label
 
 
 def uniform(seed: int, question: str, attempt: int) -> float:
@@ -137,7 +171,7 @@ class SimLLM:
             return plan([f"Recall how earlier {family} questions were resolved and apply the same rule."])
         if task is None:
             return final("I do not know")
-        shown = [(self.family_of(c.question), c.label) for c in cases]
+        shown = [(self.family_of(c.question), c.label, self._answer_right(c)) for c in cases]
         p = success_probability(task.family, shown, self.params)
         with self._lock:
             attempt = self._attempts[question]
@@ -150,11 +184,16 @@ class SimLLM:
                     "attempt": attempt,
                     "p": p,
                     "correct": correct,
-                    "same_family_positive": sum(1 for f, lab in shown if f == task.family and lab == "positive"),
-                    "other_family": sum(1 for f, _ in shown if f != task.family),
+                    "same_family_positive": sum(1 for f, lab, _ in shown if f == task.family and lab == "positive"),
+                    "other_family": sum(1 for f, _, _ in shown if f != task.family),
+                    "mislabelled": sum(1 for f, lab, right in shown if f == task.family and lab == "positive" and not right),
                 }
             )
         return final(task.answer if correct else wrong_answer(task.answer))
+
+    def _answer_right(self, case: ShownCase) -> bool:
+        task = self._by_question.get(case.question.strip())
+        return task is not None and case.answer.strip() == task.answer
 
     def executor(self, request: dict[str, Any]) -> str:
         """A plain-text subtask result."""
@@ -166,11 +205,14 @@ class SimLLM:
         question = _QUESTION.search(text)
         refs = _REFERENCES.search(text)
         pred = _PREDICTED.search(text)
+        attempt = 0
         if question:
             with self._lock:
+                attempt = self._attempts[question["q"].strip()]
                 self._attempts[question["q"].strip()] += 1
         if not refs or not pred:
             return json.dumps({"rationale": "unreadable judge prompt"})
         answers = split_answers(refs["r"].split(" | "))
         ok = bool(exact_match(pred["a"].strip(), answers))
-        return verdict(ok, "matches a reference answer" if ok else "differs from every reference answer")
+        passed = lenient_verdict(self.seed, question["q"].strip() if question else "", attempt, ok, self.params.wrong_label)
+        return verdict(passed, "matches a reference answer" if ok else "differs from every reference answer")

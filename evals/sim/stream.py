@@ -1,0 +1,132 @@
+"""The simulated stream without the graph: the same selection policies, thousands of tasks a minute.
+
+`run_stream` replays what `memento eval --simulate` does per task — retrieve the nearest judged
+cases, choose what to show, draw the simulated model's success, judge it (optionally leniently),
+write the case back, learn — with an in-memory bank of MiniLM vectors instead of Chroma and HTTP.
+It exists for the grid benchmark (`python -m evals.benchmarks.learning --grid`): many settings,
+seeds and passes, with the same `BanditLearner` that serves the graph.
+
+Modes: ``none``; ``similarity`` (the nearest K judged cases); ``learned`` (the case-value bandit,
+refit within the stream and promoted by off-policy evaluation); ``oracle`` (for measurement only:
+it knows the families and the true answers, and shows same-family cases whose answer is right,
+nearest first, or nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evals.sim.model import SimParams, lenient_verdict, success_probability, uniform
+from evals.sim.tasks import SimTask
+from memory.policy.bandit import BanditConfig, CandidateCase, LoggedRetrieval, query_key
+from memory.policy.learner import BanditLearner
+
+MODES = ("none", "similarity", "learned", "oracle")
+
+
+@dataclass
+class _StoredCase:
+    task: SimTask
+    embedding: np.ndarray
+    label: str
+    right: bool
+
+
+@dataclass
+class StreamResult:
+    """Per pass and task: whether the (true) answer was right, in stream order."""
+
+    mode: str
+    correct: dict[int, dict[str, bool]] = field(default_factory=dict)
+    shown: dict[int, list[int]] = field(default_factory=dict)
+    decisions: list[dict] = field(default_factory=list)
+
+    def accuracy(self, iteration: int) -> float:
+        """Share of tasks answered right in one pass."""
+        row = self.correct.get(iteration, {})
+        return sum(row.values()) / len(row) if row else float("nan")
+
+
+def run_stream(
+    tasks: list[SimTask],
+    embeddings: np.ndarray,
+    mode: str,
+    *,
+    params: SimParams,
+    passes: int = 4,
+    k: int = 4,
+    n_candidates: int = 32,
+    seed: int = 0,
+    retrain_every: int = 10,
+    gate: bool = True,
+    bandit: BanditConfig | None = None,
+) -> StreamResult:
+    """Run ``passes`` passes over the task stream in one memory mode.
+
+    Args:
+        tasks: The stream (same order every pass, as `memento eval` runs it).
+        embeddings: Unit-norm question embeddings, one row per task.
+        mode: One of `MODES`.
+        params: Simulated model and judge settings (``wrong_label`` makes the judge lenient).
+        passes: Passes over the stream.
+        k: Cases shown at most.
+        n_candidates: Nearest judged cases the learned policy chooses from.
+        seed: Seeds the draws (common to every mode: same tasks, same draws).
+        retrain_every: Learned mode refits after this many outcomes.
+        gate: Learned mode promotes refits only by off-policy evaluation.
+        bandit: Learned mode's priors.
+
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    bank: dict[str, _StoredCase] = {}
+    order: list[str] = []
+    learner = BanditLearner(bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate)
+    rng = np.random.default_rng(seed)
+    result = StreamResult(mode)
+    for it in range(1, passes + 1):
+        result.correct[it] = {}
+        result.shown[it] = []
+        for t, task in enumerate(tasks):
+            q = embeddings[t]
+            # Judged cases only, nearest first (what the bank's search returns).
+            ids = [cid for cid in order if bank[cid].label in ("positive", "negative")]
+            if ids and mode != "none":
+                mat = np.stack([bank[c].embedding for c in ids])
+                sims = mat @ q
+                near = np.argsort(-sims, kind="stable")[: max(k, n_candidates)]
+            else:
+                sims, near = np.zeros(0), np.zeros(0, np.int64)
+            chosen: list[int] = []
+            record = None
+            if mode == "similarity":
+                chosen = near[:k].tolist()
+            elif mode == "oracle":
+                good = [i for i in near if bank[ids[i]].task.family == task.family and bank[ids[i]].right]
+                chosen = good[:k]
+            elif mode == "learned" and near.size:
+                cands = [CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label,
+                                       "ground_truth_judge") for i in near]  # fmt: skip
+                sel = learner.select(q, cands, rng)
+                chosen = [int(near[i]) for i in sel.order]
+                record = LoggedRetrieval(query_key(task.question), q, cands, sel.shown, 0.0, sel.slate_propensity, sel.slates)
+            elif mode == "learned":
+                record = LoggedRetrieval(query_key(task.question), q, [], np.zeros(0, bool), 0.0, 1.0, [((), 1.0)])
+            shown = [(bank[ids[i]].task.family, bank[ids[i]].label, bank[ids[i]].right) for i in chosen]
+            p = success_probability(task.family, shown, params)
+            right = uniform(seed, task.question, it - 1) < p
+            passed = lenient_verdict(seed, task.question, it - 1, right, params.wrong_label)
+            result.correct[it][task.task_id] = right
+            result.shown[it].append(len(chosen))
+            if record is not None:
+                # The learner sees the judge's verdict, never the truth.
+                record.reward = 1.0 if passed else 0.0
+                decision = learner.observe(record)
+                if decision is not None:
+                    result.decisions.append({"pass": it, "task": t, **decision.as_dict()})
+            if task.task_id not in bank:
+                order.append(task.task_id)
+            bank[task.task_id] = _StoredCase(task, q, "positive" if passed else "negative", right)
+    return result
