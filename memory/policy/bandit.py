@@ -1,0 +1,457 @@
+"""The case-value bandit: which set of past cases (0 to K) to show, learned online from outcomes.
+
+A task's outcome is modelled as additive in what was shown (a linear-Gaussian model of the success
+probability, so the posterior is exact and refits in milliseconds)::
+
+    y = a + g·z(q) + u[q] + sum over shown cases c of ( θ·φ(q, c) + v[c] ) + noise
+
+* ``a + g·z(q) + u[q]`` is how hard the query is: a trend over the query's (whitened, PCA-reduced)
+  embedding ``z(q)`` plus a per-question intercept ``u[q]`` for questions asked more than once.
+  Because difficulty is modelled on its own, a case is credited only with the change it makes.
+* ``θ·φ(q, c)`` is a query–case compatibility learned from outcomes: similarity, the case's label
+  and where that label came from, and per-dimension agreement ``|z(q) - z(c)|`` and ``z(q)·z(c)``
+  in the reduced space (a diagonal bilinear metric, with separate weights for positive cases). It
+  can learn that a look-alike case that differs from the query in the directions that matter
+  hurts, which similarity cannot express.
+* ``v[c]`` is a per-case value (MemRL-style runtime Q-value) shrunk toward zero: a case whose label
+  is wrong, or that misleads whoever sees it, loses value as its outcomes come in.
+
+Selection shows the candidates whose predicted effect is positive, best first, at most K: under
+the additive model that set maximises predicted success, and showing nothing is a real choice when
+no case is predicted to help. Exploration is Thompson sampling over a fixed ensemble of posterior
+draws made at fit time: a selection picks one draw uniformly, so the probability that each
+candidate (and the whole shown set) was chosen is computed exactly by replaying every draw.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+# Reward sources a label can come from, as one-hot features (anything else counts as "other").
+SOURCES: tuple[str, ...] = ("ground_truth_judge", "exact_match", "self_judge", "human", "imported")
+_STATIC = (
+    "show", "similarity", "positive", "negative", "near_duplicate", "positive_near_duplicate", "positive_similarity",
+    "similarity_gap", "nearest_four", "positive_nearest_four",
+    *(f"source_{s}" for s in SOURCES), "source_other",
+)  # fmt: skip
+_SRC0 = _STATIC.index(f"source_{SOURCES[0]}")
+# A case at least this similar is (nearly) the same question asked before.
+NEAR_DUPLICATE = 0.97
+N_STATIC = len(_STATIC)
+
+
+@dataclass(frozen=True)
+class CandidateCase:
+    """One candidate case as the bandit sees it: what a deployment knows at selection time."""
+
+    case_id: str
+    embedding: np.ndarray
+    similarity: float
+    label: str
+    reward_source: str | None = None
+
+
+@dataclass
+class LoggedRetrieval:
+    """One logged selection and its outcome (a training row of the bandit).
+
+    Attributes:
+        query_key: Normalised question (repeated questions share a difficulty intercept).
+        query_embedding: The question's embedding.
+        candidates: Every candidate the selector chose from.
+        shown: Per candidate, whether it was shown.
+        reward: The task's outcome in [0, 1].
+        slate_propensity: Probability, under the logging policy, of showing exactly this set
+            (None when unknown, e.g. logs written before it was recorded).
+        slates: The logging policy's whole distribution: every set it could have shown (candidate
+            indices) with its probability. Off-policy evaluation of additive slates needs it.
+
+    """
+
+    query_key: str
+    query_embedding: np.ndarray
+    candidates: list[CandidateCase]
+    shown: np.ndarray
+    reward: float
+    slate_propensity: float | None = None
+    slates: list[tuple[tuple[int, ...], float]] | None = None
+
+
+@dataclass(frozen=True)
+class BanditConfig:
+    """Priors and sizes of the bandit. Variances are in success-probability units squared.
+
+    Attributes:
+        dims: Size of the reduced embedding space ``z`` (PCA of the logged embeddings, whitened).
+        noise_var: Outcome noise (a Bernoulli outcome near 0.5 has variance 0.25).
+        query_var: Prior variance of each per-question intercept.
+        trend_var: Prior variance of each query-trend weight (over ``z(q)``).
+        static_var: Prior variance of the static case weights (similarity, label, source).
+        metric_var: Prior variance of each metric weight (summed over ``dims`` terms, so small).
+        case_var: Prior variance of each per-case value.
+        show_prior: Prior mean effect of showing any case: slightly negative, so an unknown case
+            is not shown on the model's mean belief (a cautious start: no evidence, no case).
+        repeat_prior: Prior mean effect of a positive case of (nearly) the same question: the
+            one case believed to help before any evidence.
+        negative_prior: Prior mean extra effect of a failed case (what not to do helps less often
+            than what worked, and a look-alike failure misleads).
+        draws: Posterior draws in the Thompson ensemble.
+        temperature: Scales the posterior covariance of the draws (<1 explores less widely).
+        min_shows: A case gets its own value only once it was shown this often.
+        max_cases: At most this many per-case values (the most shown cases).
+        max_queries: At most this many per-question intercepts (the most repeated questions).
+        seed: Seeds the PCA subsample and the posterior draws.
+
+    """
+
+    dims: int = 32
+    noise_var: float = 0.2
+    query_var: float = 0.03
+    trend_var: float = 0.002
+    static_var: float = 0.01
+    metric_var: float = 0.004
+    case_var: float = 0.002
+    show_prior: float = -0.04
+    repeat_prior: float = 0.1
+    negative_prior: float = -0.03
+    draws: int = 32
+    temperature: float = 0.05
+    min_shows: int = 2
+    max_cases: int = 4000
+    max_queries: int = 4000
+    seed: int = 0
+
+
+def _whiten_basis(vectors: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, components and scales of a PCA of the given rows (at most ``dims`` components)."""
+    rng = np.random.default_rng(seed)
+    if vectors.shape[0] > 3000:
+        vectors = vectors[rng.choice(vectors.shape[0], 3000, replace=False)]
+    mean = vectors.mean(0)
+    # Eigen-decomposition of the (dim x dim) covariance: much cheaper than an SVD of the rows.
+    centred = torch.from_numpy(np.ascontiguousarray(vectors - mean, dtype=np.float64))
+    evals, evecs = torch.linalg.eigh(centred.T @ centred)
+    evals, evecs = evals.flip(0).clamp(min=0.0).numpy(), evecs.flip(1).numpy()
+    s = np.sqrt(evals)
+    vt = evecs.T
+    keep = int(min(dims, max(0, vectors.shape[0] - 1), int((s > 1e-6).sum())))
+    scale = s[:keep] / math.sqrt(max(1, vectors.shape[0] - 1))
+    return mean.astype(np.float32), vt[:keep].astype(np.float32), np.maximum(scale, 1e-6).astype(np.float32)
+
+
+def _source_index(source: str | None) -> int:
+    return SOURCES.index(source) if source in SOURCES else len(SOURCES)
+
+
+class CaseValueModel:
+    """The fitted bandit: posterior mean, a Thompson ensemble, and the feature maps it was fit with."""
+
+    def __init__(self, config: BanditConfig | None = None):
+        """An unfitted model: the prior alone (shows nothing on its mean, explores a little)."""
+        self.config = config or BanditConfig()
+        self.mean_vec = np.zeros(0, np.float32)
+        self.components = np.zeros((0, 0), np.float32)
+        self.scale = np.zeros(0, np.float32)
+        self.case_index: dict[str, int] = {}
+        self.query_index: dict[str, int] = {}
+        self.n_rows = 0
+        self.theta_mean = np.zeros(0, np.float32)
+        self.theta_draws = np.zeros((0, 0), np.float32)
+        self.offset = 0.0
+        self._set_prior()
+
+    # ----- layout of the parameter vector -------------------------------------------------------
+    @property
+    def dims(self) -> int:
+        """Size of the reduced embedding space actually fitted."""
+        return int(self.components.shape[0])
+
+    def _layout(self) -> dict[str, slice]:
+        m = self.dims
+        sizes = [("intercept", 1), ("trend", m), ("query", len(self.query_index)), ("static", N_STATIC),
+                 ("metric", 4 * m), ("case", len(self.case_index))]  # fmt: skip
+        out, pos = {}, 0
+        for name, size in sizes:
+            out[name] = slice(pos, pos + size)
+            pos += size
+        out["all"] = slice(0, pos)
+        return out
+
+    def _prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Prior mean and variance of every parameter."""
+        c, lay = self.config, self._layout()
+        p = lay["all"].stop
+        mean, var = np.zeros(p), np.zeros(p)
+        var[lay["intercept"]] = 1.0
+        var[lay["trend"]] = c.trend_var
+        var[lay["query"]] = c.query_var
+        var[lay["static"]] = c.static_var
+        mean[lay["static"].start] = c.show_prior
+        mean[lay["static"].start + _STATIC.index("positive_near_duplicate")] = c.repeat_prior
+        mean[lay["static"].start + _STATIC.index("negative")] = c.negative_prior
+        var[lay["metric"]] = c.metric_var
+        var[lay["case"]] = c.case_var
+        return mean, var
+
+    def _set_prior(self) -> None:
+        mean, var = self._prior()
+        self.theta_mean = mean.astype(np.float32)
+        rng = np.random.default_rng(self.config.seed)
+        sd = np.sqrt(var * self.config.temperature)
+        self.theta_draws = (mean + rng.standard_normal((self.config.draws, mean.size)) * sd).astype(np.float32)
+
+    # ----- features ------------------------------------------------------------------------------
+    def _z(self, vectors: np.ndarray) -> np.ndarray:
+        if self.dims == 0:
+            return np.zeros((vectors.shape[0], 0), np.float32)
+        return ((vectors - self.mean_vec) @ self.components.T) / self.scale
+
+    def case_features(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]) -> np.ndarray:
+        """Per candidate, its row of the case part of the design (static, metric, case one-hot)."""
+        lay = self._layout()
+        width = lay["all"].stop - lay["static"].start
+        rows = np.zeros((len(candidates), width), np.float32)
+        if not candidates:
+            return rows
+        zq = self._z(np.asarray(query_embedding, np.float32).reshape(1, -1))[0]
+        zc = self._z(np.stack([np.asarray(c.embedding, np.float32) for c in candidates]))
+        m = self.dims
+        base = lay["static"].start
+        pos = np.array([c.label == "positive" for c in candidates], np.float32)
+        rows[:, 0] = 1.0
+        rows[:, 1] = [float(c.similarity) for c in candidates]
+        rows[:, 2] = pos
+        rows[:, 3] = [c.label == "negative" for c in candidates]
+        rows[:, 4] = rows[:, 1] >= NEAR_DUPLICATE
+        rows[:, 5] = rows[:, 4] * pos
+        rows[:, 6] = rows[:, 1] * pos
+        sims = rows[:, 1]
+        # Where the case ranks among the candidates: similarity's own choice is the nearest four.
+        rank = np.argsort(np.argsort(-sims, kind="stable"), kind="stable")
+        rows[:, 7] = sims.max() - sims
+        rows[:, 8] = rank < 4
+        rows[:, 9] = rows[:, 8] * pos
+        rows[np.arange(len(candidates)), [_SRC0 + _source_index(c.reward_source) for c in candidates]] = 1.0
+        if m:
+            # Scaled by 1/sqrt(m): the metric's total prior variance does not grow with dims.
+            diff = np.abs(zq - zc) / math.sqrt(m)
+            prod = zq * zc / math.sqrt(m)
+            off = lay["metric"].start - base
+            rows[:, off : off + m] = diff
+            rows[:, off + m : off + 2 * m] = prod
+            rows[:, off + 2 * m : off + 3 * m] = pos[:, None] * diff
+            rows[:, off + 3 * m : off + 4 * m] = pos[:, None] * prod
+        for i, c in enumerate(candidates):
+            j = self.case_index.get(c.case_id)
+            if j is not None:
+                rows[i, lay["case"].start - base + j] = 1.0
+        return rows
+
+    def _query_row(self, query_embedding: np.ndarray, query_key: str | None) -> np.ndarray:
+        lay = self._layout()
+        row = np.zeros(lay["static"].start, np.float32)
+        row[0] = 1.0
+        if self.dims:
+            row[lay["trend"]] = self._z(np.asarray(query_embedding, np.float32).reshape(1, -1))[0] / math.sqrt(self.dims)
+        j = self.query_index.get(query_key or "")
+        if j is not None:
+            row[lay["query"].start + j] = 1.0
+        return row
+
+    # ----- fitting -------------------------------------------------------------------------------
+    def fit(self, logs: Sequence[LoggedRetrieval]) -> CaseValueModel:
+        """Fit the posterior on logged retrievals (replaces any earlier fit). Returns self."""
+        c = self.config
+        logs = list(logs)
+        self.n_rows = len(logs)
+        if not logs:
+            self.__init__(c)
+            return self
+        vecs = [r.query_embedding for r in logs] + [cand.embedding for r in logs for cand, s in zip(r.candidates, r.shown, strict=True) if s]
+        self.mean_vec, self.components, self.scale = _whiten_basis(np.stack(vecs).astype(np.float32), c.dims, c.seed)
+        shows: Counter[str] = Counter(cand.case_id for r in logs for cand, s in zip(r.candidates, r.shown, strict=True) if s)
+        frequent = [cid for cid, n in shows.most_common(c.max_cases) if n >= c.min_shows]
+        self.case_index = {cid: i for i, cid in enumerate(sorted(frequent))}
+        asked: Counter[str] = Counter(r.query_key for r in logs)
+        repeated = [q for q, n in asked.most_common(c.max_queries) if n >= 2]
+        self.query_index = {q: i for i, q in enumerate(sorted(repeated))}
+        lay = self._layout()
+        p = lay["all"].stop
+        x = np.zeros((len(logs), p), np.float32)
+        y = np.zeros(len(logs), np.float32)
+        for t, r in enumerate(logs):
+            x[t, : lay["static"].start] = self._query_row(r.query_embedding, r.query_key)
+            shown = [cand for cand, s in zip(r.candidates, r.shown, strict=True) if s]
+            if shown:
+                x[t, lay["static"].start :] = self.case_features(r.query_embedding, shown).sum(0)
+            y[t] = float(r.reward)
+        prior_mean, prior_var = self._prior()
+        # Centre the intercept on the observed success rate: its prior is wide, this only helps
+        # conditioning.
+        self.offset = float(y.mean())
+        prior_mean[0] = 0.0
+        xt = torch.from_numpy(x).double()
+        yt = torch.from_numpy(y - self.offset).double()
+        precision = xt.T @ xt / c.noise_var + torch.diag(torch.from_numpy(1.0 / prior_var))
+        rhs = xt.T @ yt / c.noise_var + torch.from_numpy(prior_mean / prior_var)
+        chol = torch.linalg.cholesky(precision)
+        mean = torch.cholesky_solve(rhs.unsqueeze(1), chol).squeeze(1)
+        # Draws: mean + L^-T e has covariance precision^-1; tempered by sqrt(temperature).
+        gen = torch.Generator().manual_seed(int(c.seed))
+        eps = torch.randn(p, c.draws, generator=gen, dtype=torch.float64)
+        noise = torch.linalg.solve_triangular(chol.T, eps, upper=True) * math.sqrt(c.temperature)
+        mean[0] += self.offset
+        self.theta_mean = mean.float().numpy()
+        self.theta_draws = (mean.unsqueeze(1) + noise).T.float().numpy()
+        return self
+
+    # ----- prediction and selection ---------------------------------------------------------------
+    def effects(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted change in success from showing each candidate.
+
+        Returns:
+            ``(mean effects (n,), effects under every ensemble draw (draws, n))``.
+
+        """
+        feats = self.case_features(query_embedding, candidates)
+        start = self._layout()["static"].start
+        return feats @ self.theta_mean[start:], self.theta_draws[:, start:] @ feats.T
+
+    def baseline(self, query_embedding: np.ndarray, query_key: str | None = None) -> float:
+        """Predicted success with no case shown."""
+        row = self._query_row(query_embedding, query_key)
+        return float(row @ self.theta_mean[: row.size])
+
+    @staticmethod
+    def best_set(effects: np.ndarray, k: int) -> np.ndarray:
+        """Indices of the set that maximises additive predicted success: top K of positive effects."""
+        order = np.argsort(-effects, kind="stable")[: max(0, k)]
+        return order[effects[order] > 0.0]
+
+    def select(
+        self,
+        query_embedding: np.ndarray,
+        candidates: Sequence[CandidateCase],
+        k: int,
+        rng: np.random.Generator,
+        *,
+        explore: bool = True,
+    ) -> Selection:
+        """Choose the set to show and the exact probability of every choice.
+
+        Args:
+            query_embedding: The task's embedding.
+            candidates: Cases to choose from.
+            k: At most this many are shown.
+            rng: Picks the ensemble draw (exploration).
+            explore: False shows the posterior-mean choice (propensities then 1 or 0).
+
+        """
+        n = len(candidates)
+        mean, draws = self.effects(query_embedding, candidates)
+        if not explore or self.theta_draws.shape[0] == 0:
+            chosen = self.best_set(mean, k)
+            shown = np.zeros(n, bool)
+            shown[chosen] = True
+            return Selection(shown, shown.astype(float), 1.0, mean, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)])
+        sets = [tuple(sorted(self.best_set(d, k).tolist())) for d in draws]
+        member = int(rng.integers(len(sets)))
+        chosen_set = sets[member]
+        counts = np.zeros(n)
+        for s in sets:
+            counts[list(s)] += 1
+        shown = np.zeros(n, bool)
+        shown[list(chosen_set)] = True
+        slate = sum(1 for s in sets if s == chosen_set) / len(sets)
+        order = np.array(sorted(chosen_set, key=lambda i: -mean[i]), dtype=np.int64)
+        dist = Counter(sets)
+        return Selection(shown, counts / len(sets), slate, mean, order, member,
+                         [(st, c / len(sets)) for st, c in sorted(dist.items())])  # fmt: skip
+
+    def marginals(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], k: int) -> np.ndarray:
+        """Exact probability that this model's exploring policy shows each candidate."""
+        _, draws = self.effects(query_embedding, candidates)
+        counts = np.zeros(len(candidates))
+        if draws.shape[0] == 0:
+            return counts
+        for d in draws:
+            counts[self.best_set(d, k)] += 1
+        return counts / draws.shape[0]
+
+    def slate_probability(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int) -> float:
+        """Probability that this model's exploring policy shows exactly ``shown`` (for off-policy evaluation)."""
+        _, draws = self.effects(query_embedding, candidates)
+        target = tuple(sorted(np.flatnonzero(shown).tolist()))
+        if draws.shape[0] == 0:
+            return 0.0
+        return sum(1 for d in draws if tuple(sorted(self.best_set(d, k).tolist())) == target) / draws.shape[0]
+
+    # ----- persistence -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to rebuild the model (tensors + plain metadata)."""
+        return {
+            "config": asdict(self.config),
+            "mean_vec": torch.from_numpy(self.mean_vec),
+            "components": torch.from_numpy(self.components),
+            "scale": torch.from_numpy(self.scale),
+            "case_ids": sorted(self.case_index, key=self.case_index.__getitem__),
+            "query_keys": sorted(self.query_index, key=self.query_index.__getitem__),
+            "theta_mean": torch.from_numpy(self.theta_mean),
+            "theta_draws": torch.from_numpy(self.theta_draws),
+            "offset": self.offset,
+            "n_rows": self.n_rows,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CaseValueModel:
+        """Inverse of `state`."""
+        model = cls(BanditConfig(**state["config"]))
+        model.mean_vec = state["mean_vec"].numpy()
+        model.components = state["components"].numpy()
+        model.scale = state["scale"].numpy()
+        model.case_index = {cid: i for i, cid in enumerate(state["case_ids"])}
+        model.query_index = {q: i for i, q in enumerate(state["query_keys"])}
+        model.theta_mean = state["theta_mean"].numpy()
+        model.theta_draws = state["theta_draws"].numpy()
+        model.offset = float(state["offset"])
+        model.n_rows = int(state["n_rows"])
+        if model.theta_mean.size != model._layout()["all"].stop:
+            raise ValueError("bandit state is inconsistent: parameter count does not match its layout")
+        return model
+
+
+@dataclass
+class Selection:
+    """A bandit choice.
+
+    Attributes:
+        shown: Per candidate, shown or not.
+        propensity: Per candidate, the exact probability of being shown.
+        slate_propensity: Exact probability of showing exactly this set.
+        effects: Posterior-mean predicted effect per candidate.
+        order: Shown candidates, best predicted first.
+        member: The ensemble draw used (-1: posterior mean).
+        slates: Every set the policy could have shown here, with its exact probability.
+
+    """
+
+    shown: np.ndarray
+    propensity: np.ndarray
+    slate_propensity: float
+    effects: np.ndarray
+    order: np.ndarray
+    member: int
+    slates: list[tuple[tuple[int, ...], float]] = field(default_factory=list)
+
+
+def query_key(question: str) -> str:
+    """Normalised question (case and whitespace folded), the key of per-question intercepts."""
+    return re.sub(r"\s+", " ", question.strip().lower())

@@ -1,0 +1,146 @@
+"""Learning within a stream: refit the case-value bandit every few dozen outcomes, promote by OPE.
+
+`BanditLearner` owns the serving model (the incumbent), the logged retrievals and the retraining
+cadence. Every ``retrain_every`` outcomes it fits a candidate on everything logged so far (a few
+milliseconds to a second) and installs it only when off-policy evaluation on the log says it is
+better than the incumbent at the stated confidence (`memory.policy.ope.compare_additive`); with the
+gate off every refit is installed. Each decision is kept in ``decisions``.
+
+Off-policy evaluation can only judge a candidate on cases the log has seen shown. A cautious
+incumbent rarely shows the cases a better candidate wants, so the newest candidate serves a
+``canary`` share of selections (the logged probabilities account for the mixture exactly); the
+next decision then has outcomes for what it proposes. That is how a policy is rolled out.
+
+The graph's online trainer and the simulator's fast stream use this same class.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from memory.policy.bandit import (
+    BanditConfig,
+    CandidateCase,
+    CaseValueModel,
+    LoggedRetrieval,
+    Selection,
+)
+from memory.policy.ope import OpeEstimate, compare_additive
+
+
+@dataclass
+class Decision:
+    """One retraining round: the estimate it was decided on and whether the candidate was installed."""
+
+    promoted: bool
+    reason: str
+    rows: int
+    fit_seconds: float
+    estimate: OpeEstimate | None = None
+    version: int = 0
+    finished_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for the promotion history)."""
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "estimate"}
+        if self.estimate is not None:
+            out["estimate"] = dict(self.estimate.__dict__)
+        return out
+
+
+class BanditLearner:
+    """The incumbent bandit, its log, and when to refit and promote."""
+
+    def __init__(
+        self,
+        config: BanditConfig | None = None,
+        *,
+        k: int = 4,
+        retrain_every: int = 25,
+        gate: bool = True,
+        confidence: float = 0.8,
+        canary: float = 0.3,
+    ):
+        """Start from the prior (a cautious model that shows a case only when a draw favours it).
+
+        Args:
+            config: Bandit priors and sizes.
+            k: Cases shown at most (the OPE replays selections with the same K).
+            retrain_every: Refit after this many new outcomes (0: never refit automatically).
+            gate: Install a refit only when OPE prefers it at ``confidence``.
+            confidence: One-sided confidence of the OPE gate.
+            canary: Share of selections served by the newest unpromoted candidate (gate on).
+
+        """
+        self.config = config or BanditConfig()
+        self.k = k
+        self.retrain_every = retrain_every
+        self.gate = gate
+        self.confidence = confidence
+        self.canary = canary
+        self.model = CaseValueModel(self.config)
+        self.challenger: CaseValueModel | None = None
+        self.version = 0
+        self.logs: list[LoggedRetrieval] = []
+        self.decisions: list[Decision] = []
+        self._pending = 0
+
+    def select(self, query_embedding: np.ndarray, candidates: list[CandidateCase], rng: np.random.Generator) -> Selection:
+        """The incumbent's exploring choice, or the canary's, with exact propensities of the mixture."""
+        if self.challenger is None or self.canary <= 0:
+            return self.model.select(query_embedding, candidates, self.k, rng)
+        use_challenger = rng.random() < self.canary
+        inc = self.model.select(query_embedding, candidates, self.k, rng)
+        cha = self.challenger.select(query_embedding, candidates, self.k, rng)
+        sel = cha if use_challenger else inc
+        lam = self.canary
+        dist: dict[tuple[int, ...], float] = {}
+        for slates, w in ((inc.slates, 1.0 - lam), (cha.slates, lam)):
+            for st, p in slates:
+                dist[st] = dist.get(st, 0.0) + w * p
+        chosen = tuple(sorted(np.flatnonzero(sel.shown).tolist()))
+        sel.propensity = (1.0 - lam) * inc.propensity + lam * cha.propensity
+        sel.slate_propensity = dist[chosen]
+        sel.slates = sorted(dist.items())
+        return sel
+
+    def observe(self, record: LoggedRetrieval) -> Decision | None:
+        """Log an outcome; refit (and maybe promote) when due. Returns the decision if one was made."""
+        self.logs.append(record)
+        self._pending += 1
+        if self.retrain_every and self._pending >= self.retrain_every:
+            self._pending = 0
+            return self.retrain()
+        return None
+
+    def retrain(self) -> Decision:
+        """Fit a candidate on the whole log and decide whether it serves."""
+        started = time.perf_counter()
+        cfg = replace(self.config, seed=self.config.seed + self.version + 1)
+        candidate = CaseValueModel(cfg).fit(self.logs)
+        fit_s = time.perf_counter() - started
+        if not self.gate:
+            decision = Decision(True, "installed without a gate", len(self.logs), fit_s)
+        else:
+            k = self.k
+            est = compare_additive(
+                self.logs,
+                lambda r: candidate.marginals(r.query_embedding, r.candidates, k),
+                lambda r: self.model.marginals(r.query_embedding, r.candidates, k),
+                confidence=self.confidence,
+                seed=self.version,
+            )
+            decision = Decision(est.promote, est.reason, len(self.logs), fit_s, est)
+        if decision.promoted:
+            self.model = candidate
+            self.challenger = None
+            self.version += 1
+        elif self.gate:
+            self.challenger = candidate
+        decision.version = self.version
+        self.decisions.append(decision)
+        return decision
