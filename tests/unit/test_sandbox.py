@@ -162,3 +162,47 @@ def test_namespace_levels_block_writes_and_network(root, mode):
     assert lines[0] == "x" and lines[1] == "1"  # only the loopback interface exists
     info = box.info()
     assert info["isolation"] == mode and info["network"].startswith("none")
+
+
+def test_workspaces_have_owners_and_distinct_uids(box):
+    first = box.workspace("owned", owner="alice")
+    (first / "secret.txt").write_text("alice's")
+    with pytest.raises(SandboxError, match="belongs to another session"):
+        box.workspace("owned", owner="bob")
+    with pytest.raises(SandboxError, match="belongs to another session"):
+        box.read_file("owned", "secret.txt", owner="bob")
+    assert box.read_file("owned", "secret.txt", owner="alice")["content"] == "alice's"
+    # Once alice's session has ended the name is free again, and nothing of hers is left in it.
+    box.forget_owner("alice")
+    assert not (box.workspace("owned", owner="bob") / "secret.txt").exists()
+    if box.is_root:
+        uids = [box.run_uid(box.workspace(w) and w) for w in ("wsx-235", "wsx-254", "wsx-9")]
+        assert len(set(uids)) == 3 and all(u >= 200_000 for u in uids), uids
+
+
+@pytest.mark.parametrize("workspace_id", [".registry.json", ".registry.lock", ".hidden"])
+def test_registry_files_cannot_be_named_as_workspaces(box, workspace_id):
+    with pytest.raises(SandboxError, match="workspace id"):
+        box.workspace(workspace_id)
+
+
+def test_checked_quota_bounds_a_run_and_write_file(root):
+    # This process has no private mount namespace, so the quota is checked rather than a tmpfs.
+    box = Sandbox(root, limits=Limits(memory_mb=512, nproc=16, disk_mb=4, max_timeout_s=30))
+    assert box.quota == "check" and "checked" in box.info()["disk_quota"]
+    code = "import os\nfor i in range(16):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\nprint('all written')"
+    out = box.run([box.python, "-c", code], "quota", 20)
+    assert "all written" not in out.stdout and any("disk quota" in n for n in out.notes), out
+    used = sum(f.stat().st_size for f in (box.root / "quota").iterdir() if f.is_file())
+    # Best effort at this level: the run is killed at the next check (every 0.1 s), not at 4 MB.
+    assert used < 16 * (1 << 20), used
+    with pytest.raises(SandboxError, match="quota"):
+        box.write_file("quota", "more.txt", "x" * (2 << 20))
+
+
+def test_idle_workspaces_are_swept(root, monkeypatch):
+    monkeypatch.setenv("MEMENTO_CODE_IDLE_S", "0.5")
+    box = Sandbox(root, limits=LIMITS, mode="rlimits")
+    path = box.workspace("idle-one")
+    time.sleep(0.6)
+    assert "idle-one" in box.sweep() and not path.exists()
