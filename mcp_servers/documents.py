@@ -22,7 +22,7 @@ central directory is loaded), at most ``MEMENTO_DOCUMENTS_MAX_UNZIPPED_BYTES`` (
 uncompressed, and no member over 1 MB compressed more than ``MEMENTO_DOCUMENTS_MAX_RATIO`` (200) to 1.
 Because a member's declared size can lie, the parser never reads the original archive: each member
 is decompressed in 64 KB steps (the standard library stops at the declared size and checks the CRC)
-into a stored copy, and the parser reads that copy. Converters stop once ``max_chars`` is reached.
+into a stored copy, and the parser reads that copy. DOCX and PPTX conversion stops at ``max_chars``.
 """
 
 from __future__ import annotations

@@ -1,25 +1,37 @@
-"""Run untrusted Python and shell commands in a per-run workspace, as isolated as the OS allows.
+"""Run untrusted Python and shell commands in a per-session workspace, as isolated as the OS allows.
 
 Isolation levels, strongest first (probed once, reported by `Sandbox.info`):
 
 ``namespaces`` (running as root, ``unshare`` works)
-    New mount, network, PID, IPC and UTS namespaces. Inside, every mount is remounted read-only
-    except the workspace, ``/root`` and ``/home`` are hidden (unless the interpreter lives there),
-    ``/dev/shm`` is a small private tmpfs, and the command runs as a per-workspace unprivileged uid
-    with no capabilities and ``no_new_privs``. No network (only a down loopback). When the command
-    ends or is killed, the PID namespace takes every process it started with it.
+    New mount, network, PID, IPC and UTS namespaces. The command's whole filesystem is built from
+    an allow-list on an empty tmpfs and entered with ``pivot_root``: the system folders (/usr, /etc
+    with /etc/shadow and the like covered, /bin, /lib* ...), the interpreter's prefix and venv,
+    ``MEMENTO_CODE_RO_PATHS``, all read-only; a minimal /dev, a fresh /proc, a small private
+    /dev/shm, and the workspace, the only writable place. The project folder, home folders, other
+    runs' checkpoints and other workspaces do not exist inside. The command runs as the workspace's
+    own unprivileged uid with no capabilities and ``no_new_privs``; no network (only a down
+    loopback). When the command ends or is killed, the PID namespace takes every process with it.
 ``userns`` (not root, unprivileged user namespaces allowed)
-    The same namespaces inside a user namespace; the command keeps the caller's real uid outside,
-    so files the caller can write outside the workspace are protected only by the read-only mounts,
-    and all capabilities are dropped before the command starts.
+    The same namespaces and filesystem view inside a user namespace; the command keeps the
+    caller's real uid outside and all capabilities are dropped before it starts.
 ``rlimits`` (fallback)
     A scrubbed environment, resource limits and a process group that is killed on timeout; when
     running as root the command still drops to the workspace uid. Network is NOT blocked and
-    writes are stopped by file permissions only.
+    what the command can read or write is decided by file permissions only.
 
 Every level applies the same resource limits (``setrlimit``: CPU seconds, address space, file
 size, processes) and a wall-clock timeout, and caps the output it keeps. RLIMIT_NPROC counts the
 processes of a real uid and does not bind root, which is why the command never runs as root.
+
+Workspaces are recorded in a registry in the workspace root (a JSON file under an ``flock``, plus
+an in-process lock), shared by every server process using that root. Each has an owner (an MCP
+session of one server process): another owner naming it is refused, and it is removed once its
+owner has ended (session gone, process dead) or after ``MEMENTO_CODE_IDLE_S`` (3600) idle. Uids
+are handed out from the registry, skipping any uid a workspace, an account, a running process or a
+leftover folder holds. Disk quota (``MEMENTO_CODE_DISK_MB``, ``MEMENTO_CODE_MAX_FILES``): when the
+server owns a private mount namespace (`use_private_mounts`, namespaces level) each workspace is a
+size-limited tmpfs, an exact limit; otherwise usage is checked before each write and every 0.1 s
+during a run, which bounds it only approximately.
 
 This module imports only the standard library: it is also the PID-1 init of the namespaces,
 started as ``python -I -S sandbox.py --init SPEC``.
@@ -489,6 +501,8 @@ class Sandbox:
         self.notes: list[str] = []
         # Idle workspaces are removed after this long; never before a command could have ended.
         self.idle_s = float(os.environ.get("MEMENTO_CODE_IDLE_S") or 3600)
+        # Each may be a tmpfs of up to ``disk_mb``: a session cannot open them without end.
+        self.max_workspaces = int(os.environ.get("MEMENTO_CODE_MAX_WORKSPACES") or 8)
         self._lock = threading.RLock()
         self._me = (os.getpid(), _process_start(os.getpid()))
         self._dead_owners: set[str] = set()
@@ -618,8 +632,9 @@ class Sandbox:
                     data = {}
                 yield data
                 tmp = self.root / f"{REGISTRY}.{os.getpid()}.tmp"
-                tmp.write_text(json.dumps(data), encoding="utf-8")
-                os.chmod(tmp, 0o600)
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(out, "w", encoding="utf-8") as fh:
+                    json.dump(data, fh)
                 os.replace(tmp, self.root / REGISTRY)
             finally:
                 os.close(fd)
@@ -679,6 +694,12 @@ class Sandbox:
                 del registry[workspace_id]
                 entry = None
             if entry is None:
+                mine = sum(1 for e in registry.values() if isinstance(e, dict) and e["owner"] == key)
+                if owner is not None and mine >= self.max_workspaces:
+                    raise SandboxError(
+                        f"this session already has {mine} workspaces, the limit "
+                        "(MEMENTO_CODE_MAX_WORKSPACES); reuse one of them"
+                    )
                 entry = self._create(workspace_id, registry, key)
                 registry[workspace_id] = entry
             entry["last_used"] = time.time()
@@ -697,7 +718,14 @@ class Sandbox:
     def _create(self, workspace_id: str, registry: dict[str, Any], key: str) -> dict[str, Any]:
         path = self.root / workspace_id
         if os.path.lexists(path):
-            # Left by an older server or a dead owner: it may hold someone else's files.
+            # Left by an older server or a dead owner: it may hold someone else's files. Only what
+            # looks like a workspace is wiped, in case the root was pointed at a folder in use.
+            if not path.is_dir() or path.is_symlink() or not (
+                (path / "tmp").is_dir() or not any(path.iterdir())
+            ):
+                raise SandboxError(
+                    f"{path} exists and is not a workspace: choose another workspace id"
+                )
             self._wipe(path)
         uid = self._allocate_uid(registry) if self.is_root else None
         path.mkdir(mode=0o700)

@@ -206,3 +206,17 @@ def test_idle_workspaces_are_swept(root, monkeypatch):
     path = box.workspace("idle-one")
     time.sleep(0.6)
     assert "idle-one" in box.sweep() and not path.exists()
+
+
+def test_a_session_has_few_workspaces_and_foreign_folders_are_left_alone(box, monkeypatch):
+    monkeypatch.setattr(box, "max_workspaces", 2)
+    box.workspace("carol-1", owner="carol")
+    box.workspace("carol-2", owner="carol")
+    with pytest.raises(SandboxError, match="MEMENTO_CODE_MAX_WORKSPACES"):
+        box.workspace("carol-3", owner="carol")
+    foreign = box.root / "not-a-workspace"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("someone's data")
+    with pytest.raises(SandboxError, match="is not a workspace"):
+        box.workspace("not-a-workspace")
+    assert (foreign / "keep.txt").read_text() == "someone's data"
