@@ -115,14 +115,14 @@ class Limits:
         """Limits from ``MEMENTO_CODE_*`` environment variables, defaults otherwise."""
         env = os.environ
         return cls(
-            memory_mb=int(env.get("MEMENTO_CODE_MEMORY_MB", cls.memory_mb)),
-            nproc=int(env.get("MEMENTO_CODE_NPROC", cls.nproc)),
-            file_size_mb=int(env.get("MEMENTO_CODE_FILE_SIZE_MB", cls.file_size_mb)),
-            open_files=int(env.get("MEMENTO_CODE_OPEN_FILES", cls.open_files)),
-            output_chars=int(env.get("MEMENTO_CODE_OUTPUT_CHARS", cls.output_chars)),
-            max_timeout_s=float(env.get("MEMENTO_CODE_MAX_TIMEOUT_S", cls.max_timeout_s)),
-            disk_mb=int(env.get("MEMENTO_CODE_DISK_MB", cls.disk_mb)),
-            max_files=int(env.get("MEMENTO_CODE_MAX_FILES", cls.max_files)),
+            memory_mb=int(env.get("MEMENTO_CODE_MEMORY_MB") or cls.memory_mb),
+            nproc=int(env.get("MEMENTO_CODE_NPROC") or cls.nproc),
+            file_size_mb=int(env.get("MEMENTO_CODE_FILE_SIZE_MB") or cls.file_size_mb),
+            open_files=int(env.get("MEMENTO_CODE_OPEN_FILES") or cls.open_files),
+            output_chars=int(env.get("MEMENTO_CODE_OUTPUT_CHARS") or cls.output_chars),
+            max_timeout_s=float(env.get("MEMENTO_CODE_MAX_TIMEOUT_S") or cls.max_timeout_s),
+            disk_mb=int(env.get("MEMENTO_CODE_DISK_MB") or cls.disk_mb),
+            max_files=int(env.get("MEMENTO_CODE_MAX_FILES") or cls.max_files),
         )
 
 
