@@ -821,6 +821,10 @@ class Sandbox:
                 self._uids[workspace_id] = (registry.get(workspace_id) or {}).get("uid")
         return self._uids[workspace_id]
 
+    def _grew_past(self, workspace: Path, max_bytes: int, max_files: int) -> bool:
+        used, count = disk_usage(workspace, max_files)
+        return used > max_bytes or count > max_files
+
     def quota_left(self, workspace: Path) -> int:
         """Bytes the workspace may still grow by (check mode; tmpfs enforces its own size)."""
         used, count = disk_usage(workspace, self.limits.max_files)
@@ -937,9 +941,11 @@ class Sandbox:
         # and the run is watched and killed once the workspace is over quota.
         watch = self.quota == "check"
         if watch:
-            limits["file_size_bytes"] = min(
-                self.limits.file_size_mb * 1024 * 1024, self.quota_left(workspace)
-            )
+            quota = self.limits.disk_mb * 1024 * 1024
+            used, files = disk_usage(workspace, self.limits.max_files)
+            limits["file_size_bytes"] = min(self.limits.file_size_mb * 1024 * 1024, max(0, quota - used))
+            # A run that starts over quota (e.g. to delete files) is killed only if it grows further.
+            ceiling = (max(quota, used), max(self.limits.max_files, files))
         uid = self.run_uid(workspace_id, mode)
         if mode in ("namespaces", "userns"):
             spec = {
@@ -999,7 +1005,7 @@ class Sandbox:
                 break
             except subprocess.TimeoutExpired:
                 timed_out = time.monotonic() >= deadline
-                over_quota = not timed_out and watch and self.quota_left(workspace) <= 0
+                over_quota = not timed_out and watch and self._grew_past(workspace, *ceiling)
                 if timed_out or over_quota:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(proc.pid, signal.SIGKILL)

@@ -220,3 +220,15 @@ def test_a_session_has_few_workspaces_and_foreign_folders_are_left_alone(box, mo
     with pytest.raises(SandboxError, match="is not a workspace"):
         box.workspace("not-a-workspace")
     assert (foreign / "keep.txt").read_text() == "someone's data"
+
+
+def test_a_full_workspace_can_still_compute_and_clean_up(root):
+    box = Sandbox(root, limits=Limits(memory_mb=512, nproc=16, disk_mb=1, max_timeout_s=30))
+    ws = box.workspace("full")
+    (ws / "big.bin").write_bytes(b"x" * (2 << 20))  # already over the 1 MB quota
+    slow = box.run(["/bin/sh", "-c", "sleep 0.5; echo still-running"], "full", 5)
+    assert slow.stdout.strip() == "still-running" and slow.exit_code == 0, slow
+    # File sizes are capped at what was left when the run started: delete first, then write.
+    assert box.run(["/bin/sh", "-c", "rm big.bin"], "full", 5).exit_code == 0
+    cleaned = box.run(["/bin/sh", "-c", "echo x > small.txt && cat small.txt"], "full", 5)
+    assert cleaned.stdout.strip() == "x", cleaned
