@@ -22,7 +22,8 @@ central directory is loaded), at most ``MEMENTO_DOCUMENTS_MAX_UNZIPPED_BYTES`` (
 uncompressed, and no member over 1 MB compressed more than ``MEMENTO_DOCUMENTS_MAX_RATIO`` (200) to 1.
 Because a member's declared size can lie, the parser never reads the original archive: each member
 is decompressed in 64 KB steps (the standard library stops at the declared size and checks the CRC)
-into a stored copy, and the parser reads that copy. DOCX and PPTX conversion stops at ``max_chars``.
+into a stored copy, and the parser reads that copy. DOCX and PPTX conversion stops at ``max_chars``;
+a DOCX body over 8 MB is streamed block by block instead of parsed whole.
 """
 
 from __future__ import annotations
@@ -348,13 +349,72 @@ def _docx_blocks(document):
             yield Table(child, document)
 
 
+W_NS = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+# A document.xml larger than this is streamed (python-docx would hold its whole tree in memory).
+STREAM_DOCX_BYTES = 8_000_000
+
+
+def _docx_streamed(package: Any, name: str, max_chars: int) -> str:
+    """A large DOCX read in one pass, top-level paragraph by paragraph, until ``max_chars``.
+
+    Memory stays at one paragraph or table: each is dropped once converted. Styles come from
+    their ids (``Heading1``, ``ListBullet``), which is what Word writes for English templates.
+    """
+    from lxml import etree
+
+    parts: list[str] = []
+    size = 0
+    body = W_NS + "body"
+    try:
+        with zipfile.ZipFile(package) as archive, archive.open("word/document.xml") as xml:
+            for _, element in etree.iterparse(xml, events=("end",), tag=(W_NS + "p", W_NS + "tbl")):
+                parent = element.getparent()
+                if parent is None or parent.tag != body:
+                    continue  # inside a table: converted with it
+                if element.tag == W_NS + "tbl":
+                    rows = [
+                        ["".join(t.text or "" for t in cell.iter(W_NS + "t")) for cell in row.iter(W_NS + "tc")]
+                        for row in element.iter(W_NS + "tr")
+                    ]
+                    text = markdown_table(_trim_grid(rows))
+                else:
+                    text = "".join(t.text or "" for t in element.iter(W_NS + "t")).strip()
+                    style = element.find(f"{W_NS}pPr/{W_NS}pStyle")
+                    sid = style.get(W_NS + "val", "") if style is not None else ""
+                    if text and sid == "Title":
+                        text = f"# {text}"
+                    elif text and sid.startswith("Heading") and sid[7:].isdigit():
+                        text = f"{'#' * min(int(sid[7:]) + 1, 6)} {text}"
+                    elif text and sid.startswith("List"):
+                        text = f"1. {text}" if sid.startswith("ListNumber") else f"- {text}"
+                # What was converted is dropped, so memory holds one block at a time.
+                element.clear()
+                while element.getprevious() is not None:
+                    del parent[0]
+                if text:
+                    parts.append(text)
+                    size += len(text)
+                if size > max_chars:
+                    parts.append("(stopped here: output limit reached)")
+                    break
+    except (etree.XMLSyntaxError, KeyError, zipfile.BadZipFile, OSError) as exc:
+        raise DocumentError(f"{name} is not a readable DOCX: {exc}") from None
+    return "\n\n".join(parts)
+
+
 def docx_to_markdown(path: Path, max_chars: int) -> str:
     """Paragraphs with headings and list items as markdown, tables as markdown tables, in order."""
     import docx
     from docx.table import Table
 
+    package = safe_package(path)
+    with zipfile.ZipFile(package) as archive:
+        names = {i.filename: i.file_size for i in archive.infolist()}
+    if names.get("word/document.xml", 0) > STREAM_DOCX_BYTES:
+        return _docx_streamed(package, path.name, max_chars)
+    package.seek(0)
     try:
-        document = docx.Document(safe_package(path))
+        document = docx.Document(package)
     except DocumentError:
         raise
     except Exception as exc:  # python-docx raises several unrelated types for a bad package

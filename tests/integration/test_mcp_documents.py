@@ -338,6 +338,24 @@ def write_bomb(path: Path, template: Path, member: str, size_mb: int = 200, decl
     path.write_bytes(bytes(out))
 
 
+def write_big_docx(path: Path, template: Path, paragraphs: int = 120_000) -> None:
+    """A genuine DOCX whose document.xml is ~11 MB (over the size python-docx is trusted with)."""
+    w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    body = "".join(
+        f"<w:p><w:r><w:t>Paragraph {i}: the quick brown fox jumps over the lazy dog.</w:t></w:r></w:p>"
+        for i in range(paragraphs)
+    )
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{w}"><w:body>'
+        '<w:p><w:pPr><w:pStyle w:val="Title"/></w:pPr><w:r><w:t>Big Report</w:t></w:r></w:p>'
+        f"{body}</w:body></w:document>"
+    )
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for info in source.infolist():
+            data = xml.encode() if info.filename == "word/document.xml" else source.read(info)
+            out.writestr(info.filename, data)
+
+
 def _server_peak_rss_mb() -> float:
     """Peak resident memory of this test's documents server (a child process), in MB."""
     peaks = []
@@ -359,6 +377,7 @@ async def test_decompression_bombs_are_refused_fast_and_memory_light(docs, tmp_p
         # Declares 1,000 bytes but inflates to 200 MB: only a reader that stops at the declared size survives it.
         write_bomb(tmp_path / f"liar.{kind}", templates[kind], member, declared=1000)
     (tmp_path / "report.docx").write_bytes((docs / "report.docx").read_bytes())
+    write_big_docx(tmp_path / "big.docx", docs / "report.docx")
     assert (tmp_path / "bomb.docx").stat().st_size < 2_000_000
     started = time.monotonic()
     async with client(tmp_path).session("documents") as session:
@@ -372,6 +391,10 @@ async def test_decompression_bombs_are_refused_fast_and_memory_light(docs, tmp_p
         # A genuine document still reads, and output past max_chars is not converted.
         status, text = await call(read, path="report.docx", max_chars=200)
         assert status == "success" and "Annual Report" in text and "Cautiously optimistic" not in text
+        # A large genuine document is streamed and only its start converted.
+        status, text = await call(read, path="big.docx", max_chars=500)
+        assert status == "success" and text.startswith("# big.docx\n\n# Big Report\n\nParagraph 0: the quick"), text
+        assert "Paragraph 100:" not in text and "[truncated: showing 500 of" in text
         peak = _server_peak_rss_mb()
     assert peak < 200, f"the documents server peaked at {peak:.0f} MB"
     assert time.monotonic() - started < 30
