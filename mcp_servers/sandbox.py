@@ -877,6 +877,8 @@ class Sandbox:
         extra = [p for p in os.environ.get("MEMENTO_CODE_RO_PATHS", "").split(os.pathsep) if p]
         covered = tuple(d + "/" for d in ro)
         for folder in sorted(self._python_folders()) + [os.path.abspath(p) for p in extra]:
+            if folder in ro or folder.startswith(covered):
+                continue  # e.g. /usr/bin/python3: its prefix is already there
             # A prefix of "/" or a bare top-level folder (/root, /home) would expose far too much.
             if folder.count("/") < 2 and folder not in extra:
                 self.notes.append(f"not exposing {folder} to the sandbox (too broad)")
