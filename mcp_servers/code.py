@@ -1,12 +1,15 @@
-"""`code` MCP server: run Python and shell commands in a sandboxed per-run workspace.
+"""`code` MCP server: run Python and shell commands in a sandboxed per-session workspace.
 
-Each MCP session gets its own workspace unless a tool call names one (``workspace``), so one agent
-run keeps its files between calls while runs stay apart. How strongly commands are isolated
-depends on what the OS allows here; the ``sandbox_info`` tool says exactly (see
-`mcp_servers.sandbox`). Configuration (environment): ``MEMENTO_CODE_WORKSPACE_ROOT``,
-``MEMENTO_CODE_SANDBOX`` (auto|namespaces|userns|rlimits), ``MEMENTO_CODE_MEMORY_MB``,
-``MEMENTO_CODE_NPROC``, ``MEMENTO_CODE_FILE_SIZE_MB``, ``MEMENTO_CODE_OUTPUT_CHARS``,
-``MEMENTO_CODE_MAX_TIMEOUT_S``, ``MEMENTO_CODE_PYTHON``.
+Each MCP session gets its own workspace, so one agent run keeps its files between calls while runs
+stay apart. A call may name a workspace (``workspace``): the first session to name it owns it, and
+any other session naming it is refused; a workspace is removed once its session has ended or after
+``MEMENTO_CODE_IDLE_S`` idle. How strongly commands are isolated depends on what the OS allows
+here; the ``sandbox_info`` tool says exactly (see `mcp_servers.sandbox`). Configuration
+(environment): ``MEMENTO_CODE_WORKSPACE_ROOT``, ``MEMENTO_CODE_SANDBOX``
+(auto|namespaces|userns|rlimits), ``MEMENTO_CODE_MEMORY_MB``, ``MEMENTO_CODE_NPROC``,
+``MEMENTO_CODE_FILE_SIZE_MB``, ``MEMENTO_CODE_DISK_MB``, ``MEMENTO_CODE_MAX_FILES``,
+``MEMENTO_CODE_IDLE_S``, ``MEMENTO_CODE_MAX_WORKSPACES``, ``MEMENTO_CODE_OUTPUT_CHARS``,
+``MEMENTO_CODE_MAX_TIMEOUT_S``, ``MEMENTO_CODE_PYTHON``, ``MEMENTO_CODE_RO_PATHS``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import anyio
 from mcp.server.fastmcp import Context, FastMCP
 
-from mcp_servers.sandbox import Sandbox
+from mcp_servers.sandbox import Sandbox, use_private_mounts
 from mcp_servers.serving import run_server
 
 mcp = FastMCP(
@@ -32,24 +35,31 @@ mcp = FastMCP(
     ),
 )
 MAX_CODE_CHARS = 100_000
-_session_workspaces: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Per MCP session (one per stdio connection, one per streamable-HTTP session id): an owner token
+# and its default workspace. Weak keys, so an ended session's entries go with it.
+_session_owners: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
 
 
 @functools.lru_cache(maxsize=1)
 def sandbox() -> Sandbox:
-    """The process-wide sandbox, probed on first use."""
-    return Sandbox()
+    """The process-wide sandbox, probed on first use; its janitor removes idle workspaces."""
+    box = Sandbox()
+    box.start_janitor()
+    return box
 
 
-def _workspace_id(workspace: str | None, ctx: Context | None) -> str:
-    if workspace:
-        return workspace
+def _workspace_id(workspace: str | None, ctx: Context | None) -> tuple[str, str | None]:
+    """The workspace a call uses and the owner (session) it must belong to."""
     session = ctx.session if ctx is not None else None
     if session is None:
-        return os.environ.get("MEMENTO_CODE_WORKSPACE", "default")
-    if session not in _session_workspaces:
-        _session_workspaces[session] = "session-" + uuid.uuid4().hex[:16]
-    return _session_workspaces[session]
+        return workspace or os.environ.get("MEMENTO_CODE_WORKSPACE", "default"), None
+    if session not in _session_owners:
+        owner = uuid.uuid4().hex
+        _session_owners[session] = (owner, "session-" + uuid.uuid4().hex[:16])
+        # When the session object goes, so does everything it owned (at the next sweep).
+        weakref.finalize(session, sandbox().forget_owner, owner)
+    owner, own = _session_owners[session]
+    return workspace or own, owner
 
 
 def _check_code(text: str, what: str) -> None:
@@ -65,9 +75,18 @@ async def _run(
     argv: list[str], workspace: str | None, timeout_s: float, ctx: Context | None
 ) -> dict[str, Any]:
     box = await anyio.to_thread.run_sync(sandbox)
-    ws = _workspace_id(workspace, ctx)
-    result = await anyio.to_thread.run_sync(lambda: box.run(argv, ws, timeout_s))
+    ws, owner = _workspace_id(workspace, ctx)
+    result = await anyio.to_thread.run_sync(lambda: box.run(argv, ws, timeout_s, owner=owner))
     return {"workspace": ws, **result.to_dict()}
+
+
+async def _files(method: str, workspace: str | None, ctx: Context | None, *args: Any) -> dict:
+    box = await anyio.to_thread.run_sync(sandbox)
+    ws, owner = _workspace_id(workspace, ctx)
+    result = await anyio.to_thread.run_sync(
+        functools.partial(getattr(box, method), ws, *args, owner=owner)
+    )
+    return {"workspace": ws, **result}
 
 
 @mcp.tool()
@@ -82,7 +101,8 @@ async def run_python(
     Args:
         code: The Python source.
         timeout_s: Wall-clock limit in seconds (the whole program is killed after it).
-        workspace: Workspace id to run in; default: this session's own workspace.
+        workspace: Workspace id to run in; default: this session's own workspace. A name no
+            session uses yet becomes this session's; another session's is refused.
         ctx: Injected by FastMCP; its session picks the default workspace.
 
     """
@@ -99,7 +119,8 @@ async def run_shell(
     Args:
         command: The command line.
         timeout_s: Wall-clock limit in seconds (every process it started is killed after it).
-        workspace: Workspace id to run in; default: this session's own workspace.
+        workspace: Workspace id to run in; default: this session's own workspace. A name no
+            session uses yet becomes this session's; another session's is refused.
         ctx: Injected by FastMCP; its session picks the default workspace.
 
     """
@@ -120,8 +141,7 @@ async def list_files(
         ctx: Injected by FastMCP; its session picks the default workspace.
 
     """
-    ws = _workspace_id(workspace, ctx)
-    return {"workspace": ws, **sandbox().list_files(ws, path)}
+    return await _files("list_files", workspace, ctx, path)
 
 
 @mcp.tool()
@@ -134,8 +154,7 @@ async def read_file(path: str, workspace: str | None = None, *, ctx: Context) ->
         ctx: Injected by FastMCP; its session picks the default workspace.
 
     """
-    ws = _workspace_id(workspace, ctx)
-    return {"workspace": ws, **sandbox().read_file(ws, path)}
+    return await _files("read_file", workspace, ctx, path)
 
 
 @mcp.tool()
@@ -151,8 +170,7 @@ async def write_file(
         ctx: Injected by FastMCP; its session picks the default workspace.
 
     """
-    ws = _workspace_id(workspace, ctx)
-    return {"workspace": ws, **sandbox().write_file(ws, path, content)}
+    return await _files("write_file", workspace, ctx, path, content)
 
 
 @mcp.tool()
@@ -163,4 +181,6 @@ async def sandbox_info() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    # Before any thread exists: workspaces become size-limited tmpfs mounts private to this server.
+    use_private_mounts()
     run_server(mcp)

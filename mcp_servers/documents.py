@@ -15,6 +15,15 @@ Reads are confined to ``MEMENTO_DOCUMENTS_ROOTS`` (``os.pathsep``-separated fold
 working directory): a path is resolved with ``realpath`` (symlinks followed) and must land inside a
 root, so ``../`` tricks, absolute paths elsewhere and symlinks pointing out are refused. Files over
 ``MEMENTO_DOCUMENTS_MAX_BYTES`` (default 50 MB) are refused.
+
+ZIP-based packages (DOCX, PPTX, XLSX) are checked before any parser sees them: at most
+``MEMENTO_DOCUMENTS_MAX_ZIP_MEMBERS`` (10,000) members (counted from the end record, before the
+central directory is loaded), at most ``MEMENTO_DOCUMENTS_MAX_UNZIPPED_BYTES`` (100 MB) declared
+uncompressed, and no member over 1 MB compressed more than ``MEMENTO_DOCUMENTS_MAX_RATIO`` (200) to 1.
+Because a member's declared size can lie, the parser never reads the original archive: each member
+is decompressed in 64 KB steps (the standard library stops at the declared size and checks the CRC)
+into a stored copy, and the parser reads that copy. DOCX and PPTX conversion stops at ``max_chars``;
+a DOCX body over 8 MB is streamed block by block instead of parsed whole.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import json
 import mimetypes
 import os
 import stat
+import tempfile
 import zipfile
 from collections.abc import Iterable
 from datetime import datetime
@@ -44,6 +54,9 @@ MAX_ROWS = 200
 MAX_COLS = 30
 MAX_CELL_CHARS = 200
 MAX_ZIP_ENTRIES = 500
+# A member smaller than this is never called a bomb, whatever its ratio (tiny XML parts compress
+# very well).
+RATIO_FLOOR_BYTES = 1_000_000
 # OpenAI's own limits; other compatible servers are usually at least as strict.
 MAX_IMAGE_BYTES = 20_000_000
 MAX_AUDIO_BYTES = 25_000_000
@@ -220,6 +233,81 @@ def _read_bytes(path: Path, limit: int) -> bytes:
     return data
 
 
+# --- ZIP-based packages -------------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+def _zip_member_count(path: Path) -> int:
+    """Members announced by the end record, read before the whole central directory is."""
+    with path.open("rb") as fh:
+        end = zipfile._EndRecData(fh)  # the stdlib's own reader; public API would load everything
+    if end is None:
+        raise DocumentError(f"{path.name} is not a readable ZIP package: no end of central directory")
+    return int(end[zipfile._ECD_ENTRIES_TOTAL])
+
+
+def check_zip(path: Path, kind: str) -> list[zipfile.ZipInfo]:
+    """Refuse a ZIP whose member count, declared uncompressed size or ratio is that of a bomb."""
+    max_members = _env_int("MEMENTO_DOCUMENTS_MAX_ZIP_MEMBERS", 10_000)
+    max_total = _env_int("MEMENTO_DOCUMENTS_MAX_UNZIPPED_BYTES", 100_000_000)
+    max_ratio = _env_int("MEMENTO_DOCUMENTS_MAX_RATIO", 200)
+    label = kind.upper()
+    count = _zip_member_count(path)
+    if count > max_members:
+        raise DocumentError(
+            f"{path.name} has {count} ZIP members, over the {max_members} limit (MEMENTO_DOCUMENTS_MAX_ZIP_MEMBERS)"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DocumentError(f"{path.name} is not a readable {label}: {exc}") from None
+    if kind == "zip":
+        return infos  # listed, never decompressed
+    total = sum(i.file_size for i in infos)
+    if total > max_total:
+        raise DocumentError(
+            f"{path.name} would decompress to {total} bytes, over the {max_total}-byte limit "
+            "(MEMENTO_DOCUMENTS_MAX_UNZIPPED_BYTES); refused as a possible decompression bomb"
+        )
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FLOOR_BYTES and ratio > max_ratio:
+            raise DocumentError(
+                f"{path.name}: member {info.filename} is compressed {ratio:.0f}:1, over the {max_ratio}:1 "
+                "limit (MEMENTO_DOCUMENTS_MAX_RATIO); refused as a possible decompression bomb"
+            )
+    return infos
+
+
+def safe_package(path: Path) -> tempfile.SpooledTemporaryFile:
+    """A stored (uncompressed) copy of a checked DOCX/PPTX/XLSX for the parser to read.
+
+    Each member is decompressed in small steps, so a member whose stream is longer than its
+    declared size costs at most that size (the standard library stops there and then fails the
+    CRC); parsers that read a member in one call would otherwise inflate the whole stream first.
+    """
+    kind = path.suffix.lower().lstrip(".") or "package"
+    infos = check_zip(path, "xlsx" if kind == "xlsm" else kind)
+    copy = tempfile.SpooledTemporaryFile(max_size=8_000_000)  # noqa: SIM115 (returned to the parser)
+    try:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy, "w", zipfile.ZIP_STORED) as dst:
+            for info in infos:
+                if info.is_dir():
+                    continue
+                with src.open(info) as member, dst.open(info.filename, "w", force_zip64=info.file_size > 2**31) as out:
+                    while chunk := member.read(65536):
+                        out.write(chunk)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+        copy.close()
+        raise DocumentError(f"{path.name} is not a readable {kind.upper()}: {exc}") from None
+    copy.seek(0)
+    return copy
+
+
 # --- converters (sync; run in a worker thread) --------------------------------------------------
 
 
@@ -261,22 +349,90 @@ def _docx_blocks(document):
             yield Table(child, document)
 
 
+W_NS = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+# A document.xml larger than this is streamed (python-docx would hold its whole tree in memory).
+STREAM_DOCX_BYTES = 8_000_000
+
+
+def _docx_streamed(package: Any, name: str, max_chars: int) -> str:
+    """A large DOCX read in one pass, top-level paragraph by paragraph, until ``max_chars``.
+
+    Memory stays at one paragraph or table: each is dropped once converted. Styles come from
+    their ids (``Heading1``, ``ListBullet``), which is what Word writes for English templates.
+    """
+    from lxml import etree
+
+    parts: list[str] = []
+    size = 0
+    body = W_NS + "body"
+    try:
+        with zipfile.ZipFile(package) as archive, archive.open("word/document.xml") as xml:
+            for _, element in etree.iterparse(xml, events=("end",), tag=(W_NS + "p", W_NS + "tbl")):
+                parent = element.getparent()
+                if parent is None or parent.tag != body:
+                    continue  # inside a table: converted with it
+                if element.tag == W_NS + "tbl":
+                    rows = [
+                        ["".join(t.text or "" for t in cell.iter(W_NS + "t")) for cell in row.iter(W_NS + "tc")]
+                        for row in element.iter(W_NS + "tr")
+                    ]
+                    text = markdown_table(_trim_grid(rows))
+                else:
+                    text = "".join(t.text or "" for t in element.iter(W_NS + "t")).strip()
+                    style = element.find(f"{W_NS}pPr/{W_NS}pStyle")
+                    sid = style.get(W_NS + "val", "") if style is not None else ""
+                    if text and sid == "Title":
+                        text = f"# {text}"
+                    elif text and sid.startswith("Heading") and sid[7:].isdigit():
+                        text = f"{'#' * min(int(sid[7:]) + 1, 6)} {text}"
+                    elif text and sid.startswith("List"):
+                        text = f"1. {text}" if sid.startswith("ListNumber") else f"- {text}"
+                # What was converted is dropped, so memory holds one block at a time.
+                element.clear()
+                while element.getprevious() is not None:
+                    del parent[0]
+                if text:
+                    parts.append(text)
+                    size += len(text)
+                if size > max_chars:
+                    parts.append("(stopped here: output limit reached)")
+                    break
+    except (etree.XMLSyntaxError, KeyError, zipfile.BadZipFile, OSError) as exc:
+        raise DocumentError(f"{name} is not a readable DOCX: {exc}") from None
+    return "\n\n".join(parts)
+
+
 def docx_to_markdown(path: Path, max_chars: int) -> str:
     """Paragraphs with headings and list items as markdown, tables as markdown tables, in order."""
     import docx
     from docx.table import Table
 
+    package = safe_package(path)
+    with zipfile.ZipFile(package) as archive:
+        names = {i.filename: i.file_size for i in archive.infolist()}
+    if names.get("word/document.xml", 0) > STREAM_DOCX_BYTES:
+        return _docx_streamed(package, path.name, max_chars)
+    package.seek(0)
     try:
-        document = docx.Document(str(path))
+        document = docx.Document(package)
+    except DocumentError:
+        raise
     except Exception as exc:  # python-docx raises several unrelated types for a bad package
         raise DocumentError(f"{path.name} is not a readable DOCX: {exc}") from None
     parts: list[str] = []
+    size = 0
     for block in _docx_blocks(document):
+        # Paragraphs past what will be shown are not converted.
+        if size > max_chars:
+            parts.append("(stopped here: output limit reached)")
+            break
         if isinstance(block, Table):
             rows = [[cell.text for cell in row.cells] for row in block.rows]
             parts.append(markdown_table(_trim_grid(rows)))
+            size += len(parts[-1])
             continue
         text = block.text.strip()
+        size += len(text)
         if not text:
             continue
         style = (block.style.name if block.style is not None else "") or ""
@@ -303,11 +459,17 @@ def pptx_to_markdown(path: Path, max_chars: int) -> str:
     from pptx import Presentation
 
     try:
-        presentation = Presentation(str(path))
+        presentation = Presentation(safe_package(path))
+    except DocumentError:
+        raise
     except Exception as exc:  # python-pptx raises several unrelated types for a bad package
         raise DocumentError(f"{path.name} is not a readable PPTX: {exc}") from None
     parts: list[str] = []
+    size = 0
     for number, slide in enumerate(presentation.slides, 1):
+        if size > max_chars:
+            parts.append(f"(stopped before slide {number}: output limit reached)")
+            break
         lines = [f"## Slide {number}"]
         title_shape = slide.shapes.title
         if title_shape is not None and title_shape.text.strip():
@@ -328,6 +490,7 @@ def pptx_to_markdown(path: Path, max_chars: int) -> str:
             if notes:
                 lines.append(f"Notes: {notes}")
         parts.append("\n\n".join(lines))
+        size += len(parts[-1])
     return "\n\n".join(parts)
 
 
@@ -336,7 +499,9 @@ def xlsx_to_markdown(path: Path, max_chars: int, max_rows: int = MAX_ROWS, max_c
     import openpyxl
 
     try:
-        workbook = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(safe_package(path), read_only=True, data_only=True)
+    except DocumentError:
+        raise
     except Exception as exc:  # openpyxl raises several unrelated types for a bad package
         raise DocumentError(f"{path.name} is not a readable XLSX: {exc}") from None
     try:
@@ -413,11 +578,7 @@ def _unsafe_member(name: str) -> bool:
 
 def zip_to_markdown(path: Path, max_chars: int) -> str:
     """A listing of the archive (names, sizes, dates); nothing is extracted or decompressed."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except zipfile.BadZipFile as exc:
-        raise DocumentError(f"{path.name} is not a readable ZIP: {exc}") from None
+    infos = check_zip(path, "zip")
     rows: list[list[Any]] = [["Name", "Size", "Compressed", "Modified", "Notes"]]
     for info in infos[:MAX_ZIP_ENTRIES]:
         notes = []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
+import struct
 import sys
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -279,3 +283,131 @@ async def test_media_without_a_configured_model_is_a_clear_error(docs):
         assert status == "error" and "no transcription model is configured" in text and "MEMENTO_TRANSCRIBE_MODEL" in text
         status, text = await call(tools["read_document"], path="data.json", max_chars=1000)
         assert status == "success" and json.loads(text.split("```json\n", 1)[1].split("\n```")[0])["name"] == "memento"
+
+
+# --- decompression bombs -----------------------------------------------------------------------
+
+BOMB_MEMBERS = {
+    "docx": "word/document.xml",
+    "pptx": "ppt/slides/slide1.xml",
+    "xlsx": "xl/worksheets/sheet1.xml",
+}
+
+
+def _bomb_stream(size_mb: int) -> tuple[bytes, int, int]:
+    """A raw deflate stream of an XML part padded with ``size_mb`` MB of spaces, built in ~10 ms.
+
+    After a full flush the compressor's output depends only on what follows, so one compressed
+    megabyte of spaces is repeated instead of compressing 200 MB. Returns (stream, size, crc).
+    """
+    head = b'<?xml version="1.0" encoding="UTF-8"?><doc><body>'
+    tail = b"<p>never shown</p></body></doc>"
+    spaces = b" " * (1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)
+    piece = deflate.compress(spaces) + deflate.flush(zlib.Z_FULL_FLUSH)
+    last = deflate.compress(tail) + deflate.flush()
+    crc = zlib.crc32(head)
+    for _ in range(size_mb):
+        crc = zlib.crc32(spaces, crc)
+    crc = zlib.crc32(tail, crc)
+    return first + piece * size_mb + last, len(head) + size_mb * len(spaces) + len(tail), crc
+
+
+def write_bomb(path: Path, template: Path, member: str, size_mb: int = 200, declared: int | None = None) -> None:
+    """Copy a genuine package, replacing ``member`` with a bomb; ``declared`` lies about its size."""
+    stream, size, crc = _bomb_stream(size_mb)
+    with zipfile.ZipFile(template) as source:
+        parts = [(i.filename, source.read(i)) for i in source.infolist() if i.filename != member]
+    out = bytearray()
+    central = bytearray()
+
+    def add(name: bytes, method: int, data: bytes, crc32: int, real_size: int) -> None:
+        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc32, len(data), real_size, len(name), 0)
+        central.extend(
+            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc32, len(data), real_size, len(name), 0, 0, 0, 0, 0, len(out))
+            + name
+        )
+        out.extend(header + name + data)
+
+    for name, data in parts:
+        add(name.encode(), 0, data, zlib.crc32(data), len(data))
+    add(member.encode(), 8, stream, crc, size if declared is None else declared)
+    count = len(parts) + 1
+    out.extend(central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), len(out), 0))
+    path.write_bytes(bytes(out))
+
+
+def write_big_docx(path: Path, template: Path, paragraphs: int = 120_000) -> None:
+    """A genuine DOCX whose document.xml is ~11 MB (over the size python-docx is trusted with)."""
+    w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    body = "".join(
+        f"<w:p><w:r><w:t>Paragraph {i}: the quick brown fox jumps over the lazy dog.</w:t></w:r></w:p>"
+        for i in range(paragraphs)
+    )
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{w}"><w:body>'
+        '<w:p><w:pPr><w:pStyle w:val="Title"/></w:pPr><w:r><w:t>Big Report</w:t></w:r></w:p>'
+        f"{body}</w:body></w:document>"
+    )
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for info in source.infolist():
+            data = xml.encode() if info.filename == "word/document.xml" else source.read(info)
+            out.writestr(info.filename, data)
+
+
+def _server_peak_rss_mb() -> float:
+    """Peak resident memory of this test's documents server (a child process), in MB."""
+    peaks = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+            if int(fields["PPid"]) == os.getpid() and b"mcp_servers.documents" in cmdline:
+                peaks.append(int(fields["VmHWM"].split()[0]) / 1024)
+    assert len(peaks) == 1, peaks
+    return peaks[0]
+
+
+@pytest.mark.anyio
+async def test_decompression_bombs_are_refused_fast_and_memory_light(docs, tmp_path):
+    templates = {"docx": docs / "report.docx", "pptx": docs / "deck.pptx", "xlsx": docs / "book.xlsx"}
+    for kind, member in BOMB_MEMBERS.items():
+        write_bomb(tmp_path / f"bomb.{kind}", templates[kind], member)
+        # Declares 1,000 bytes but inflates to 200 MB: only a reader that stops at the declared size survives it.
+        write_bomb(tmp_path / f"liar.{kind}", templates[kind], member, declared=1000)
+    (tmp_path / "report.docx").write_bytes((docs / "report.docx").read_bytes())
+    write_big_docx(tmp_path / "big.docx", docs / "report.docx")
+    assert (tmp_path / "bomb.docx").stat().st_size < 2_000_000
+    started = time.monotonic()
+    async with client(tmp_path).session("documents") as session:
+        read = {t.name: t for t in await load_mcp_tools(session)}["read_document"]
+        for kind in BOMB_MEMBERS:
+            status, text = await call(read, path=f"bomb.{kind}", max_chars=500)
+            assert status == "error", (kind, text)
+            assert "decompression bomb" in text and "MEMENTO_DOCUMENTS_MAX" in text, text
+            status, text = await call(read, path=f"liar.{kind}", max_chars=500)
+            assert status == "error" and f"not a readable {kind.upper()}" in text, (kind, text)
+        # A genuine document still reads, and output past max_chars is not converted.
+        status, text = await call(read, path="report.docx", max_chars=200)
+        assert status == "success" and "Annual Report" in text and "Cautiously optimistic" not in text
+        # A large genuine document is streamed and only its start converted.
+        status, text = await call(read, path="big.docx", max_chars=500)
+        assert status == "success" and text.startswith("# big.docx\n\n# Big Report\n\nParagraph 0: the quick"), text
+        assert "Paragraph 100:" not in text and "[truncated: showing 500 of" in text
+        peak = _server_peak_rss_mb()
+    assert peak < 200, f"the documents server peaked at {peak:.0f} MB"
+    assert time.monotonic() - started < 30
+
+
+def test_package_limits_come_from_the_environment(docs, monkeypatch):
+    from mcp_servers.documents import DocumentError, check_zip
+
+    assert len(check_zip(docs / "report.docx", "docx")) > 5
+    monkeypatch.setenv("MEMENTO_DOCUMENTS_MAX_ZIP_MEMBERS", "3")
+    with pytest.raises(DocumentError, match="ZIP members, over the 3 limit"):
+        check_zip(docs / "report.docx", "docx")
+    monkeypatch.setenv("MEMENTO_DOCUMENTS_MAX_ZIP_MEMBERS", "10000")
+    monkeypatch.setenv("MEMENTO_DOCUMENTS_MAX_UNZIPPED_BYTES", "1000")
+    with pytest.raises(DocumentError, match="over the 1000-byte limit"):
+        check_zip(docs / "report.docx", "docx")

@@ -162,3 +162,73 @@ def test_namespace_levels_block_writes_and_network(root, mode):
     assert lines[0] == "x" and lines[1] == "1"  # only the loopback interface exists
     info = box.info()
     assert info["isolation"] == mode and info["network"].startswith("none")
+
+
+def test_workspaces_have_owners_and_distinct_uids(box):
+    first = box.workspace("owned", owner="alice")
+    (first / "secret.txt").write_text("alice's")
+    with pytest.raises(SandboxError, match="belongs to another session"):
+        box.workspace("owned", owner="bob")
+    with pytest.raises(SandboxError, match="belongs to another session"):
+        box.read_file("owned", "secret.txt", owner="bob")
+    assert box.read_file("owned", "secret.txt", owner="alice")["content"] == "alice's"
+    # Once alice's session has ended the name is free again, and nothing of hers is left in it.
+    box.forget_owner("alice")
+    assert not (box.workspace("owned", owner="bob") / "secret.txt").exists()
+    if box.is_root:
+        uids = [box.run_uid(box.workspace(w) and w) for w in ("wsx-235", "wsx-254", "wsx-9")]
+        assert len(set(uids)) == 3 and all(u >= 200_000 for u in uids), uids
+
+
+@pytest.mark.parametrize("workspace_id", [".registry.json", ".registry.lock", ".hidden"])
+def test_registry_files_cannot_be_named_as_workspaces(box, workspace_id):
+    with pytest.raises(SandboxError, match="workspace id"):
+        box.workspace(workspace_id)
+
+
+def test_checked_quota_bounds_a_run_and_write_file(root):
+    # This process has no private mount namespace, so the quota is checked rather than a tmpfs.
+    box = Sandbox(root, limits=Limits(memory_mb=512, nproc=16, disk_mb=4, max_timeout_s=30))
+    assert box.quota == "check" and "checked" in box.info()["disk_quota"]
+    code = "import os\nfor i in range(16):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\nprint('all written')"
+    out = box.run([box.python, "-c", code], "quota", 20)
+    assert "all written" not in out.stdout and any("disk quota" in n for n in out.notes), out
+    used = sum(f.stat().st_size for f in (box.root / "quota").iterdir() if f.is_file())
+    # Best effort at this level: the run is killed at the next check (every 0.1 s), not at 4 MB.
+    assert used < 16 * (1 << 20), used
+    with pytest.raises(SandboxError, match="quota"):
+        box.write_file("quota", "more.txt", "x" * (2 << 20))
+
+
+def test_idle_workspaces_are_swept(root, monkeypatch):
+    monkeypatch.setenv("MEMENTO_CODE_IDLE_S", "0.5")
+    box = Sandbox(root, limits=LIMITS, mode="rlimits")
+    path = box.workspace("idle-one")
+    time.sleep(0.6)
+    assert "idle-one" in box.sweep() and not path.exists()
+
+
+def test_a_session_has_few_workspaces_and_foreign_folders_are_left_alone(box, monkeypatch):
+    monkeypatch.setattr(box, "max_workspaces", 2)
+    box.workspace("carol-1", owner="carol")
+    box.workspace("carol-2", owner="carol")
+    with pytest.raises(SandboxError, match="MEMENTO_CODE_MAX_WORKSPACES"):
+        box.workspace("carol-3", owner="carol")
+    foreign = box.root / "not-a-workspace"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("someone's data")
+    with pytest.raises(SandboxError, match="is not a workspace"):
+        box.workspace("not-a-workspace")
+    assert (foreign / "keep.txt").read_text() == "someone's data"
+
+
+def test_a_full_workspace_can_still_compute_and_clean_up(root):
+    box = Sandbox(root, limits=Limits(memory_mb=512, nproc=16, disk_mb=1, max_timeout_s=30))
+    ws = box.workspace("full")
+    (ws / "big.bin").write_bytes(b"x" * (2 << 20))  # already over the 1 MB quota
+    slow = box.run(["/bin/sh", "-c", "sleep 0.5; echo still-running"], "full", 5)
+    assert slow.stdout.strip() == "still-running" and slow.exit_code == 0, slow
+    # File sizes are capped at what was left when the run started: delete first, then write.
+    assert box.run(["/bin/sh", "-c", "rm big.bin"], "full", 5).exit_code == 0
+    cleaned = box.run(["/bin/sh", "-c", "echo x > small.txt && cat small.txt"], "full", 5)
+    assert cleaned.stdout.strip() == "x", cleaned
