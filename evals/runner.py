@@ -402,7 +402,8 @@ class EvalRunner:
                 record = build_record(ex, mode=mode, iteration=iteration, split=split, outputs=outputs, error=None,
                                       models=models, prices=self.config.prices, k=self.config.k)
             except Exception as exc:
-                logger.warning("task %s failed in %s pass %d: %s", ex.task_id, mode, iteration, exc)
+                # First line only: an endpoint error carries the configuration help after it.
+                logger.warning("task %s failed in %s pass %d: %s", ex.task_id, mode, iteration, str(exc).split("\n", 1)[0])
                 record = build_record(ex, mode=mode, iteration=iteration, split=split, outputs=None,
                                       error=f"{type(exc).__name__}: {exc}", models=models, prices=self.config.prices, k=self.config.k)
                 outputs = {"answer": None, "error": record["error"]}

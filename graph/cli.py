@@ -169,7 +169,7 @@ def ask(
     from graph.persistence import CheckpointerError
     from memory.bank import BankError
     from memory.experience import ExperienceLogError
-    from nodes.models import CONFIG_HELP, ModelConfigError, check_endpoint
+    from nodes.models import CONFIG_HELP, ModelConfigError, ModelEndpointError, check_endpoint
 
     overrides = {
         "planner_model": planner,
@@ -221,6 +221,10 @@ def ask(
                 continue
             console.print(f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)")
             raise typer.Exit(EXIT_PAUSED)
+    except ModelEndpointError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
+        raise typer.Exit(EXIT_CONFIG) from None
     except (APIConnectionError, AuthenticationError) as exc:
         console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
         console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
