@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes import final, plan, tool_call
+from tests.fakes import final, plan, tool_call, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_QUESTION = (
@@ -99,3 +99,48 @@ def test_piped_tables_and_help_print_whole_cells(tmp_path):
 
     help_ = memento("ask", "--help")
     assert "('<|answer_split|>'-separated)" in help_.stdout and "…" not in help_.stdout
+
+
+def test_eval_unreachable_langsmith_offline_flag_and_changed_modes(llm_server, tmp_path):
+    llm_server.respond_with("planner", lambda request: final("Paris"))
+    llm_server.respond_with("judge", lambda request: verdict(True, "same city"))
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"question": "What is the capital of France?", "ground_truth": "Paris", "source": "geo"}) + "\n")
+    out = tmp_path / "out"
+    args = ("eval", str(data), "--base-url", llm_server.url, "--planner", "planner", "--executor", "executor",
+            "--judge", "judge", "--mcp-config", "", "--out", str(out), "--quiet", "--memory", "similarity")
+    env = {"OPENAI_API_KEY": "test-key", "LANGSMITH_API_KEY": "lsv2-test", "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+           "MEMENTO_JUDGE_MODEL": "judge"}
+
+    # With a key and no LangSmith: one warning line, and the results are kept locally.
+    res = memento(*args, env=env, cwd=tmp_path)
+    both = res.stdout + res.stderr
+    assert res.returncode == 0, both
+    assert [line for line in both.splitlines() if "LangSmith unreachable" in line] != [] and "Traceback" not in both
+    assert sum("LangSmith" in line for line in both.splitlines()) == 1, both
+    assert "LangSmithBetaWarning" not in both and "is in beta" not in both
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and records[0]["correct"] is True and records[0]["error"] is None
+    assert json.loads((out / "config.json").read_text())["langsmith_upload"] is False
+    # The piped summary keeps whole cells.
+    assert "similarity" in res.stdout and "accuracy" in res.stdout and "…" not in res.stdout
+
+    # --offline: no LangSmith check at all; the finished folder reruns nothing.
+    asked = len(llm_server.requests_for("planner"))
+    offline = memento(*args, "--offline", env=env, cwd=tmp_path)
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    assert "LangSmith" not in offline.stdout + offline.stderr
+    assert len(llm_server.requests_for("planner")) == asked
+
+    # Another --memory set on the same folder is refused like another --k, leaving its summary alone.
+    summary = (out / "summary.json").read_text()
+    changed = memento(*args[:-1], "none", "--offline", env=env, cwd=tmp_path)
+    assert changed.returncode == 2 and "other settings" in changed.stdout and "modes" in changed.stdout, changed.stdout
+    assert (out / "summary.json").read_text() == summary
+
+    # A binary file is one clear line.
+    blob = tmp_path / "weights.jsonl"
+    blob.write_bytes(bytes(range(256)) * 8)
+    binary = memento("eval", str(blob), "--mcp-config", "", "--out", str(tmp_path / "bin"), env=env, cwd=tmp_path)
+    assert binary.returncode == 2
+    assert binary.stdout.strip().splitlines() == [f"error: cannot read {blob} as a dataset: it holds binary data (NUL bytes)"]
