@@ -131,8 +131,11 @@ def eval_command(
         check_resume(config, data.examples)
         notes: list[str] = [f"{len(data.errors)} malformed row(s) skipped"] if data.errors else []
         runner = EvalRunner(config, data.examples, before_pass=functools.partial(train_policy_before_pass, seed=seed, notes=notes))
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot use the output folder {escape(str(out))}: {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     if runner.upload_note:
         console.print(f"[yellow]warning:[/yellow] {escape(runner.upload_note)} (--offline skips this check)", soft_wrap=True)
