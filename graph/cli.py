@@ -251,7 +251,7 @@ def ask(
         if not state.get("answer"):
             raise typer.Exit(1)
     elif state.get("answer"):
-        out.print(state["answer"])
+        out.print(state["answer"], markup=False, highlight=False)  # the answer verbatim, brackets too
     else:
-        console.print(f"[red]no answer[/] ({state.get('status')}): {'; '.join(state.get('errors', []))}")
+        console.print(f"[red]no answer[/] ({state.get('status')}): {escape('; '.join(state.get('errors', [])))}")
         raise typer.Exit(1)

@@ -68,11 +68,13 @@ def test_ask_json_on_a_failed_run_exits_nonzero_with_the_thread_id(agent_env, ll
 def test_progress_after_subtasks_and_multiline_tool_results(agent_env, llm_server, tmp_path):
     servers = tmp_path / "echo.json"
     servers.write_text(json.dumps({"mcpServers": {"crashy": {"command": sys.executable, "args": ["-m", "tests.fakes.crashy_mcp_server"]}}}))
-    llm_server.script("planner", plan(["Echo two lines", "Say it is done"]), final("done"))
-    llm_server.script("executor", tool_call("crashy_echo", {"text": "first line\n    indented second"}), "echoed", "it is done")
+    # Square brackets are printed as they are, never read as Rich markup (a stray "[/x]" used to crash).
+    llm_server.script("planner", plan(["Echo two lines", "Say it is done"]), final("done [/tmp] [bold]"))
+    llm_server.script("executor", tool_call("crashy_echo", {"text": "first [/red] line\n    indented second"}), "echoed", "it is done")
     res = memento("ask", "Echo and finish", "--memory", "none", "--mcp-config", str(servers))
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "done"
+    assert res.stdout.strip() == "done [/tmp] [bold]"
+    assert "first [/red] line" in res.stderr
     assert "subtask 2" in res.stderr
     assert "answered directly" not in res.stderr
     assert "final answer after 2 subtask(s)" in res.stderr
