@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from evals.datasets import FORMATS, DatasetError, load_dataset
 from evals.plots import plot_learning_curves
@@ -71,11 +72,16 @@ def eval_command(
     families: Annotated[int, typer.Option(help="--simulate: task families.")] = 10,
     per_family: Annotated[int, typer.Option(help="--simulate: tasks per family.")] = 12,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Keep results local even when LANGSMITH_API_KEY is set (no upload, no tracing).")
+    ] = False,
 ) -> None:
     """Run the agent over a dataset with one or more memory modes and report learning curves.
 
     Writes results.jsonl (one line per mode, pass and task; rerunning resumes), summary.md,
-    summary.json and learning_curve.png into --out.
+    summary.json and learning_curve.png into --out. A rerun on the same --out must use the same
+    --memory modes, --k, --seed and models (more --iterations extend it); use another folder otherwise.
+    With LANGSMITH_API_KEY set results are also uploaded, unless --offline or LangSmith is unreachable.
     """
     modes = memory or (["none", "similarity", "learned"] if simulate else ["similarity"])
     bad = [m for m in modes if m not in MODES]
@@ -120,13 +126,19 @@ def eval_command(
             out_dir=out, modes=modes, iterations=iterations, k=k, concurrency=concurrency, seed=seed,
             test_fraction=test_fraction, prices=_parse_prices(price or []), context=context,
             dataset_name=f"{Path(dataset).stem}-{data.format}", progress=not quiet,
+            langsmith_upload=False if offline else None,
         )
         check_resume(config, data.examples)
         notes: list[str] = [f"{len(data.errors)} malformed row(s) skipped"] if data.errors else []
         runner = EvalRunner(config, data.examples, before_pass=functools.partial(train_policy_before_pass, seed=seed, notes=notes))
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot use the output folder {escape(str(out))}: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if runner.upload_note:
+        console.print(f"[yellow]warning:[/yellow] {escape(runner.upload_note)} (--offline skips this check)", soft_wrap=True)
     from nodes.models import ModelConfigError, check_endpoint
 
     try:
@@ -135,7 +147,10 @@ def eval_command(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     runner.write_config({"dataset_path": str(dataset), "format": data.format, "examples": len(data.examples)})
+    shown_note = runner.upload_note
     records = asyncio.run(runner.run())
+    if runner.upload_note and runner.upload_note != shown_note:
+        console.print(f"[yellow]warning:[/yellow] {escape(runner.upload_note)}", soft_wrap=True)
     records = [r for r in records if r["mode"] in modes and int(r["iteration"]) <= iterations]
     meta = {"dataset": str(dataset), "format": data.format, "examples": len(data.examples), "modes": modes,
             "iterations": iterations, "k": k, "seed": seed, "test_fraction": test_fraction,

@@ -102,10 +102,13 @@ class Dataset:
 class DatasetError(ValueError):
     """A dataset file is unreadable or holds malformed rows; lists every problem found."""
 
-    def __init__(self, path: str | Path, errors: list[RowError], fmt: str | None = None):
-        """Build a message naming the file, its format and each bad row."""
+    def __init__(self, path: str | Path, errors: list[RowError], fmt: str | None = None, *, message: str | None = None):
+        """Build a message naming the file, its format and each bad row (or use ``message``)."""
         self.path = str(path)
         self.errors = errors
+        if message is not None:
+            super().__init__(message)
+            return
         shown = "\n".join(f"  {e}" for e in errors[:50])
         more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
         kind = f" ({fmt})" if fmt else ""
@@ -317,6 +320,30 @@ def detect_format(path: str | Path) -> str:
     raise DatasetError(path, [RowError(0, f"unrecognised extension {suffix!r}; pass --format ({', '.join(FORMATS)})")])
 
 
+def _check_text_file(path: Path) -> None:
+    """Refuse a binary or non-UTF-8 file with one line, before any parser trips over it.
+
+    Raises:
+        DatasetError: The file's start holds NUL bytes or is not UTF-8.
+
+    """
+    import codecs
+
+    with path.open("rb") as fh:
+        head = fh.read(64 * 1024)
+    problem = None
+    if b"\x00" in head:
+        problem = "it holds binary data (NUL bytes)"
+    else:
+        try:
+            # Incremental: a multi-byte character cut at the end of the sample is not an error.
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError as exc:
+            problem = f"it is not UTF-8 text (byte 0x{head[exc.start]:02x} at offset {exc.start})"
+    if problem:
+        raise DatasetError(path, [RowError(0, problem)], message=f"cannot read {path} as a dataset: {problem}")
+
+
 def load_dataset(
     path: str | Path,
     fmt: str | None = None,
@@ -339,6 +366,7 @@ def load_dataset(
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, [RowError(0, "file not found")])
+    _check_text_file(path)
     fmt = detect_format(path) if fmt in (None, "", "auto") else fmt
     if fmt not in _PARSERS:
         raise DatasetError(path, [RowError(0, f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")])

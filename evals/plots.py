@@ -15,8 +15,12 @@ import matplotlib.pyplot as plt
 _STYLE = {
     "none": {"color": "#7f7f7f", "marker": "o", "linestyle": "--"},
     "similarity": {"color": "#1f77b4", "marker": "s", "linestyle": "-"},
-    "learned": {"color": "#d62728", "marker": "^", "linestyle": "-"},
+    "learned": {"color": "#d62728", "marker": "^", "linestyle": ":"},
 }
+# Equal curves (learned falling back to similarity, say) lie on top of each other: each curve is
+# drawn thinner, with smaller markers, than the one before it, so the ones beneath show around it.
+_WIDTHS = (5.0, 3.2, 1.6, 1.0)
+_MARKER_SIZES = (11.0, 7.5, 4.5, 3.0)
 
 
 def plot_learning_curves(
@@ -50,11 +54,14 @@ def plot_learning_curves(
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         passes: set[int] = set()
-        for mode, points in sorted(curves[split].items(), key=lambda kv: list(_STYLE).index(kv[0]) if kv[0] in _STYLE else 99):
+        ordered = sorted(curves[split].items(), key=lambda kv: list(_STYLE).index(kv[0]) if kv[0] in _STYLE else 99)
+        for layer, (mode, points) in enumerate(ordered):
             xs = [p for p, _ in points]
             ys = [a for _, a in points]
             passes.update(xs)
-            ax.plot(xs, ys, label=labels.get(mode, mode), linewidth=2, markersize=6, **_STYLE.get(mode, {}))
+            ax.plot(xs, ys, label=labels.get(mode, mode), linewidth=_WIDTHS[min(layer, len(_WIDTHS) - 1)],
+                    markersize=_MARKER_SIZES[min(layer, len(_MARKER_SIZES) - 1)], zorder=2 + layer,
+                    **_STYLE.get(mode, {}))
         ax.set_xticks(sorted(passes))
         ax.set_xlabel("pass over the stream")
         ax.set_ylabel("accuracy")

@@ -180,6 +180,32 @@ def langsmith_client(upload: bool | None = None):
     return Client(api_key="offline", api_url="http://127.0.0.1:9", auto_batch_tracing=False, tracing_sampling_rate=0.0), False
 
 
+def langsmith_unreachable(dataset_name: str) -> str | None:
+    """Why an online client cannot be used right now, or None when LangSmith answers.
+
+    One quick request without retries: an unreachable endpoint or a rejected key costs seconds,
+    not the SDK's retry schedule, and never a traceback.
+    """
+    from langsmith import Client
+    from urllib3.util.retry import Retry
+
+    # The SDK logs each failed request as a multi-line warning; the caller reports one line instead.
+    sdk_log = logging.getLogger("langsmith.client")
+    level = sdk_log.level
+    sdk_log.setLevel(logging.CRITICAL)
+    url = "the LangSmith endpoint"
+    try:
+        # Endpoint and key from the environment, as the real client; no background tracing thread.
+        probe = Client(timeout_ms=(3000, 10000), retry_config=Retry(total=0), auto_batch_tracing=False)
+        url = probe.api_url
+        probe.has_dataset(dataset_name=dataset_name)
+    except Exception as exc:  # the SDK raises its own errors, requests' and urllib3's
+        return f"{type(exc).__name__} from {url}"
+    finally:
+        sdk_log.setLevel(level)
+    return None
+
+
 def _example_uuid(*parts: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, "memento-eval/" + "/".join(parts))
 
@@ -296,7 +322,22 @@ class EvalRunner:
         config.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = ResultStore(config.out_dir / "results.jsonl")
         self.splits = {e.task_id: split_of(e.task_id, config.test_fraction, config.seed) for e in self.examples}
-        self.client, self.upload = langsmith_client(config.langsmith_upload)
+        # Set when an online run had to keep its results local; the CLI shows it as one warning.
+        self.upload_note: str | None = None
+        upload = config.langsmith_upload
+        if upload is None and os.environ.get("LANGSMITH_API_KEY"):
+            # Checked before the real client exists: its background thread would log each failure.
+            reason = langsmith_unreachable(config.dataset_name)
+            if reason:
+                self.upload_note = f"LangSmith unreachable ({reason}); results are kept locally only"
+                upload = False
+        self.client, self.upload = langsmith_client(upload)
+
+    def _go_offline(self, reason: str) -> None:
+        """Keep results local from now on (an unreachable LangSmith must not lose the eval)."""
+        self.client, self.upload = langsmith_client(False)
+        self.upload_note = f"LangSmith unreachable ({reason}); results are kept locally only"
+        logger.debug(self.upload_note)
 
     def todo(self) -> list[tuple[str, int, str, Example]]:
         """Remaining (mode, pass, split, example) in run order."""
@@ -361,7 +402,8 @@ class EvalRunner:
                 record = build_record(ex, mode=mode, iteration=iteration, split=split, outputs=outputs, error=None,
                                       models=models, prices=self.config.prices, k=self.config.k)
             except Exception as exc:
-                logger.warning("task %s failed in %s pass %d: %s", ex.task_id, mode, iteration, exc)
+                # First line only: an endpoint error carries the configuration help after it.
+                logger.warning("task %s failed in %s pass %d: %s", ex.task_id, mode, iteration, str(exc).split("\n", 1)[0])
                 record = build_record(ex, mode=mode, iteration=iteration, split=split, outputs=None,
                                       error=f"{type(exc).__name__}: {exc}", models=models, prices=self.config.prices, k=self.config.k)
                 outputs = {"answer": None, "error": record["error"]}
@@ -374,8 +416,11 @@ class EvalRunner:
         dataset_id = _example_uuid(self.config.dataset_name)
         ls_examples = to_langsmith_examples(exs, dataset_id)
         if self.upload:
-            ls_examples = [e for e in _upload_examples(self.client, self.config.dataset_name, ls_examples)
-                           if e.inputs.get("task_id") in by_id]
+            try:
+                ls_examples = [e for e in _upload_examples(self.client, self.config.dataset_name, ls_examples)
+                               if e.inputs.get("task_id") in by_id]
+            except Exception as exc:  # the endpoint went away after the start-up check
+                self._go_offline(f"{type(exc).__name__} from {self.client.api_url}")
         metadata = {
             "memory_mode": mode,
             "iteration": iteration,
@@ -428,7 +473,14 @@ def _quiet_langsmith() -> Iterator[None]:
             stack.enter_context(mock.patch.object(_arunner, "_load_tqdm", lambda: (lambda it: it)))
         stack.enter_context(contextlib.redirect_stdout(banner))
         stack.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", message=".*upload_results.*beta")
+        # aevaluate flags its `upload_results`/`upload_runs` switches as beta on every call.
+        warnings.filterwarnings("ignore", message=r".*\bis in beta\b")
+        try:
+            from langsmith._internal._beta_decorator import LangSmithBetaWarning
+        except ImportError:  # private module moved: the message filter above still applies
+            pass
+        else:
+            warnings.filterwarnings("ignore", category=LangSmithBetaWarning)
         yield
     for line in banner.getvalue().splitlines():
         logger.debug("langsmith: %s", line)
@@ -456,7 +508,10 @@ def check_resume(config: EvalConfig, examples: Sequence[Example]) -> None:
         return
     old = json.loads(path.read_text(encoding="utf-8"))
     now = {"k": config.k, "seed": config.seed, "test_fraction": config.test_fraction, "dataset": config.dataset_name,
-           "context": config.context}
+           "context": config.context, "modes": sorted(config.modes)}
+    if isinstance(old.get("modes"), list):
+        # The summary covers the folder's modes: another set would rewrite it without the others.
+        old["modes"] = sorted(old["modes"])
     diff = {key: (old.get(key), val) for key, val in now.items() if key in old and old.get(key) != val}
     if diff:
         lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())

@@ -18,6 +18,7 @@ from graph.state import InputState, OutputState, State
 from nodes.execute import execute
 from nodes.finalize import finalize
 from nodes.judge import judge
+from nodes.models import explain_endpoint_errors
 from nodes.plan import plan
 from nodes.retrieve_cases import retrieve_cases
 from nodes.routing import route_after_execute, route_after_plan
@@ -29,11 +30,11 @@ def build_graph() -> StateGraph:
     """The uncompiled graph: nodes and edges only."""
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
     builder.add_node("retrieve_cases", retrieve_cases)
-    builder.add_node("plan", plan)
-    builder.add_node("execute", execute)
+    builder.add_node("plan", explain_endpoint_errors(plan))
+    builder.add_node("execute", explain_endpoint_errors(execute))
     builder.add_node("tools", tools)
-    builder.add_node("finalize", finalize)
-    builder.add_node("judge", judge)
+    builder.add_node("finalize", explain_endpoint_errors(finalize))
+    builder.add_node("judge", explain_endpoint_errors(judge))
     builder.add_node("write_back", write_back)
 
     builder.add_edge(START, "retrieve_cases")

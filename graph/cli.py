@@ -11,13 +11,25 @@ from typing import Annotated, Any
 import typer
 from dotenv import find_dotenv, load_dotenv
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from evals.cli import eval_command
 from memory.cli import app as memory_app
 from memory.policy.cli import app as policy_app
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The console-script entry point: widens output first when it goes to a pipe or a file."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from graph.terminal import widen_when_piped
+
+        widen_when_piped()
+        return super().__call__(*args, **kwargs)
+
+
+app = _App(
     help="Memento-Graph: an LLM agent that learns from its past cases without fine-tuning.",
     no_args_is_help=True,
     add_completion=False,
@@ -40,56 +52,87 @@ def main() -> None:
     load_dotenv(find_dotenv(usecwd=True), override=False)
 
 
-def _show_update(node: str, update: dict[str, Any]) -> None:
-    """One line or panel per node so a user can follow the loop as it runs."""
+def _block(text: str, indent: str) -> str:
+    """Multi-line text with its continuation lines indented under the first (own indentation kept)."""
+    first, *rest = str(text).rstrip("\n").split("\n")
+    return escape("\n".join([first, *(indent + line for line in rest)]))
+
+
+def _show_update(node: str, update: dict[str, Any], progress: dict[str, int] | None = None) -> None:
+    """One line or panel per node so a user can follow the loop as it runs.
+
+    Args:
+        node: The node that produced ``update``.
+        update: The node's state update.
+        progress: Counters carried across updates (``subtasks`` finished so far), so the planner's
+            last reply reads as a final answer after subtasks, not as a direct answer.
+
+    """
     if not isinstance(update, dict):
         return
+    progress = progress if progress is not None else {}
     if node == "retrieve_cases":
         cases = update.get("cases", [])
         note = (update.get("retrieval") or {}).get("note")
         selector = (update.get("retrieval") or {}).get("selector", "none")
-        console.print(f"[bold]cases[/] {len(cases)} shown ({selector})" + (f" — {note}" if note else ""))
+        console.print(f"[bold]cases[/] {len(cases)} shown ({escape(str(selector))})" + (f" — {escape(note)}" if note else ""))
         for c in cases:
-            console.print(f"  [{'green' if c['label'] == 'positive' else 'red'}]{c['label']:8}[/] {c['similarity']:.2f}  {c['question'][:90]}")
+            console.print(f"  [{'green' if c['label'] == 'positive' else 'red'}]{c['label']:8}[/] {c['similarity']:.2f}  {escape(c['question'][:90])}")
     elif node == "plan":
         if update.get("plan"):
             console.print(f"[bold]plan[/] (cycle {update.get('cycle')})")
             for step in update["plan"]:
-                console.print(f"  {step['id']}. {step['description']}")
+                console.print(f"  {step['id']}. {escape(step['description'])}")
         elif update.get("answer"):
-            console.print("[bold]plan[/] planner answered directly")
+            done = progress.get("subtasks", 0)
+            if done:
+                console.print(f"[bold]plan[/] planner gave the final answer after {done} subtask(s)")
+            else:
+                console.print("[bold]plan[/] planner answered directly")
         for err in update.get("errors", [])[-1:]:
-            console.print(f"[yellow]planner: {err}[/]")
+            console.print(f"[yellow]planner: {escape(err)}[/]")
     elif node == "execute":
         results = update.get("subtask_results")
         if results:
+            progress["subtasks"] = len(results)
             r = results[-1]
-            console.print(f"[bold]subtask {r['id']}[/] {r['status']}: {str(r['result'])[:200]}")
+            console.print(f"[bold]subtask {r['id']}[/] {r['status']}: {_block(str(r['result'])[:200], '    ')}")
     elif node == "tools":
         for call in update.get("tool_calls", [])[-5:]:
             style = "red" if call["status"] == "error" else "cyan"
-            console.print(f"  [{style}]tool {call['name']}[/] {json.dumps(call['args'])[:120]} -> {call['result'][:120]}")
+            args = escape(json.dumps(call["args"], ensure_ascii=False)[:120])
+            console.print(f"  [{style}]tool {escape(call['name'])}[/] {args} -> {_block(call['result'][:120], '      ')}")
     elif node == "judge" and update.get("reward") is not None:
-        console.print(f"[bold]judge[/] reward {update['reward']} ({update.get('reward_source')}) {update.get('judge_rationale') or ''}")
+        console.print(f"[bold]judge[/] reward {update['reward']} ({update.get('reward_source')}) {escape(update.get('judge_rationale') or '')}")
     elif node == "write_back" and update.get("case_written"):
         console.print(f"[bold]memory[/] case {update['case_id']} written")
 
 
-async def _run(payload: Any, config: dict, ctx, checkpoint_url: str | None) -> tuple[dict | None, list]:
+async def _run(
+    payload: Any, config: dict, ctx, checkpoint_url: str | None, progress: dict[str, int] | None = None
+) -> tuple[dict | None, list]:
+    """Stream one run (or its resumption); ``(None, [])`` when a resume finds no stored run."""
     from graph.builder import compile_graph
     from graph.persistence import open_checkpointer
     from mcp_servers.toolbox import close_toolboxes
 
     interrupts: list = []
+    progress = progress if progress is not None else {}
     try:
         async with open_checkpointer(checkpoint_url) as saver:
             graph = compile_graph(saver)
+            if not isinstance(payload, dict):
+                # A resume: without a stored run LangGraph raises EmptyInputError deep in its loop.
+                before = await graph.aget_state(config)
+                if not before.values:
+                    return None, []
+                progress.setdefault("subtasks", len(before.values.get("subtask_results") or []))
             async for chunk in graph.astream(payload, config, context=ctx, stream_mode="updates"):
                 for node, update in chunk.items():
                     if node == "__interrupt__":
                         interrupts.extend(update)
                     else:
-                        _show_update(node, update)
+                        _show_update(node, update, progress)
             snapshot = await graph.aget_state(config)
             return dict(snapshot.values), interrupts
     finally:
@@ -123,7 +166,10 @@ def ask(
     from openai import APIConnectionError, APIStatusError, AuthenticationError
 
     from graph.context import Context
-    from nodes.models import CONFIG_HELP, ModelConfigError, check_endpoint
+    from graph.persistence import CheckpointerError
+    from memory.bank import BankError
+    from memory.experience import ExperienceLogError
+    from nodes.models import CONFIG_HELP, ModelConfigError, ModelEndpointError, check_endpoint
 
     overrides = {
         "planner_model": planner,
@@ -162,34 +208,50 @@ def ask(
     else:
         payload = None  # continue an interrupted run from its last checkpoint
     console.print(f"[dim]thread {thread}[/]")
+    progress: dict[str, int] = {}
     try:
         while True:
-            state, interrupts = asyncio.run(_run(payload, config, ctx, checkpoint_url))
+            state, interrupts = asyncio.run(_run(payload, config, ctx, checkpoint_url, progress))
             if not interrupts:
                 break
             request = interrupts[0].value if hasattr(interrupts[0], "value") else interrupts[0]
-            console.print(Panel(json.dumps(request, indent=2, default=str), title="approval needed"))
+            console.print(Panel(escape(json.dumps(request, indent=2, default=str)), title="approval needed", expand=False))
             if approve is None and sys.stdin.isatty():
                 payload = Command(resume=typer.confirm("Run these tool calls?", default=False))
                 continue
             console.print(f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)")
             raise typer.Exit(EXIT_PAUSED)
+    except ModelEndpointError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
+        raise typer.Exit(EXIT_CONFIG) from None
     except (APIConnectionError, AuthenticationError) as exc:
         console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
         console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
         raise typer.Exit(EXIT_CONFIG) from None
     except APIStatusError as exc:
-        console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {exc.message}")
+        console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {escape(str(exc.message))}")
         console.print(f"Resume with: memento ask --thread {thread}")
         raise typer.Exit(1) from None
+    except CheckpointerError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (BankError, ExperienceLogError, OSError) as exc:
+        # A store the run writes to (case bank, experience log) is unusable: name it, no traceback.
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"After fixing it, resume the run with: memento ask --thread {thread}")
+        raise typer.Exit(EXIT_CONFIG) from None
 
     if state is None or not state.get("question"):
         console.print(f"[red]error:[/] no run found for thread {thread}")
         raise typer.Exit(1)
     if as_json:
-        out.print_json(json.dumps(state, default=str))
+        # The thread id lets a script resume or inspect the run; a failed run exits 1 as without --json.
+        out.print_json(json.dumps({"thread_id": thread, **state}, default=str))
+        if not state.get("answer"):
+            raise typer.Exit(1)
     elif state.get("answer"):
-        out.print(state["answer"])
+        out.print(state["answer"], markup=False, highlight=False)  # the answer verbatim, brackets too
     else:
-        console.print(f"[red]no answer[/] ({state.get('status')}): {'; '.join(state.get('errors', []))}")
+        console.print(f"[red]no answer[/] ({state.get('status')}): {escape('; '.join(state.get('errors', [])))}")
         raise typer.Exit(1)

@@ -83,6 +83,8 @@ def _when(ts: float | None) -> str:
 
 def _short(text: str, width: int = 70) -> str:
     text = " ".join(text.split())
+    if not console.is_terminal:  # piped or redirected: whole cells, for grep and files
+        return text
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -191,7 +193,9 @@ def stats_command(
     if as_json:
         print(json.dumps(stats, indent=2))
         return
-    table = Table(title=f"Case bank {stats['location']} — namespace {stats['namespace']}", show_header=False)
+    title = f"Case bank {stats['location']} — namespace {stats['namespace']}"
+    # At least as wide as its title, so a long bank path is not broken across lines.
+    table = Table(title=title, show_header=False, min_width=len(title))
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("cases", str(stats["cases"]))

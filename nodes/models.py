@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -21,6 +22,36 @@ Models: MEMENTO_PLANNER_MODEL, MEMENTO_EXECUTOR_MODEL, MEMENTO_JUDGE_MODEL (or -
 
 class ModelConfigError(RuntimeError):
     """No usable endpoint or key: the message says how to configure one."""
+
+
+class ModelEndpointError(ModelConfigError):
+    """The endpoint cannot be reached or refuses the key; the message carries `CONFIG_HELP`.
+
+    A RuntimeError on purpose: the LangGraph server shows such a message to its client, while an
+    ``openai`` connection error reaches it only as "An internal error occurred".
+    """
+
+
+def explain_endpoint_errors(node: Callable[..., Awaitable[dict]]) -> Callable[..., Awaitable[dict]]:
+    """Wrap a node so an unreachable endpoint or a rejected key raises `ModelEndpointError`.
+
+    The run still fails (and stays resumable from its last checkpoint); only the error changes,
+    so every surface (CLI, eval, ``langgraph dev`` clients) shows the same configuration help.
+    """
+    from openai import APIConnectionError, AuthenticationError
+
+    @functools.wraps(node)
+    async def wrapper(state: Any, runtime: Any) -> dict:
+        try:
+            return await node(state, runtime)
+        except (APIConnectionError, AuthenticationError) as exc:
+            try:
+                where = Context.resolve(getattr(runtime, "context", None)).endpoint or "https://api.openai.com/v1"
+            except ValueError:  # a bad context was reported by the node already; keep this error
+                where = "the configured endpoint"
+            raise ModelEndpointError(f"cannot use the model endpoint {where}: {exc}\n{CONFIG_HELP}") from exc
+
+    return wrapper
 
 
 def check_endpoint(ctx: Context) -> None:

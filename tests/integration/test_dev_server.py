@@ -94,3 +94,24 @@ async def test_dev_server_runs_a_question_and_exposes_the_context_schema(dev_ser
     assert result["reward"] == 1.0 and result["case_written"] is True
     assert result["tool_calls"][0]["name"] == "math_evaluate" and "1024" in result["tool_calls"][0]["result"]
     assert (Path(agent_env["MEMENTO_BANK_PATH"]) / "chroma.sqlite3").exists()
+
+
+async def test_dev_server_unreachable_model_returns_the_configuration_help(dev_server):
+    """A client of `langgraph dev` gets the CLI's setup help, not "An internal error occurred"."""
+    from langgraph_sdk import get_client
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    client = get_client(url=dev_server)
+    thread = await client.threads.create()
+    result = await client.runs.wait(
+        thread["thread_id"],
+        "memento",
+        input={"question": "What is 2 + 2?"},
+        context={"base_url": dead, "max_retries": 0, "memory_mode": "none", "mcp_config": ""},
+        raise_error=False,
+    )
+    error = result.get("__error__") or {}
+    assert error.get("error") == "ModelEndpointError", result
+    assert dead in error["message"] and "OPENAI_BASE_URL" in error["message"] and "Ollama" in error["message"]
+    runs = await client.runs.list(thread["thread_id"])
+    assert runs[0]["status"] == "error"

@@ -38,3 +38,26 @@ def test_plot_refuses_empty_input(tmp_path):
     with pytest.raises(ValueError, match="no results"):
         plot_learning_curves({}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def _pixels(path, color: str) -> int:
+    """How many pixels of the PNG show this exact line color (antialiased edges excluded)."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = mpimg.imread(path)[..., :3]
+    target = np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(img - target).sum(axis=-1) < 0.08).sum())
+
+
+def test_equal_curves_stay_visible(tmp_path):
+    """Learned falling back to similarity gives equal curves: neither may hide the other."""
+    from evals.plots import _STYLE, plot_learning_curves
+
+    points = [(1, 0.5), (2, 0.75), (3, 0.75)]
+    blue, red = _STYLE["similarity"]["color"], _STYLE["learned"]["color"]
+    alone = plot_learning_curves({"train": {"similarity": points}}, tmp_path / "alone.png")
+    both = plot_learning_curves({"train": {"similarity": points, "learned": points}}, tmp_path / "both.png")
+    # The curve beneath keeps a good share of what it shows alone; the one on top shows too.
+    assert _pixels(both, blue) >= 0.4 * _pixels(alone, blue)
+    assert _pixels(both, red) >= 0.15 * _pixels(alone, blue)
