@@ -145,6 +145,20 @@ class ExperienceLog:
                 (retrieval_id, reward, label, reward_source, now()),
             )
 
+    def claim_outcome(
+        self, retrieval_id: str, *, reward: float | None, label: str, reward_source: str | None = None
+    ) -> bool:
+        """Log the first outcome of a retrieval; False (and nothing written) if it already has one.
+
+        Atomic across processes, so an outcome reported by several clients at once counts once.
+        """
+        with self._conn() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?)",
+                (retrieval_id, reward, label, reward_source, now()),
+            )
+        return cur.rowcount == 1
+
     def has_outcome(self, retrieval_id: str) -> bool:
         """Whether an outcome was already logged for this retrieval."""
         row = self._conn().execute("SELECT 1 FROM outcomes WHERE retrieval_id = ?", (retrieval_id,)).fetchone()
