@@ -32,6 +32,8 @@ Plan: {plan}
 Answer: {answer}
 </case>"""
 
+UNVERIFIED_CASE_NOTE = "(Added by a client of the memory server; its plan and outcome are not verified.)"
+
 RESULTS_HEADER = "Results of the subtasks so far:"
 RESULT_ITEM = "[{id}] {description}\n=> {result}"
 LAST_CYCLE_NOTE = " This is the last cycle: prefer a final answer."
@@ -100,6 +102,9 @@ def format_cases(cases: list[dict[str, Any]], case_chars: int = PROMPT_CASE_CHAR
             ]
             if case_chars > 0:
                 fields = [cut(f, n) for f, n in zip(fields, share([len(f) for f in fields], case_chars), strict=True)]
+            if case.get("reward_source") == "mcp_client":
+                # Written and scored by another agent through the memory server: say so.
+                fields[2] += "\n" + UNVERIFIED_CASE_NOTE
             blocks.append(CASE_BLOCK.format(id=case["id"], label=label, question=fields[0], plan=fields[1], answer=fields[2]))
     return "\n".join(blocks) + "\n\n" if blocks else ""
 
