@@ -236,7 +236,7 @@ async def search_cases(
         query: The new task's question.
         k: How many cases to return (1-50).
         label: Only ``positive`` (succeeded), ``negative`` (failed) or ``unknown`` cases.
-        namespace: Bank namespace; default: the server's (``MEMENTO_NAMESPACE``).
+        namespace: One of the namespaces this server serves; default: its first.
 
     Returns:
         ``retrieval_id`` (pass it to report_outcome), ``namespace`` and ``cases`` with id,
@@ -252,7 +252,7 @@ async def get_case(case_id: str, namespace: str | None = None) -> dict[str, Any]
 
     Args:
         case_id: The case's id (``case-…``).
-        namespace: Bank namespace; default: the server's.
+        namespace: One of the namespaces this server serves; default: its first.
 
     """
 
@@ -312,7 +312,7 @@ async def add_case(
         task_id: Your id for the task (distinguishes repeated attempts).
         source: Where the task came from (default ``mcp``).
         trajectory_summary: A short account of what was done.
-        namespace: Bank namespace; default: the server's.
+        namespace: One of the namespaces this server serves; default: its first.
         ctx: Filled in by the server (who is calling).
 
     """
@@ -327,7 +327,7 @@ async def bank_stats(namespace: str | None = None) -> dict[str, Any]:
     """Counts by label and reward source, mean reward and usage of a namespace.
 
     Args:
-        namespace: Bank namespace; default: the server's.
+        namespace: One of the namespaces this server serves; default: its first.
 
     """
     return await anyio.to_thread.run_sync(lambda: bank().stats(resolve_namespace(namespace)))
