@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import os
 import sys
 import uuid
 from typing import Annotated, Any
@@ -98,6 +100,9 @@ def _show_update(node: str, update: dict[str, Any], progress: dict[str, int] | N
             r = results[-1]
             console.print(f"[bold]subtask {r['id']}[/] {r['status']}: {_block(str(r['result'])[:200], '    ')}")
     elif node == "tools":
+        for d in update.get("approvals", [])[-5:]:
+            verb = "[green]approved[/]" if d["approved"] else "[red]rejected[/]"
+            console.print(f"  {verb} {d['tool']} by {d['by']}" + (f": {d['reason']}" if d.get("reason") else ""))
         for call in update.get("tool_calls", [])[-5:]:
             style = "red" if call["status"] == "error" else "cyan"
             args = escape(json.dumps(call["args"], ensure_ascii=False)[:120])
@@ -137,6 +142,15 @@ async def _run(
             return dict(snapshot.values), interrupts
     finally:
         await close_toolboxes()
+
+
+def _decision(approved: bool) -> dict[str, Any]:
+    """A person's answer to an approval request, signed with who gave it (recorded in the thread)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in a bare container
+        user = str(os.getuid())
+    return {"approved": approved, "by": f"cli:{user}"}
 
 
 @app.command()
@@ -204,7 +218,7 @@ def ask(
     if question is not None:
         payload: Any = {"question": question, "ground_truth": ground_truth, "task_id": task_id}
     elif approve is not None:
-        payload = Command(resume=approve)
+        payload = Command(resume=_decision(approve))
     else:
         payload = None  # continue an interrupted run from its last checkpoint
     console.print(f"[dim]thread {thread}[/]")
@@ -217,7 +231,7 @@ def ask(
             request = interrupts[0].value if hasattr(interrupts[0], "value") else interrupts[0]
             console.print(Panel(escape(json.dumps(request, indent=2, default=str)), title="approval needed", expand=False))
             if approve is None and sys.stdin.isatty():
-                payload = Command(resume=typer.confirm("Run these tool calls?", default=False))
+                payload = Command(resume=_decision(typer.confirm("Run these tool calls?", default=False)))
                 continue
             console.print(f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)")
             raise typer.Exit(EXIT_PAUSED)

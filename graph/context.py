@@ -13,6 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 from mcp_servers.toolbox import DEFAULT_SERVERS_CONFIG
+from memory.limits import ANSWER_CHARS, PLAN_CHARS, PROMPT_CASE_CHARS
 
 MemoryMode = Literal["none", "similarity", "learned"]
 
@@ -84,6 +85,17 @@ class Context:
         default=".memento/policy.pt", metadata={"description": "Learned case-selection policy checkpoint."}
     )
     write_back: bool = field(default=True, metadata={"description": "Store each finished task as a new case."})
+    case_answer_chars: int = field(
+        default=ANSWER_CHARS,
+        metadata={"description": "Longest answer stored in a case (the rest is cut; the run's state keeps it all). 0: no cap."},
+    )
+    case_plan_chars: int = field(
+        default=PLAN_CHARS, metadata={"description": "Most plan characters stored in a case. 0: no cap."}
+    )
+    case_prompt_chars: int = field(
+        default=PROMPT_CASE_CHARS,
+        metadata={"description": "Most characters of one past case (question, plan, answer) shown to the planner."},
+    )
     mcp_config: str = field(
         default=DEFAULT_SERVERS_CONFIG,
         metadata={"description": "MCP servers config (JSON, mcpServers style); empty means no tools."},

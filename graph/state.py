@@ -42,6 +42,10 @@ class State(InputState):
     executor_steps: int = 0
     subtask_results: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # approvals: the thread's policy (bound at the start, so every resume applies it) and each
+    # human decision (tool, approved, by whom, when)
+    sensitive_tools: list[str] = field(default_factory=list)
+    approvals: list[dict[str, Any]] = field(default_factory=list)
     # plan / finalize
     answer: str | None = None
     status: str = "running"
@@ -75,6 +79,7 @@ class OutputState:
     plan: list[dict[str, Any]] = field(default_factory=list)
     subtask_results: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    approvals: list[dict[str, Any]] = field(default_factory=list)
     cases: list[dict[str, Any]] = field(default_factory=list)
     retrieval: dict[str, Any] = field(default_factory=dict)
     retrieval_id: str | None = None

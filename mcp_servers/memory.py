@@ -1,10 +1,16 @@
 """`memory` MCP server: the case bank as tools, so other agents can share Memento's experience.
 
 Configuration (environment): ``MEMENTO_BANK_PATH`` (embedded Chroma folder, default
-``.memento/cases``) or ``MEMENTO_CHROMA_URL`` (a Chroma server; wins), ``MEMENTO_NAMESPACE``
-(default ``default``) and ``MEMENTO_EXPERIENCE_PATH`` (the retrieval/outcome log). Every result is
-plain JSON. A search returns a ``retrieval_id``; reporting the task's reward against it records
-which cases were shown and how the task ended, exactly like the graph's own loop does.
+``.memento/cases``) or ``MEMENTO_CHROMA_URL`` (a Chroma server; wins), ``MEMENTO_NAMESPACES`` (a
+comma list) or ``MEMENTO_NAMESPACE`` (default ``default``): the only namespaces served, and
+``MEMENTO_EXPERIENCE_PATH`` (the retrieval/outcome log). Every result is plain JSON. A search
+returns a ``retrieval_id``; reporting the task's reward against it records which cases were shown
+and how the task ended, exactly like the graph's own loop does, once per retrieval.
+
+Clients are not trusted: cases they add live in their own id space and never replace the agent's,
+an import's or another client's; their rewards are recorded as ``mcp_client``, never as a human's
+or a judge's; stored fields are capped (`memory.limits`). Over HTTP a bearer token is required
+(`mcp_servers.auth`).
 """
 
 from __future__ import annotations
@@ -15,12 +21,21 @@ import uuid
 from typing import Any
 
 import anyio
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 
+from mcp_servers.auth import current_client
+from mcp_servers.memory_access import (
+    check_can_replace,
+    client_case_id,
+    owner_tag,
+    resolve_namespace,
+    served_namespaces,
+)
 from mcp_servers.serving import run_server
 from memory.bank import CaseBank
 from memory.cases import LABELS, POSITIVE_THRESHOLD, Case, label_for_reward
 from memory.experience import ExperienceLog
+from memory.limits import CaseLimits
 
 mcp = FastMCP(
     "memory",
@@ -36,8 +51,7 @@ OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 }
-# Retrievals made by this process; older ones are looked up in the experience log.
-_retrievals: dict[str, dict[str, Any]] = {}
+RETRIEVAL_PREFIX = "mcp-"
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,7 +63,7 @@ def bank() -> CaseBank:
     return CaseBank(
         os.environ.get("MEMENTO_BANK_PATH") or None,
         url=os.environ.get("MEMENTO_CHROMA_URL") or None,
-        namespace=os.environ.get("MEMENTO_NAMESPACE") or "default",
+        namespace=served_namespaces()[0],
     )
 
 
@@ -91,10 +105,9 @@ def _search(query: str, k: int, label: str | None, namespace: str | None) -> dic
         raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
     if label is not None and label not in LABELS:
         raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
-    b = bank()
-    ns = namespace or b.namespace
-    hits = b.search(query, k, namespace=ns, labels=[label] if label else None)
-    retrieval_id = "mcp-" + uuid.uuid4().hex
+    ns = resolve_namespace(namespace)
+    hits = bank().search(query, k, namespace=ns, labels=[label] if label else None)
+    retrieval_id = RETRIEVAL_PREFIX + uuid.uuid4().hex
     candidates = [
         {
             "case_id": h.case.id,
@@ -110,7 +123,6 @@ def _search(query: str, k: int, label: str | None, namespace: str | None) -> dic
     experience().log_retrieval(
         retrieval_id, namespace=ns, query=query, candidates=candidates, selector="similarity"
     )
-    _retrievals[retrieval_id] = {"namespace": ns, "case_ids": [h.case.id for h in hits]}
     return {
         "retrieval_id": retrieval_id,
         "namespace": ns,
@@ -119,15 +131,15 @@ def _search(query: str, k: int, label: str | None, namespace: str | None) -> dic
 
 
 def _find_retrieval(retrieval_id: str) -> dict[str, Any]:
-    if retrieval_id in _retrievals:
-        return _retrievals[retrieval_id]
-    for rec in experience().records(judged_only=False):
-        if rec["retrieval_id"] == retrieval_id:
-            shown = [c["case_id"] for c in rec["candidates"] if c.get("shown", True)]
-            return {"namespace": rec["namespace"], "case_ids": shown}
-    raise ValueError(
-        f"no retrieval {retrieval_id!r}: pass the retrieval_id a search_cases call returned"
-    )
+    """A retrieval this server logged (a search of a namespace it serves), with the cases shown."""
+    rec = experience().get(retrieval_id) if retrieval_id.startswith(RETRIEVAL_PREFIX) else None
+    if rec is None or rec["namespace"] not in served_namespaces():
+        raise ValueError(
+            f"no retrieval {retrieval_id!r} logged by this server: pass the retrieval_id a "
+            "search_cases call returned"
+        )
+    shown = [c["case_id"] for c in rec["candidates"] if c.get("shown", True)]
+    return {"namespace": rec["namespace"], "case_ids": shown}
 
 
 def _report(
@@ -137,24 +149,28 @@ def _report(
     namespace: str | None,
 ) -> dict[str, Any]:
     reward = _check_reward(reward)
-    if not case_ids and not retrieval_id:
+    if not retrieval_id:
         raise ValueError(
-            "give the retrieval_id of a search_cases call, or the case_ids that were used"
+            "give the retrieval_id of a search_cases call: an outcome must name a retrieval this "
+            "server logged"
         )
+    found = _find_retrieval(retrieval_id)
+    ns = found["namespace"]
+    if namespace and namespace != ns:
+        raise ValueError(f"retrieval {retrieval_id!r} searched namespace {ns!r}, not {namespace!r}")
+    ids = found["case_ids"]
+    if case_ids:
+        # Narrowing to the cases actually used is fine; crediting cases never shown is not.
+        foreign = [cid for cid in case_ids if cid not in ids]
+        if foreign:
+            raise ValueError(f"retrieval {retrieval_id!r} did not show: {', '.join(foreign)}")
+        ids = [cid for cid in ids if cid in case_ids]
+    label = label_for_reward(reward)
+    if not experience().claim_outcome(retrieval_id, reward=reward, label=label, reward_source="mcp_client"):
+        raise ValueError(f"retrieval {retrieval_id!r} already has an outcome; an outcome counts once")
     b = bank()
-    ns = namespace or b.namespace
-    ids = list(case_ids or [])
-    if retrieval_id:
-        found = _find_retrieval(retrieval_id)
-        ns = namespace or found["namespace"]
-        ids = ids or found["case_ids"]
-        experience().log_outcome(
-            retrieval_id, reward=reward, label=label_for_reward(reward), reward_source="mcp"
-        )
     known = [cid for cid in ids if b.get(cid, namespace=ns) is not None]
     missing = [cid for cid in ids if cid not in known]
-    if case_ids and missing and not known:
-        raise ValueError(f"no such case(s) in namespace {ns!r}: {', '.join(missing)}")
     success = None if reward is None else reward >= POSITIVE_THRESHOLD
     b.record_usage(known, success, namespace=ns)
     return {
@@ -167,6 +183,7 @@ def _report(
 
 
 def _add(
+    client: str,
     question: str,
     answer: str,
     plan: list[str] | str | None,
@@ -177,21 +194,36 @@ def _add(
     namespace: str | None,
 ) -> dict[str, Any]:
     reward = _check_reward(reward)
+    limits = CaseLimits.from_env()
+    if limits.question_chars > 0 and len(question or "") > limits.question_chars:
+        raise ValueError(
+            f"the question has {len(question):,} characters; this server stores questions of at most "
+            f"{limits.question_chars:,}"
+        )
+    ns = resolve_namespace(namespace)
     b = bank()
     case = Case(
+        id=client_case_id(client, ns, question or "", task_id) if (question or "").strip() else "",
         question=question,
-        namespace=namespace or b.namespace,
+        namespace=ns,
         plan=plan or [],
         answer=answer,
         reward=reward,
         label=label_for_reward(reward),
-        reward_source="none" if reward is None else "human",
+        # A client's word on its own task: recorded as such, never as a person's or a judge's.
+        reward_source="none" if reward is None else "mcp_client",
         task_id=task_id,
         source=source or "mcp",
         trajectory_summary=trajectory_summary,
+        created_by=owner_tag(client),
     )
+    before = (len(case.answer), len(case.plan_text()), len(case.trajectory_summary))
+    limits.apply(case)
+    after = (len(case.answer), len(case.plan_text()), len(case.trajectory_summary))
+    check_can_replace(b.get(case.id, namespace=ns), client)
     b.upsert(case)
-    return {"case_id": case.id, "namespace": case.namespace, "label": case.label}
+    cut = [name for name, x, y in zip(("answer", "plan", "trajectory_summary"), before, after, strict=True) if x != y]
+    return {"case_id": case.id, "namespace": case.namespace, "label": case.label, "cut": cut}
 
 
 @mcp.tool()
@@ -204,7 +236,7 @@ async def search_cases(
         query: The new task's question.
         k: How many cases to return (1-50).
         label: Only ``positive`` (succeeded), ``negative`` (failed) or ``unknown`` cases.
-        namespace: Bank namespace; default: the server's (``MEMENTO_NAMESPACE``).
+        namespace: One of the namespaces this server serves; default: its first.
 
     Returns:
         ``retrieval_id`` (pass it to report_outcome), ``namespace`` and ``cases`` with id,
@@ -220,14 +252,15 @@ async def get_case(case_id: str, namespace: str | None = None) -> dict[str, Any]
 
     Args:
         case_id: The case's id (``case-…``).
-        namespace: Bank namespace; default: the server's.
+        namespace: One of the namespaces this server serves; default: its first.
 
     """
 
     def get() -> dict[str, Any]:
-        case = bank().get(case_id, namespace=namespace)
+        ns = resolve_namespace(namespace)
+        case = bank().get(case_id, namespace=ns)
         if case is None:
-            raise ValueError(f"no case {case_id!r} in namespace {namespace or bank().namespace!r}")
+            raise ValueError(f"no case {case_id!r} in namespace {ns!r}")
         return _case_json(case)
 
     return await anyio.to_thread.run_sync(get)
@@ -242,11 +275,13 @@ async def report_outcome(
 ) -> dict[str, Any]:
     """Report how a task that used retrieved cases ended (counts toward each case's usefulness).
 
+    One outcome per retrieval: a second report of the same retrieval is refused.
+
     Args:
         reward: 1.0 success, 0.0 failure, in between for partial credit; null when unknown.
-        retrieval_id: The id a search_cases call returned (preferred: it names the shown cases).
-        case_ids: The cases used, when there is no retrieval_id.
-        namespace: Bank namespace; default: the retrieval's or the server's.
+        retrieval_id: The id a search_cases call of this server returned (required).
+        case_ids: Only these of the retrieval's cases were used (default: all it returned).
+        namespace: Must be the retrieval's namespace if given.
 
     """
     return await anyio.to_thread.run_sync(_report, reward, case_ids, retrieval_id, namespace)
@@ -262,8 +297,12 @@ async def add_case(
     source: str | None = None,
     trajectory_summary: str = "",
     namespace: str | None = None,
+    ctx: Context | None = None,
 ) -> dict[str, Any]:
-    """Store a finished task as a case (same question and task_id again replaces it).
+    """Store a finished task as a new case (your same question and task_id again replaces yours).
+
+    Your cases never replace cases you did not add. Long answers, plans and summaries are cut
+    (the ``cut`` field of the result names what was); overlong questions are refused.
 
     Args:
         question: The task's question.
@@ -273,11 +312,13 @@ async def add_case(
         task_id: Your id for the task (distinguishes repeated attempts).
         source: Where the task came from (default ``mcp``).
         trajectory_summary: A short account of what was done.
-        namespace: Bank namespace; default: the server's.
+        namespace: One of the namespaces this server serves; default: its first.
+        ctx: Filled in by the server (who is calling).
 
     """
+    client = current_client(ctx.request_context.request if ctx is not None else None)
     return await anyio.to_thread.run_sync(
-        _add, question, answer, plan, reward, task_id, source, trajectory_summary, namespace
+        _add, client, question, answer, plan, reward, task_id, source, trajectory_summary, namespace
     )
 
 
@@ -286,11 +327,11 @@ async def bank_stats(namespace: str | None = None) -> dict[str, Any]:
     """Counts by label and reward source, mean reward and usage of a namespace.
 
     Args:
-        namespace: Bank namespace; default: the server's.
+        namespace: One of the namespaces this server serves; default: its first.
 
     """
-    return await anyio.to_thread.run_sync(lambda: bank().stats(namespace))
+    return await anyio.to_thread.run_sync(lambda: bank().stats(resolve_namespace(namespace)))
 
 
 if __name__ == "__main__":
-    run_server(mcp)
+    run_server(mcp, auth=True)

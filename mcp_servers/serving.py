@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from mcp.server.fastmcp import FastMCP
 
 
-def run_server(mcp: FastMCP, argv: list[str] | None = None) -> None:
+def run_server(mcp: FastMCP, argv: list[str] | None = None, *, auth: bool = False) -> None:
     """Serve over stdio (default) or streamable HTTP (``--transport http --port N``).
 
     The log level (``--log-level`` or ``MEMENTO_MCP_LOG_LEVEL``, default WARNING) keeps FastMCP
-    from logging every request on stderr, which the client relays.
+    from logging every request on stderr, which the client relays. With ``auth``, HTTP requires a
+    bearer token (see `mcp_servers.auth`) and a bad configuration stops the start with one line.
     """
     parser = argparse.ArgumentParser(
         prog=f"python -m mcp_servers.{mcp.name}", description=f"The {mcp.name} MCP server."
@@ -26,13 +28,50 @@ def run_server(mcp: FastMCP, argv: list[str] | None = None) -> None:
         default=os.environ.get("MEMENTO_MCP_LOG_LEVEL", "WARNING").upper(),
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )
+    if auth:
+        parser.add_argument("--token-file", help="File of `client:token` lines (else MEMENTO_MCP_TOKEN).")
+        parser.add_argument(
+            "--no-auth",
+            action="store_true",
+            default=os.environ.get("MEMENTO_MCP_NO_AUTH", "").lower() in ("1", "true", "yes"),
+            help="Serve HTTP without a token (loopback addresses only).",
+        )
     args = parser.parse_args(argv)
     mcp.settings.log_level = args.log_level
     logging.getLogger().setLevel(args.log_level)
     logging.getLogger("mcp").setLevel(args.log_level)
-    if args.transport == "http":
+    if args.transport == "http" and auth:
+        _serve_http_with_auth(mcp, args)
+    elif args.transport == "http":
         mcp.settings.host = args.host
         mcp.settings.port = args.port
         mcp.run(transport="streamable-http")
     else:
         mcp.run(transport="stdio")
+
+
+def _serve_http_with_auth(mcp: FastMCP, args: argparse.Namespace) -> None:
+    import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from mcp_servers.auth import (
+        AuthConfigError,
+        BearerAuth,
+        check_http_auth,
+        is_loopback,
+        load_tokens,
+    )
+
+    try:
+        tokens = load_tokens(args.token_file)
+        check_http_auth(args.host, tokens, args.no_auth)
+    except AuthConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+    if not is_loopback(args.host):
+        # FastMCP only lets loopback Host headers through; off loopback the token is the guard.
+        mcp.settings.transport_security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    app = mcp.streamable_http_app()
+    if tokens:
+        app = BearerAuth(app, tokens)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())

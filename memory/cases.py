@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Label = Literal["positive", "negative", "unknown"]
-RewardSource = Literal["ground_truth_judge", "exact_match", "self_judge", "human", "imported", "none"]
+RewardSource = Literal[
+    "ground_truth_judge", "exact_match", "self_judge", "human", "imported", "mcp_client", "none"
+]
 
 LABELS: tuple[str, ...] = ("positive", "negative", "unknown")
 REWARD_SOURCES: tuple[str, ...] = (
@@ -20,6 +22,7 @@ REWARD_SOURCES: tuple[str, ...] = (
     "self_judge",
     "human",
     "imported",
+    "mcp_client",  # reported by a client of the memory MCP server: its own claim, never verified
     "none",
 )
 # A reward at or above this counts as success when a label has to be derived from it.
@@ -102,6 +105,9 @@ class Case:
     retrieved_successes: int = 0
     retrieved_failures: int = 0
     last_retrieved_at: float | None = None
+    # Who wrote the case when it was not the agent itself: "mcp:<client>" for the memory MCP
+    # server's clients, which may only replace cases carrying their own name.
+    created_by: str = ""
     id: str = ""
 
     def __post_init__(self) -> None:

@@ -42,6 +42,18 @@ CREATE TABLE IF NOT EXISTS outcomes (
     reward_source TEXT,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    thread_id TEXT NOT NULL,
+    tool_call_id TEXT NOT NULL,
+    retrieval_id TEXT,
+    tool TEXT NOT NULL,
+    args TEXT NOT NULL,
+    approved INTEGER NOT NULL,
+    decided_by TEXT NOT NULL,
+    reason TEXT,
+    decided_at REAL NOT NULL,
+    PRIMARY KEY (thread_id, tool_call_id)
+);
 """
 
 
@@ -133,10 +145,56 @@ class ExperienceLog:
                 (retrieval_id, reward, label, reward_source, now()),
             )
 
+    def claim_outcome(
+        self, retrieval_id: str, *, reward: float | None, label: str, reward_source: str | None = None
+    ) -> bool:
+        """Log the first outcome of a retrieval; False (and nothing written) if it already has one.
+
+        Atomic across processes, so an outcome reported by several clients at once counts once.
+        """
+        with self._conn() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO outcomes VALUES (?,?,?,?,?)",
+                (retrieval_id, reward, label, reward_source, now()),
+            )
+        return cur.rowcount == 1
+
     def has_outcome(self, retrieval_id: str) -> bool:
         """Whether an outcome was already logged for this retrieval."""
         row = self._conn().execute("SELECT 1 FROM outcomes WHERE retrieval_id = ?", (retrieval_id,)).fetchone()
         return row is not None
+
+    def log_approval(
+        self,
+        *,
+        thread_id: str,
+        tool_call_id: str | None,
+        tool: str,
+        args: dict[str, Any],
+        approved: bool,
+        by: str,
+        at: float,
+        reason: str = "",
+        retrieval_id: str | None = None,
+        **_: Any,
+    ) -> None:
+        """Record a person's decision on a sensitive tool call; a re-run of the same call keeps the first."""
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO approvals VALUES (?,?,?,?,?,?,?,?,?)",
+                (thread_id, tool_call_id or "", retrieval_id, tool, json.dumps(args, default=str), int(approved), by, reason, at),
+            )
+
+    def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:
+        """Recorded approval decisions (of one thread, or all), oldest first."""
+        sql = "SELECT thread_id, tool_call_id, retrieval_id, tool, args, approved, decided_by, reason, decided_at FROM approvals"
+        args: tuple[Any, ...] = ()
+        if thread_id is not None:
+            sql += " WHERE thread_id = ?"
+            args = (thread_id,)
+        rows = self._conn().execute(sql + " ORDER BY decided_at, rowid", args).fetchall()
+        keys = ("thread_id", "tool_call_id", "retrieval_id", "tool", "args", "approved", "by", "reason", "at")
+        return [dict(zip(keys, (*r[:4], json.loads(r[4]), bool(r[5]), *r[6:]), strict=True)) for r in rows]
 
     def records(
         self, *, judged_only: bool = True, namespace: str | None = None, retrieval_id: str | None = None

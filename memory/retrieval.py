@@ -52,6 +52,7 @@ def _case_view(hit, score: float | None) -> dict[str, Any]:
         "answer": case.answer,
         "label": case.label,
         "reward": case.reward,
+        "reward_source": case.reward_source,
         "similarity": round(float(hit.similarity), 6),
         "score": None if score is None else round(float(score), 6),
     }

@@ -68,7 +68,7 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict:
     ctx = Context.resolve(runtime.context)
     last = state.cycle + 1 >= ctx.max_cycles
     task = prompts.PLANNER_TASK.format(
-        cases_block=prompts.format_cases(state.cases),
+        cases_block=prompts.format_cases(state.cases, ctx.case_prompt_chars),
         question=state.question,
         results_block=prompts.format_results(state.subtask_results),
         cycle=state.cycle + 1,

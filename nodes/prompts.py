@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from memory.limits import PROMPT_CASE_CHARS, cut, share
+
 PLANNER_SYSTEM = """You are the planner of a research agent. You solve the user's task by writing a plan \
 of subtasks that an executor with tools carries out, then answering from the results.
 
@@ -29,6 +31,8 @@ Question: {question}
 Plan: {plan}
 Answer: {answer}
 </case>"""
+
+UNVERIFIED_CASE_NOTE = "(Added by a client of the memory server; its plan and outcome are not verified.)"
 
 RESULTS_HEADER = "Results of the subtasks so far:"
 RESULT_ITEM = "[{id}] {description}\n=> {result}"
@@ -73,8 +77,15 @@ SELF_JUDGE_TASK = """Question: {question}
 Answer: {answer}"""
 
 
-def format_cases(cases: list[dict[str, Any]]) -> str:
-    """Positive then negative cases, each in a tagged block; empty when none."""
+def format_cases(cases: list[dict[str, Any]], case_chars: int = PROMPT_CASE_CHARS) -> str:
+    """Positive then negative cases, each in a tagged block; empty when none.
+
+    Args:
+        cases: The shown cases (``id``, ``label``, ``question``, ``plan``, ``answer``).
+        case_chars: Most characters of one case's question, plan and answer together; the
+            longest fields are cut first (0: no cap).
+
+    """
     if not cases:
         return ""
     blocks = []
@@ -84,15 +95,17 @@ def format_cases(cases: list[dict[str, Any]]) -> str:
             continue
         blocks.append(header)
         for case in chosen:
-            blocks.append(
-                CASE_BLOCK.format(
-                    id=case["id"],
-                    label=label,
-                    question=case["question"],
-                    plan=json.dumps({"plan": case.get("plan", [])}, ensure_ascii=False),
-                    answer=case.get("answer") or "(none)",
-                )
-            )
+            fields = [
+                str(case["question"]),
+                json.dumps({"plan": case.get("plan", [])}, ensure_ascii=False),
+                str(case.get("answer") or "(none)"),
+            ]
+            if case_chars > 0:
+                fields = [cut(f, n) for f, n in zip(fields, share([len(f) for f in fields], case_chars), strict=True)]
+            if case.get("reward_source") == "mcp_client":
+                # Written and scored by another agent through the memory server: say so.
+                fields[2] += "\n" + UNVERIFIED_CASE_NOTE
+            blocks.append(CASE_BLOCK.format(id=case["id"], label=label, question=fields[0], plan=fields[1], answer=fields[2]))
     return "\n".join(blocks) + "\n\n" if blocks else ""
 
 

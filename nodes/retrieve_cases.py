@@ -11,6 +11,7 @@ from langgraph.runtime import Runtime
 from graph.context import Context
 from graph.state import State
 from memory.retrieval import retrieve_cases as select_cases
+from nodes.approvals import bind_policy
 from nodes.resources import bank_for, experience_for
 
 
@@ -28,8 +29,10 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
     if not question:
         raise ValueError("the question is empty: send {'question': '...'}")
     started = time.time()
+    # The approval policy is bound to the thread here, at its start, for every later resume.
+    policy = bind_policy(state.sensitive_tools, ctx.sensitive_tools)
     if ctx.memory_mode == "none" or ctx.k == 0:
-        return {"question": question, "cases": [], "retrieval": {"selector": "none"}, "started_at": started}
+        return {"question": question, "cases": [], "retrieval": {"selector": "none"}, "started_at": started, "sensitive_tools": policy}
     bank = bank_for(ctx)
     retrieval_id = _retrieval_id(state)
     result = select_cases(
@@ -67,4 +70,5 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
             "candidates": len(result.candidates),
         },
         "started_at": started,
+        "sensitive_tools": policy,
     }

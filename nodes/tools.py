@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import Context
 from graph.state import State
 from mcp_servers.toolbox import get_toolbox
+from nodes.approvals import bind_policy, decided_by, decision_record, is_sensitive, read_decision
+from nodes.resources import experience_for
+
+__all__ = ["is_sensitive", "tools"]
 
 _RESULT_LIMIT = 8000
 
 
-def is_sensitive(tool_name: str, sensitive: list[str]) -> bool:
-    """A tool is sensitive if named exactly, or if its server prefix (``code_``) is listed."""
-    return any(tool_name == s or (s.endswith("_") and tool_name.startswith(s)) or tool_name.startswith(f"{s}_") for s in sensitive)
-
-
 def _approved(decision: Any, call_id: str) -> tuple[bool, str]:
-    """Read a human decision: a bool, "approve"/"reject", {"approved": bool} or {call_id: bool}."""
-    if isinstance(decision, dict):
-        if call_id in decision:
-            decision = decision[call_id]
-        elif "approved" in decision:
-            return bool(decision["approved"]), str(decision.get("reason") or "")
-    if isinstance(decision, str):
-        return decision.strip().lower() in ("approve", "approved", "yes", "y", "true"), ""
-    return bool(decision), ""
+    """Read a human decision (kept for callers of the old name; see `read_decision`)."""
+    return read_decision(decision, call_id)
 
 
 async def tools(state: State, runtime: Runtime[Context]) -> dict:
@@ -39,8 +33,12 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
     if not isinstance(last, AIMessage) or not last.tool_calls:
         return {}
     calls = last.tool_calls
-    sensitive = [c for c in calls if is_sensitive(c["name"], ctx.sensitive_tools)]
-    decision: Any = True
+    # The thread's own policy applies whatever settings the resuming client sent (or omitted).
+    policy = bind_policy(state.sensitive_tools, ctx.sensitive_tools)
+    sensitive = [c for c in calls if is_sensitive(c["name"], policy)]
+    configurable = get_config().get("configurable", {})
+    verdicts: dict[str | None, tuple[bool, str]] = {}
+    decisions: list[dict[str, Any]] = []
     if sensitive:
         # On resume this node re-runs from the top and interrupt() returns the human's answer;
         # no tool ran before the pause, so none runs twice.
@@ -49,16 +47,25 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
                 "type": "tool_approval",
                 "question": state.question,
                 "tool_calls": [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in sensitive],
-                "how_to_answer": 'resume with true/false, "approve"/"reject", {"approved": bool} or {tool_call_id: bool}',
+                "how_to_answer": 'resume with true/false, "approve"/"reject", {"approved": bool, "by": "<who>"} '
+                "or {tool_call_id: bool}",
             }
         )
+        by = decided_by(decision, configurable)
+        for call in sensitive:
+            ok, reason = read_decision(decision, call.get("id"))
+            verdicts[call.get("id")] = (ok, reason)
+            decisions.append(decision_record(call, ok, by, reason, state.cycle))
+        # Recorded before any approved call runs, so a crash in a tool cannot lose the decision.
+        # (SQLite blocks: off the event loop, which the LangGraph server checks.)
+        await asyncio.to_thread(_log_decisions, ctx, configurable.get("thread_id"), state.retrieval_id, decisions)
     toolbox = get_toolbox(ctx.mcp_config) if ctx.mcp_config else None
     results: list[ToolMessage] = []
     trace: list[dict[str, Any]] = []
     for call in calls:
         call_id = call.get("id") or f"call-{len(state.tool_calls) + len(trace)}"
         if call in sensitive:
-            ok, reason = _approved(decision, call_id)
+            ok, reason = verdicts[call.get("id")]
             if not ok:
                 msg = ToolMessage(
                     content=f"Error: a human rejected this call to {call['name']}{': ' + reason if reason else ''}",
@@ -77,7 +84,19 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
             msg.content = str(msg.content)[:_RESULT_LIMIT] + f"\n… [truncated {len(str(msg.content)) - _RESULT_LIMIT} characters]"
         results.append(msg)
         trace.append(_trace(state, call, msg, approved=True if call in sensitive else None))
-    return {"messages": [*state.messages, *results], "tool_calls": [*state.tool_calls, *trace]}
+    update: dict[str, Any] = {"messages": [*state.messages, *results], "tool_calls": [*state.tool_calls, *trace]}
+    if decisions:
+        update["approvals"] = [*state.approvals, *decisions]
+    if policy != state.sensitive_tools:
+        update["sensitive_tools"] = policy
+    return update
+
+
+def _log_decisions(ctx: Context, thread_id: str | None, retrieval_id: str | None, decisions: list[dict[str, Any]]) -> None:
+    """Every human decision goes to the experience log too (kept even if the thread is deleted)."""
+    log = experience_for(ctx)
+    for d in decisions:
+        log.log_approval(thread_id=thread_id or "", retrieval_id=retrieval_id, **d)
 
 
 def _trace(state: State, call: dict, msg: ToolMessage, approved: bool | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from tenacity import retry, stop_after_attempt, wait_exponential
 from graph.context import Context
 from graph.state import State
 from memory.cases import Case, case_id_for
+from memory.limits import CaseLimits
 from nodes.resources import bank_for, experience_for
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         models={"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model},
         created_at=state.started_at or time.time(),
     )
+    # One huge answer must not be stored in full and then shown to every similar task's planner;
+    # the thread's state keeps the full text.
+    CaseLimits(ctx.case_answer_chars, ctx.case_plan_chars).apply(case, note=f"; full text in thread {thread}")
     bank = bank_for(ctx)
     spool = pending_path(ctx)
     batch = [case]

@@ -115,3 +115,34 @@ async def test_dev_server_unreachable_model_returns_the_configuration_help(dev_s
     assert dead in error["message"] and "OPENAI_BASE_URL" in error["message"] and "Ollama" in error["message"]
     runs = await client.runs.list(thread["thread_id"])
     assert runs[0]["status"] == "error"
+
+
+async def test_sdk_rejection_resumed_without_settings_never_runs_the_tool(dev_server, llm_server, agent_env):
+    """The approval policy travels with the thread: a resume that sends no context still applies it."""
+    from langgraph_sdk import get_client
+
+    from memory.experience import ExperienceLog
+
+    llm_server.script("planner", plan(["Compute 74^2"]), final("unknown"))
+    llm_server.script("executor", tool_call("math_evaluate", {"expression": "74^2"}), "refused")
+    llm_server.script("judge", verdict(False))
+    client = get_client(url=dev_server)
+    thread = await client.threads.create()
+    paused = await client.runs.wait(
+        thread["thread_id"],
+        "memento",
+        input={"question": "What is 74 squared?", "ground_truth": "5476"},
+        context={"sensitive_tools": ["math"], "memory_mode": "none", "write_back": False},
+    )
+    assert paused["__interrupt__"][0]["value"]["tool_calls"][0]["name"] == "math_evaluate", paused
+
+    result = await client.runs.wait(
+        thread["thread_id"], "memento", command={"resume": {"approved": False, "by": "sdk:alice"}}
+    )
+    (call,) = result["tool_calls"]
+    assert call["approved"] is False and call["status"] == "error" and "5476" not in call["result"]
+    assert "rejected" in llm_server.requests_for("executor")[1]["messages"][-1]["content"]
+    (decision,) = result["approvals"]
+    assert decision["approved"] is False and decision["by"] == "sdk:alice"
+    (logged,) = ExperienceLog(agent_env["MEMENTO_EXPERIENCE_PATH"]).approvals(thread["thread_id"])
+    assert logged["approved"] is False and logged["by"] == "sdk:alice" and logged["tool"] == "math_evaluate"
