@@ -107,8 +107,10 @@ def run_stream(
                 good = [i for i in near if bank[ids[i]].task.family == task.family and bank[ids[i]].right]
                 chosen = good[:k]
             elif mode == "learned" and near.size:
-                cands = [CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label,
-                                       "ground_truth_judge") for i in near]  # fmt: skip
+                cands = learner.with_history(task.question, [
+                    CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label, "ground_truth_judge")
+                    for i in near
+                ])  # fmt: skip
                 sel = learner.select(q, cands, rng)
                 chosen = [int(near[i]) for i in sel.order]
                 record = LoggedRetrieval(query_key(task.question), q, cands, sel.shown, 0.0, sel.slate_propensity, sel.slates)

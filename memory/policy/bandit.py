@@ -29,7 +29,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ import torch
 SOURCES: tuple[str, ...] = ("ground_truth_judge", "exact_match", "self_judge", "human", "imported")
 _STATIC = (
     "show", "similarity", "positive", "negative", "near_duplicate", "positive_near_duplicate", "positive_similarity",
-    "similarity_gap", "nearest_four", "positive_nearest_four",
+    "similarity_gap", "nearest_four", "positive_nearest_four", "pair_successes", "pair_failures",
     *(f"source_{s}" for s in SOURCES), "source_other",
 )  # fmt: skip
 _SRC0 = _STATIC.index(f"source_{SOURCES[0]}")
@@ -57,6 +57,10 @@ class CandidateCase:
     similarity: float
     label: str
     reward_source: str | None = None
+    # Outcomes of earlier attempts at this same question that showed this case (before this
+    # selection): what worked for exactly this question, MemRL-style.
+    pair_successes: float = 0.0
+    pair_failures: float = 0.0
 
 
 @dataclass
@@ -83,6 +87,8 @@ class LoggedRetrieval:
     reward: float
     slate_propensity: float | None = None
     slates: list[tuple[tuple[int, ...], float]] | None = None
+    # Off-policy evaluation's per-retrieval term, which depends on the log alone: computed once.
+    ope_terms: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,7 @@ class CaseValueModel:
         self.case_index: dict[str, int] = {}
         self.query_index: dict[str, int] = {}
         self.n_rows = 0
+        self.pair_counts: dict[str, tuple[float, float]] = {}
         self.theta_mean = np.zeros(0, np.float32)
         self.theta_draws = np.zeros((0, 0), np.float32)
         self.offset = 0.0
@@ -239,6 +246,8 @@ class CaseValueModel:
         rows[:, 7] = sims.max() - sims
         rows[:, 8] = rank < 4
         rows[:, 9] = rows[:, 8] * pos
+        rows[:, 10] = np.log1p([c.pair_successes for c in candidates])
+        rows[:, 11] = np.log1p([c.pair_failures for c in candidates])
         rows[np.arange(len(candidates)), [_SRC0 + _source_index(c.reward_source) for c in candidates]] = 1.0
         if m:
             # Scaled by 1/sqrt(m): the metric's total prior variance does not grow with dims.
@@ -293,6 +302,7 @@ class CaseValueModel:
             if shown:
                 x[t, lay["static"].start :] = self.case_features(r.query_embedding, shown).sum(0)
             y[t] = float(r.reward)
+        self.pair_counts = pair_history(logs)
         prior_mean, prior_var = self._prior()
         # Centre the intercept on the observed success rate: its prior is wide, this only helps
         # conditioning.
@@ -312,6 +322,15 @@ class CaseValueModel:
         self.theta_mean = mean.float().numpy()
         self.theta_draws = (mean.unsqueeze(1) + noise).T.float().numpy()
         return self
+
+    def with_history(self, query: str, candidates: Sequence[CandidateCase]) -> list[CandidateCase]:
+        """The candidates with this question's earlier outcomes per case, as of the last fit."""
+        key = query_key(query)
+        out = []
+        for c in candidates:
+            s, f = self.pair_counts.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))
+            out.append(replace(c, pair_successes=s, pair_failures=f))
+        return out
 
     # ----- prediction and selection ---------------------------------------------------------------
     def effects(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]) -> tuple[np.ndarray, np.ndarray]:
@@ -408,6 +427,8 @@ class CaseValueModel:
             "theta_draws": torch.from_numpy(self.theta_draws),
             "offset": self.offset,
             "n_rows": self.n_rows,
+            "pair_keys": list(self.pair_counts),
+            "pair_values": torch.tensor([list(v) for v in self.pair_counts.values()], dtype=torch.float32).reshape(-1, 2),
         }
 
     @classmethod
@@ -423,6 +444,8 @@ class CaseValueModel:
         model.theta_draws = state["theta_draws"].numpy()
         model.offset = float(state["offset"])
         model.n_rows = int(state["n_rows"])
+        values = state["pair_values"].tolist()
+        model.pair_counts = {k: (float(v[0]), float(v[1])) for k, v in zip(state["pair_keys"], values, strict=True)}
         if model.theta_mean.size != model._layout()["all"].stop:
             raise ValueError("bandit state is inconsistent: parameter count does not match its layout")
         return model
@@ -450,6 +473,18 @@ class Selection:
     order: np.ndarray
     member: int
     slates: list[tuple[tuple[int, ...], float]] = field(default_factory=list)
+
+
+def pair_history(logs: Sequence[LoggedRetrieval]) -> dict[str, tuple[float, float]]:
+    """Per (question, case): summed outcomes of the retrievals that showed the case for that question."""
+    counts: dict[str, tuple[float, float]] = {}
+    for r in logs:
+        for cand, shown in zip(r.candidates, r.shown, strict=True):
+            if shown:
+                key = f"{r.query_key}\x1f{cand.case_id}"
+                s, f = counts.get(key, (0.0, 0.0))
+                counts[key] = (s + r.reward, f + 1.0 - r.reward)
+    return counts
 
 
 def query_key(question: str) -> str:

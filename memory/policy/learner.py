@@ -28,6 +28,7 @@ from memory.policy.bandit import (
     CaseValueModel,
     LoggedRetrieval,
     Selection,
+    query_key,
 )
 from memory.policy.ope import OpeEstimate, compare_additive
 
@@ -88,9 +89,20 @@ class BanditLearner:
         self.logs: list[LoggedRetrieval] = []
         self.decisions: list[Decision] = []
         self._pending = 0
+        self._incumbent_marginals: dict[int, np.ndarray] = {}
+        self._pairs: dict[str, tuple[float, float]] = {}
+
+    def with_history(self, query: str, candidates: list[CandidateCase]) -> list[CandidateCase]:
+        """The candidates with every earlier outcome of this question per case (exact, up to now)."""
+        key = query_key(query)
+        return [replace(c, pair_successes=self._pairs.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))[0],
+                        pair_failures=self._pairs.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))[1]) for c in candidates]  # fmt: skip
 
     def select(self, query_embedding: np.ndarray, candidates: list[CandidateCase], rng: np.random.Generator) -> Selection:
-        """The incumbent's exploring choice, or the canary's, with exact propensities of the mixture."""
+        """The incumbent's exploring choice, or the canary's, with exact propensities of the mixture.
+
+        Pass candidates through `with_history` first, and log those (the features as selected).
+        """
         if self.challenger is None or self.canary <= 0:
             return self.model.select(query_embedding, candidates, self.k, rng)
         use_challenger = rng.random() < self.canary
@@ -111,6 +123,11 @@ class BanditLearner:
     def observe(self, record: LoggedRetrieval) -> Decision | None:
         """Log an outcome; refit (and maybe promote) when due. Returns the decision if one was made."""
         self.logs.append(record)
+        for cand, shown in zip(record.candidates, record.shown, strict=True):
+            if shown:
+                key = f"{record.query_key}\x1f{cand.case_id}"
+                s, f = self._pairs.get(key, (0.0, 0.0))
+                self._pairs[key] = (s + record.reward, f + 1.0 - record.reward)
         self._pending += 1
         if self.retrain_every and self._pending >= self.retrain_every:
             self._pending = 0
@@ -127,10 +144,18 @@ class BanditLearner:
             decision = Decision(True, "installed without a gate", len(self.logs), fit_s)
         else:
             k = self.k
+            cache = self._incumbent_marginals
+
+            def incumbent(r: LoggedRetrieval) -> np.ndarray:
+                # The incumbent is unchanged until a promotion: replay each retrieval once.
+                if id(r) not in cache:
+                    cache[id(r)] = self.model.marginals(r.query_embedding, r.candidates, k)
+                return cache[id(r)]
+
             est = compare_additive(
                 self.logs,
                 lambda r: candidate.marginals(r.query_embedding, r.candidates, k),
-                lambda r: self.model.marginals(r.query_embedding, r.candidates, k),
+                incumbent,
                 confidence=self.confidence,
                 seed=self.version,
             )
@@ -138,6 +163,7 @@ class BanditLearner:
         if decision.promoted:
             self.model = candidate
             self.challenger = None
+            self._incumbent_marginals = {}
             self.version += 1
         elif self.gate:
             self.challenger = candidate

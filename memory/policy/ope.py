@@ -103,22 +103,15 @@ def compare_additive(
     vc, vi, diff = np.zeros(len(rows)), np.zeros(len(rows)), np.zeros(len(rows))
     covered = total = 0.0
     for t, r in enumerate(rows):
-        n = len(r.candidates)
-        s_all = np.zeros((len(r.slates), n + 1))
-        s_all[:, 0] = 1.0
-        probs = np.array([p for _, p in r.slates])
-        for j, (st, _) in enumerate(r.slates):
-            s_all[j, [i + 1 for i in st]] = 1.0
-        gamma = (s_all * probs[:, None]).T @ s_all
-        s_t = np.concatenate([[1.0], np.asarray(r.shown, dtype=np.float64)])
-        g = np.linalg.pinv(gamma, rcond=1e-8, hermitian=True) @ s_t
+        if r.ope_terms is None:
+            r.ope_terms = _pseudo_inverse_terms(r)
+        g, logged = r.ope_terms
         qc = np.concatenate([[1.0], candidate(r)])
         qi = np.concatenate([[1.0], incumbent(r)])
         vc[t], vi[t] = qc @ g * y[t], qi @ g * y[t]
         # The baseline cancels in the difference (both have intercept 1): subtracting the mean
         # outcome leaves it unbiased and removes most of its variance.
         diff[t] = (qc - qi) @ g * (y[t] - base)
-        logged = s_all[:, 1:].T @ probs > 0
         covered += float(qc[1:][logged].sum())
         total += float(qc[1:].sum())
     coverage = covered / total if total > 0 else 1.0
@@ -136,6 +129,21 @@ def compare_additive(
     else:
         reason = "not better at the stated confidence: " + why
     return OpeEstimate(est_c, est_i, d, low, high, confidence, len(rows), float(len(rows)), float(len(rows)), better, reason)
+
+
+def _pseudo_inverse_terms(r: LoggedRetrieval) -> tuple[np.ndarray, np.ndarray]:
+    """``Γ⁺ s~`` of one logged retrieval, and which candidates its logging policy could show."""
+    n = len(r.candidates)
+    slates = r.slates or []
+    s_all = np.zeros((len(slates), n + 1))
+    s_all[:, 0] = 1.0
+    probs = np.array([p for _, p in slates])
+    for j, (st, _) in enumerate(slates):
+        s_all[j, [i + 1 for i in st]] = 1.0
+    gamma = (s_all * probs[:, None]).T @ s_all
+    s_t = np.concatenate([[1.0], np.asarray(r.shown, dtype=np.float64)])
+    g = np.linalg.pinv(gamma, rcond=1e-8, hermitian=True) @ s_t
+    return g, s_all[:, 1:].T @ probs > 0
 
 
 def _snips(w: np.ndarray, y: np.ndarray) -> float:

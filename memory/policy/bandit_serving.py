@@ -1,0 +1,276 @@
+"""The case-value bandit in the graph: its checkpoint, its selector, and retraining from the log.
+
+Files (beside each other): ``<policy>`` the incumbent, ``<policy>.canary`` the newest candidate
+that OPE has not yet preferred (it serves a ``canary`` share of selections so the next decision has
+outcomes for what it proposes), ``<policy>.history.jsonl`` every decision with its estimate.
+Checkpoints are plain tensors and lists, loaded with ``torch.load(weights_only=True)``.
+
+`BanditSelector` is what `memory.retrieval` calls in learned mode; `retrain_from_log` is what the
+online trainer runs every few dozen judged outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from memory.policy.bandit import BanditConfig, CandidateCase, CaseValueModel, LoggedRetrieval, query_key
+from memory.policy.ope import compare_additive
+
+log = logging.getLogger(__name__)
+
+KIND = "memento-case-value-bandit"
+FORMAT = 1
+DEFAULT_CANARY = 0.3
+DEFAULT_CONFIDENCE = 0.8
+
+
+class BanditCheckpointError(ValueError):
+    """A bandit checkpoint cannot be used; the message names the file and why."""
+
+
+def canary_path(path: str | os.PathLike[str]) -> Path:
+    """Where the candidate under canary lives."""
+    return Path(str(path) + ".canary")
+
+
+def history_path(path: str | os.PathLike[str]) -> Path:
+    """Where every retraining decision is appended."""
+    return Path(str(path) + ".history.jsonl")
+
+
+def is_bandit_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether the file is a bandit checkpoint (cheap: reads it, without building the model)."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
+        return False
+    return isinstance(payload, dict) and payload.get("kind") == KIND
+
+
+def save_bandit(model: CaseValueModel, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> str:
+    """Write atomically (temp file + rename); returns the version string stored in it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    version = f"bandit-{time.strftime('%Y%m%d-%H%M%S')}-{model.n_rows}"
+    payload = {"kind": KIND, "format": FORMAT, "version": version, "state": model.state(), "metadata": metadata or {}}
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return version
+
+
+def load_bandit(path: str | os.PathLike[str]) -> tuple[CaseValueModel, str, dict[str, Any]]:
+    """The model, its version and metadata.
+
+    Raises:
+        BanditCheckpointError: Unreadable, not a bandit checkpoint, or inconsistent.
+
+    """
+    p = Path(path)
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise BanditCheckpointError(f"{p} cannot be read as a policy checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("kind") != KIND:
+        raise BanditCheckpointError(f"{p} is not a case-value bandit checkpoint")
+    if payload.get("format") != FORMAT:
+        raise BanditCheckpointError(f"{p} has format {payload.get('format')}, this version reads {FORMAT}: retrain it")
+    try:
+        model = CaseValueModel.from_state(payload["state"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BanditCheckpointError(f"{p} is damaged ({exc}): delete it and let the policy retrain") from exc
+    return model, str(payload.get("version")), dict(payload.get("metadata") or {})
+
+
+@dataclass
+class BanditChoice:
+    """What retrieval needs from a selection: per hit shown or not, its score and propensity."""
+
+    shown: np.ndarray
+    scores: np.ndarray
+    propensity: np.ndarray
+    slate_propensity: float
+    slates: list[tuple[tuple[int, ...], float]]
+    order: np.ndarray
+
+
+def hit_candidates(hits: Sequence[Any]) -> list[CandidateCase]:
+    """Bank search hits as bandit candidates (the stored embedding, never a re-encoding)."""
+    missing = [i for i, h in enumerate(hits) if getattr(h, "embedding", None) is None]
+    if missing:
+        raise ValueError(f"{len(missing)} hits carry no embedding: search with include_embeddings=True")
+    return [
+        CandidateCase(h.case.id, np.asarray(h.embedding, np.float32), float(h.similarity), h.case.label,
+                      getattr(h.case, "reward_source", None))  # fmt: skip
+        for h in hits
+    ]
+
+
+class BanditSelector:
+    """The incumbent bandit (and its canary, when one is out) serving learned-mode retrieval."""
+
+    name = "learned"
+
+    def __init__(self, model: CaseValueModel, version: str, canary: CaseValueModel | None = None, canary_share: float = DEFAULT_CANARY):
+        """Wrap loaded models."""
+        self.model = model
+        self.version = version
+        self.canary = canary
+        self.canary_share = canary_share if canary is not None else 0.0
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None, canary_share: float = DEFAULT_CANARY) -> BanditSelector:
+        """The checkpoint at ``path`` (the prior when there is none yet) and its canary, if any.
+
+        Raises:
+            BanditCheckpointError: A checkpoint exists but cannot be used.
+
+        """
+        model, version = CaseValueModel(), "prior"
+        if path and Path(path).is_file():
+            model, version, _ = load_bandit(path)
+        canary = None
+        if path and canary_path(path).is_file():
+            try:
+                canary, _, _ = load_bandit(canary_path(path))
+            except BanditCheckpointError as exc:
+                log.warning("ignoring the canary policy: %s", exc)
+        return cls(model, version, canary, canary_share)
+
+    def select(self, query_embedding: np.ndarray, hits: Sequence[Any], k: int, rng: np.random.Generator) -> BanditChoice:
+        """Choose among the hits; propensities are exact for the incumbent/canary mixture."""
+        cands = hit_candidates(hits)
+        q = np.asarray(query_embedding, np.float32)
+        inc = self.model.select(q, cands, k, rng)
+        if self.canary is None or self.canary_share <= 0:
+            return BanditChoice(inc.shown, inc.effects, inc.propensity, inc.slate_propensity, inc.slates, inc.order)
+        lam = self.canary_share
+        use_canary = rng.random() < lam
+        cha = self.canary.select(q, cands, k, rng)
+        sel = cha if use_canary else inc
+        dist: dict[tuple[int, ...], float] = {}
+        for slates, w in ((inc.slates, 1.0 - lam), (cha.slates, lam)):
+            for st, p in slates:
+                dist[st] = dist.get(st, 0.0) + w * p
+        chosen = tuple(sorted(np.flatnonzero(sel.shown).tolist()))
+        return BanditChoice(sel.shown, sel.effects, (1 - lam) * inc.propensity + lam * cha.propensity, dist[chosen],
+                            sorted(dist.items()), sel.order)  # fmt: skip
+
+
+def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: Any = None) -> list[LoggedRetrieval]:
+    """Judged experience-log records as bandit training rows.
+
+    Case vectors come from the bank (by id; cases no longer there are dropped from their
+    retrieval's candidate list, which only costs that retrieval's OPE term); query vectors are
+    embedded once per distinct question.
+    """
+    rows = [r for r in records if r.get("reward") is not None or r.get("label") in ("positive", "negative")]
+    need: dict[str, set[str]] = {}
+    for r in rows:
+        for c in r.get("candidates") or []:
+            need.setdefault(r.get("namespace") or "default", set()).add(str(c["case_id"]))
+    stored: dict[tuple[str, str], np.ndarray] = {}
+    if bank is not None:
+        for ns, ids in need.items():
+            for cid, emb in bank.get_embeddings(sorted(ids), namespace=ns).items():
+                stored[(ns, cid)] = np.asarray(emb, np.float32)
+    questions = sorted({r["query"] for r in rows})
+    qvec = dict(zip(questions, np.asarray(embedder.embed(questions), np.float32), strict=True)) if questions else {}
+    out = []
+    for r in rows:
+        ns = r.get("namespace") or "default"
+        cands, shown, keep = [], [], []
+        for i, c in enumerate(r.get("candidates") or []):
+            emb = stored.get((ns, str(c["case_id"])))
+            if emb is None:
+                continue
+            keep.append(i)
+            cands.append(CandidateCase(str(c["case_id"]), emb, float(c.get("similarity") or 0.0), str(c.get("label") or "unknown"),
+                                       c.get("reward_source")))  # fmt: skip
+            shown.append(bool(c.get("shown")))
+        reward = r.get("reward")
+        y = float(reward) if reward is not None else (1.0 if r.get("label") == "positive" else 0.0)
+        slates = r.get("slates")
+        if slates is not None and len(keep) != len(r.get("candidates") or []):
+            slates = None  # candidate indices no longer line up with what was logged
+        out.append(LoggedRetrieval(query_key(r["query"]), qvec[r["query"]], cands, np.array(shown, bool), min(1.0, max(0.0, y)),
+                                   None, [(tuple(s), float(p)) for s, p in slates] if slates else None))  # fmt: skip
+    return out
+
+
+@dataclass
+class RetrainDecision:
+    """One retraining round of the served bandit (appended to the history file)."""
+
+    promoted: bool
+    reason: str
+    rows: int
+    version: str | None
+    candidate: float | None = None
+    incumbent: float | None = None
+    low: float | None = None
+    confidence: float = DEFAULT_CONFIDENCE
+    fit_seconds: float = 0.0
+    finished_at: float = 0.0
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def retrain_from_log(
+    logs: list[LoggedRetrieval],
+    path: str | os.PathLike[str],
+    *,
+    k: int,
+    config: BanditConfig | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+    gate: bool = True,
+) -> RetrainDecision:
+    """Fit a candidate on the log; promote it if OPE prefers it to the incumbent, else put it on canary."""
+    started = time.perf_counter()
+    incumbent = BanditSelector.load(path).model
+    candidate = CaseValueModel(config or BanditConfig(seed=len(logs))).fit(logs)
+    fit_s = time.perf_counter() - started
+    if gate:
+        est = compare_additive(
+            logs,
+            lambda r: candidate.marginals(r.query_embedding, r.candidates, k),
+            lambda r: incumbent.marginals(r.query_embedding, r.candidates, k),
+            confidence=confidence,
+        )
+        promoted, reason = est.promote, est.reason
+        numbers = {"candidate": _finite(est.candidate), "incumbent": _finite(est.incumbent), "low": _finite(est.low)}
+    else:
+        promoted, reason, numbers = True, "installed without a gate", {}
+    meta = {"rows": len(logs), "decided_at": time.time(), "reason": reason}
+    if promoted:
+        version: str | None = save_bandit(candidate, path, meta)
+        canary_path(path).unlink(missing_ok=True)
+    else:
+        save_bandit(candidate, canary_path(path), meta)
+        version = None
+    decision = RetrainDecision(promoted, reason, len(logs), version, confidence=confidence, fit_seconds=fit_s,
+                               finished_at=time.time(), **numbers)  # fmt: skip
+    try:
+        with open(history_path(path), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(decision)) + "\n")
+    except OSError as exc:
+        log.warning("cannot append to %s: %s", history_path(path), exc)
+    return decision
