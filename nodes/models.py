@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -21,6 +22,30 @@ Models: MEMENTO_PLANNER_MODEL, MEMENTO_EXECUTOR_MODEL, MEMENTO_JUDGE_MODEL (or -
 
 class ModelConfigError(RuntimeError):
     """No usable endpoint or key: the message says how to configure one."""
+
+
+class ModelReplyError(RuntimeError):
+    """The endpoint answered, but its reply could not be read (bad encoding, broken JSON)."""
+
+
+async def ainvoke(model: Any, messages: list[Any]) -> AIMessage:
+    """``model.ainvoke(messages)``, with an unreadable HTTP reply turned into `ModelReplyError`.
+
+    The OpenAI client decodes the body with ``json.loads``: invalid UTF-8, a truncated body or an
+    HTML error page from a proxy would otherwise escape a node as a bare decoding error.
+
+    Raises:
+        ModelReplyError: The reply was not valid UTF-8 JSON (or was nested too deeply to read).
+
+    """
+    try:
+        return await model.ainvoke(messages)
+    except UnicodeDecodeError as exc:
+        raise ModelReplyError(f"the model endpoint sent a reply that is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ModelReplyError(f"the model endpoint sent a reply that is not JSON ({exc.msg} at position {exc.pos})") from None
+    except RecursionError:
+        raise ModelReplyError("the model endpoint sent a reply nested too deeply to read") from None
 
 
 def check_endpoint(ctx: Context) -> None:
