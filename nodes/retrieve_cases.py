@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 
 from graph.context import Context
 from graph.state import State
+from memory.cases import clean_text
 from memory.retrieval import retrieve_cases as select_cases
 from nodes.resources import bank_for, experience_for
 
@@ -18,13 +19,14 @@ def _retrieval_id(state: State) -> str:
     """Unique per task attempt (thread), stable across resumes of that attempt."""
     thread = get_config().get("configurable", {}).get("thread_id", "")
     key = f"{thread}|{state.task_id or ''}|{state.question}"
-    return "ret-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return "ret-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
     """Fetch cases from the bank and log the retrieval for policy training."""
     ctx = Context.resolve(runtime.context)
-    question = (state.question or "").strip()
+    # Lone surrogates (a "\udcff" escape from an HTTP caller) cannot be encoded for the bank.
+    question = clean_text((state.question or "").strip())
     if not question:
         raise ValueError("the question is empty: send {'question': '...'}")
     started = time.time()
