@@ -42,6 +42,8 @@ GENERATION = ".generation"
 LOCK_FILE = ".write.lock"
 SQLITE_FILE = "chroma.sqlite3"
 BANK_FORMAT = 1
+# Recent usage keys kept per case: enough for the resumes of overlapping runs, bounded in size.
+_USAGE_KEYS_KEPT = 16
 
 _RECOVERY = (
     "To recover, move the folder aside and re-import your last export "
@@ -541,8 +543,19 @@ class CaseBank:
 
         return self._rewrite(case_id, namespace, change)
 
-    def record_usage(self, case_ids: Sequence[str], success: bool | None, namespace: str | None = None) -> None:
-        """Count that these cases were shown for a task and how that task ended."""
+    def record_usage(
+        self, case_ids: Sequence[str], success: bool | None, namespace: str | None = None, *, usage_key: str | None = None
+    ) -> None:
+        """Count that these cases were shown for a task and how that task ended.
+
+        Args:
+            case_ids: The cases shown.
+            success: How the task ended (None: not judged).
+            namespace: Their namespace (default: the bank's).
+            usage_key: Identifies this use (the retrieval id): a case that already counted it is
+                skipped, so a run killed after this call and resumed does not count twice.
+
+        """
         if not case_ids:
             return
         with self._writing():
@@ -551,9 +564,16 @@ class CaseBank:
                 return
             got = col.get(ids=list(dict.fromkeys(case_ids)), include=["metadatas"])
             stamp = now()
-            metas = []
-            for meta in got["metadatas"]:
+            ids, metas = [], []
+            for case_id, meta in zip(got["ids"], got["metadatas"], strict=True):
                 meta = dict(meta)
+                if usage_key:
+                    # The last few keys ride in the same metadata write as the counters (atomic).
+                    keys = str(meta.get("usage_keys") or "").split()
+                    if usage_key in keys:
+                        continue
+                    meta["usage_keys"] = " ".join([*keys, usage_key][-_USAGE_KEYS_KEPT:])
+                ids.append(case_id)
                 meta["times_retrieved"] = int(meta.get("times_retrieved", 0)) + 1
                 meta["last_retrieved_at"] = stamp
                 if success is True:
@@ -561,8 +581,8 @@ class CaseBank:
                 elif success is False:
                     meta["retrieved_failures"] = int(meta.get("retrieved_failures", 0)) + 1
                 metas.append(meta)
-            if got["ids"]:
-                col.update(ids=got["ids"], metadatas=metas)
+            if ids:
+                col.update(ids=ids, metadatas=metas)
 
     def delete(self, case_ids: Sequence[str], namespace: str | None = None) -> int:
         """Delete cases by id; returns how many existed."""

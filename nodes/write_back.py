@@ -112,9 +112,10 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
     log = experience_for(ctx)
     if state.retrieval_id:
         success = None if state.reward is None else state.reward >= 0.5
-        # A resumed write_back must not count the usage twice: the outcome row marks it done.
+        # A resumed write_back must not count the usage twice: the outcome row marks it done, and
+        # the retrieval id stored with each case covers a kill between these two writes.
         if not log.has_outcome(state.retrieval_id):
-            bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace)
+            bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace, usage_key=state.retrieval_id)
         log.log_outcome(state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
         if ctx.memory_mode == "learned" and state.reward is not None:
             # Counts judged outcomes; every N of them a background thread retrains the policy

@@ -70,3 +70,31 @@ async def test_damaged_spool_line_is_set_aside_and_good_lines_are_written(ctx, l
     assert bank.get(waiting.id).answer == "yes" and bank.count() == 2
     assert not spool.exists()
     assert spool.with_name(spool.name + ".bad").read_text(encoding="utf-8") == '{"question": "torn line\n'
+
+
+async def test_kill_between_usage_and_outcome_does_not_count_usage_twice(ctx, llm_server, thread_id, tmp_path, monkeypatch, embedder):
+    import memory.experience
+    from memory.cases import Case
+
+    bank = CaseBank(ctx.bank_path, embedder=embedder)
+    shown = Case(question="What is the capital of Peru?", answer="Lima", reward=1.0)
+    bank.upsert(shown)
+    llm_server.script("planner", final("Lima"))
+    llm_server.script("judge", verdict(True))
+    real_log_outcome = memory.experience.ExperienceLog.log_outcome
+
+    def killed(self, *args, **kwargs):
+        raise RuntimeError("killed")  # the process dies after record_usage, before the outcome row
+
+    monkeypatch.setattr(memory.experience.ExperienceLog, "log_outcome", killed)
+    config = {"configurable": {"thread_id": thread_id}}
+    async with open_checkpointer(str(tmp_path / "cp.sqlite")) as saver:
+        graph = compile_graph(saver)
+        with pytest.raises(RuntimeError, match="killed"):
+            await graph.ainvoke({"question": "Capital of Peru?", "ground_truth": "Lima"}, config, context=ctx)
+        assert bank.get(shown.id).times_retrieved == 1
+        monkeypatch.setattr(memory.experience.ExperienceLog, "log_outcome", real_log_outcome)
+        out = await graph.ainvoke(None, config, context=ctx)
+    assert [c["id"] for c in out["cases"]] == [shown.id]
+    after = bank.get(shown.id)
+    assert (after.times_retrieved, after.retrieved_successes) == (1, 1)
