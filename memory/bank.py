@@ -146,11 +146,21 @@ class _EmbeddedStore(_Store):
         try:
             self.lock.acquire(timeout=timeout)
         except Timeout as exc:
-            raise BankError(
-                f"the case bank at {self.path} is locked by another writer for over {timeout:.0f}s; "
-                f"if no other memento process runs, delete {self.path / LOCK_FILE}"
-            ) from exc
+            from memory.lock_holder import break_if_stale, describe_holder
+
+            # A lock left by a dead process on this machine (network filesystems without
+            # flock) is broken once; a live holder is named instead, never overridden.
+            if not break_if_stale(self.path / LOCK_FILE):
+                raise BankError(describe_holder(self.path, self.path / LOCK_FILE, timeout)) from exc
+            try:
+                self.lock.acquire(timeout=timeout)
+            except Timeout as again:
+                raise BankError(describe_holder(self.path, self.path / LOCK_FILE, timeout)) from again
         try:
+            if self.lock.lock_counter == 1:
+                from memory.lock_holder import record_holder
+
+                record_holder(self.path / LOCK_FILE)
             yield
         finally:
             self.lock.release()
@@ -245,7 +255,7 @@ def _check_folder(path: Path, create: bool) -> None:
             )
         if not create:
             raise BankError(f"{path} is not a case bank (no {SQLITE_FILE}); pass the bank folder")
-        ours = {LOCK_FILE, GENERATION}
+        ours = {LOCK_FILE, LOCK_FILE + ".holder", GENERATION}
         if entries - ours:
             raise BankError(
                 f"{path} is not empty and is not a case bank; pick an empty or new folder for the bank"
