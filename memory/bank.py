@@ -55,6 +55,20 @@ class BankError(RuntimeError):
     """The bank cannot be opened or written; the message says where and how to recover."""
 
 
+def _damage(location: str, exc: BaseException) -> BankError:
+    """A Chroma internal error as one message naming the bank and how to recover it."""
+    detail = " ".join(str(exc).split())[:300]
+    if "malformed" in detail or "not a database" in detail:
+        return BankError(
+            f"the case bank data file {location}/{SQLITE_FILE} is damaged ({detail}). " + _RECOVERY.format(path=location)
+        )
+    return BankError(
+        f"the case bank at {location} is damaged ({detail}). Rebuild its index from the stored cases with "
+        f"`memento memory repair --bank {location}`; if that fails, move the folder aside and re-import "
+        f"your last export (`memento memory import <file> --bank {location}`)."
+    )
+
+
 @dataclass
 class ScoredCase:
     """A search hit: the case, its cosine similarity to the query, and its stored embedding."""
@@ -383,9 +397,19 @@ class CaseBank:
             )
 
     @contextlib.contextmanager
+    def _damage_guard(self) -> Iterator[None]:
+        """Chroma's raw InternalError (a lost or corrupt index or data file) becomes a BankError."""
+        from chromadb.errors import InternalError
+
+        try:
+            yield
+        except InternalError as exc:
+            raise _damage(self.location, exc) from exc
+
+    @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         self._store.refresh()
-        with self._store.mutex:
+        with self._store.mutex, self._damage_guard():
             yield
 
     @contextlib.contextmanager
@@ -401,7 +425,7 @@ class CaseBank:
     def _writing(self) -> Iterator[None]:
         with self._write_lock():
             self._store.refresh()
-            with self._store.mutex:
+            with self._store.mutex, self._damage_guard():
                 try:
                     yield
                 finally:
@@ -776,8 +800,19 @@ class CaseBank:
                 hits.append(ScoredCase(case, sim, emb))
                 if len(hits) >= n:
                     break
-            # Fewer rows than asked for means the collection is exhausted.
-            if len(hits) >= n or len(metas) < fetch:
+            if len(hits) >= n:
+                return hits
+            # Fewer rows than asked for means the collection is exhausted, unless the vector
+            # index lost entries that the stored records still have.
+            if len(metas) < fetch:
+                with self._reading():
+                    total = col.count()
+                if len(metas) < min(fetch, total):
+                    raise BankError(
+                        f"the vector index of namespace {namespace or self.namespace!r} in the case bank at "
+                        f"{self.location} holds {len(metas)} of its {total} cases (its index files are missing "
+                        f"or damaged); searches would miss cases. Rebuild it with `memento memory repair --bank {self.location}`."
+                    )
                 return hits
             fetch *= 4
 

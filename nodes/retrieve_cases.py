@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 
 from graph.context import Context
 from graph.state import State
+from memory.bank import BankError
 from memory.cases import clean_text
 from memory.retrieval import retrieve_cases as select_cases
 from nodes.resources import bank_for, experience_for
@@ -34,21 +35,26 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
         return {"question": question, "cases": [], "retrieval": {"selector": "none"}, "started_at": started}
     bank = bank_for(ctx)
     retrieval_id = _retrieval_id(state)
-    result = select_cases(
-        bank,
-        question,
-        mode=ctx.memory_mode,
-        k=ctx.k,
-        n_candidates=ctx.n_candidates,
-        namespace=ctx.namespace,
-        exclude_task_ids=(state.task_id,) if ctx.eval_mode and state.task_id else (),
-        exclude_similarity_above=ctx.leakage_threshold if ctx.eval_mode else None,
-        policy_path=ctx.policy_path,
-        exploration=ctx.exploration,
-        # Exploration draws are seeded per task attempt: a rerun of the same thread (or an eval
-        # with the same seed) shows the same cases.
-        rng_seed=int(retrieval_id[4:20], 16),
-    )
+    try:
+        result = select_cases(
+            bank,
+            question,
+            mode=ctx.memory_mode,
+            k=ctx.k,
+            n_candidates=ctx.n_candidates,
+            namespace=ctx.namespace,
+            exclude_task_ids=(state.task_id,) if ctx.eval_mode and state.task_id else (),
+            exclude_similarity_above=ctx.leakage_threshold if ctx.eval_mode else None,
+            policy_path=ctx.policy_path,
+            exploration=ctx.exploration,
+            # Exploration draws are seeded per task attempt: a rerun of the same thread (or an eval
+            # with the same seed) shows the same cases.
+            rng_seed=int(retrieval_id[4:20], 16),
+        )
+    except BankError as exc:
+        # A damaged bank must not cost the task: answer without memory and say why.
+        note = f"no cases shown: {exc}"
+        return {"question": question, "cases": [], "retrieval": {"selector": "none", "note": note}, "started_at": started, "errors": [*state.errors, note]}
     experience_for(ctx).log_retrieval(
         retrieval_id,
         namespace=ctx.namespace,

@@ -104,3 +104,18 @@ def test_timeout_settings_are_validated_and_read_from_the_environment(monkeypatc
         Context(request_timeout=0)
     with pytest.raises(ValueError, match="max_retries"):
         Context(max_retries=-1)
+
+
+async def test_damaged_bank_at_retrieval_is_reported_and_the_task_still_runs(ctx, llm_server, thread_id, monkeypatch):
+    import nodes.retrieve_cases
+    from memory.bank import BankError
+
+    def damaged(*args, **kwargs):
+        raise BankError("the vector index ... holds 1 of its 1278 cases; rebuild it with `memento memory repair`")
+
+    monkeypatch.setattr(nodes.retrieve_cases, "select_cases", damaged)
+    llm_server.script("planner", final("Lima"))
+    llm_server.script("judge", verdict(True))
+    out = await run(ctx, {"question": "Capital of Peru?", "ground_truth": "Lima"}, thread_id)
+    assert out["answer"] == "Lima" and out["cases"] == []
+    assert any("no cases shown" in e and "memento memory repair" in e for e in out["errors"])
