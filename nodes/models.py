@@ -8,6 +8,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
+from pydantic import ValidationError
 
 from graph.context import Context
 
@@ -35,7 +36,8 @@ async def ainvoke(model: Any, messages: list[Any]) -> AIMessage:
     HTML error page from a proxy would otherwise escape a node as a bare decoding error.
 
     Raises:
-        ModelReplyError: The reply was not valid UTF-8 JSON (or was nested too deeply to read).
+        ModelReplyError: The reply was not valid UTF-8 JSON, was nested too deeply to read, or
+            could not be made into a message (tool-call arguments that are not an object).
 
     """
     try:
@@ -46,6 +48,12 @@ async def ainvoke(model: Any, messages: list[Any]) -> AIMessage:
         raise ModelReplyError(f"the model endpoint sent a reply that is not JSON ({exc.msg} at position {exc.pos})") from None
     except RecursionError:
         raise ModelReplyError("the model endpoint sent a reply nested too deeply to read") from None
+    except ValidationError as exc:
+        # E.g. tool-call arguments that are JSON but not an object ("[1, 2]"): langchain cannot
+        # build the message at all, so there is no partial reply to keep.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ModelReplyError(f"the model's reply does not fit the chat message format ({where}: {first.get('msg', exc)})") from None
 
 
 def check_endpoint(ctx: Context) -> None:
@@ -103,5 +111,5 @@ def text_of(message: AIMessage) -> str:
     """Plain text of a reply whose content may be a list of blocks."""
     content = message.content
     if isinstance(content, list):
-        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+        return "".join(str(b.get("text") or "") if isinstance(b, dict) else str(b) for b in content)
     return str(content or "")

@@ -86,11 +86,13 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
 
 def _invalid_call_result(bad: dict[str, Any], fallback_id: str) -> ToolMessage:
     """An error result for a call whose arguments did not parse, so the model can retry it."""
-    name = bad.get("name") or "(no tool name)"
+    name = str(bad.get("name") or "(no tool name)")[:100]
     args = str(bad.get("args") or "")
     shown = args if len(args) <= 300 else args[:300] + "…"
+    # langchain's error repeats the whole argument string; keep only the decoder's complaint.
+    reason = str(bad.get("error") or "unparsable").rsplit("Received", 1)[-1].strip()[:200]
     return ToolMessage(
-        content=f"Error: the arguments of this call to {name} are not a valid JSON object ({bad.get('error') or 'unparsable'}): "
+        content=f"Error: the arguments of this call to {name} are not a valid JSON object ({reason}): "
         f"{shown!r}. Call the tool again with a JSON object of arguments.",
         # The reply carries this id to the endpoint; every call id must get an answer.
         tool_call_id=bad.get("id") or fallback_id,

@@ -119,3 +119,14 @@ async def test_damaged_bank_at_retrieval_is_reported_and_the_task_still_runs(ctx
     out = await run(ctx, {"question": "Capital of Peru?", "ground_truth": "Lima"}, thread_id)
     assert out["answer"] == "Lima" and out["cases"] == []
     assert any("no cases shown" in e and "memento memory repair" in e for e in out["errors"])
+
+
+async def test_tool_arguments_that_are_not_an_object_fail_the_subtask_not_the_run(ctx, llm_server, thread_id):
+    # JSON, but a list: langchain cannot build the message at all (a pydantic error before).
+    bad = {"content": "", "tool_calls": [{"id": "call_list", "type": "function", "function": {"name": "math_add", "arguments": "[1, 2]"}}]}
+    llm_server.script("planner", plan(["add numbers"]), final("3"))
+    llm_server.script("executor", bad)
+    out = await run(ctx, {"question": "1+2?"}, thread_id)
+    result = out["subtask_results"][0]
+    assert result["status"] == "error" and "chat message format" in result["result"]
+    assert out["answer"] == "3"
