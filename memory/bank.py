@@ -806,14 +806,22 @@ class CaseBank:
             # index lost entries that the stored records still have.
             if len(metas) < fetch:
                 with self._reading():
+                    col = self._collection(namespace, create=False)
+                    if col is None:
+                        return []
                     total = col.count()
-                if len(metas) < min(fetch, total):
-                    raise BankError(
-                        f"the vector index of namespace {namespace or self.namespace!r} in the case bank at "
-                        f"{self.location} holds {len(metas)} of its {total} cases (its index files are missing "
-                        f"or damaged); searches would miss cases. Rebuild it with `memento memory repair --bank {self.location}`."
-                    )
-                return hits
+                    if len(metas) >= min(fetch, total):
+                        return hits
+                    # Query again after the count: a write by another process in between can
+                    # only add results, so a short answer now is the index, not a race.
+                    again = len(col.query(query_embeddings=vector, n_results=fetch, include=[])["ids"][0])
+                if again >= min(fetch, total):
+                    continue  # the bank changed meanwhile: search again
+                raise BankError(
+                    f"the vector index of namespace {namespace or self.namespace!r} in the case bank at "
+                    f"{self.location} holds {again} of its {total} cases (its index files are missing "
+                    f"or damaged); searches would miss cases. Rebuild it with `memento memory repair --bank {self.location}`."
+                )
             fetch *= 4
 
     def nearest_ids(
