@@ -46,8 +46,11 @@ class Context:
         metadata={"description": "Name of the environment variable holding the API key (never the key)."},
     )
     temperature: float = field(default=0.0, metadata={"description": "Sampling temperature of all models."})
-    request_timeout: float = field(default=120.0, metadata={"description": "Seconds per LLM request."})
-    max_retries: int = field(default=2, metadata={"description": "Retries per LLM request on transient errors."})
+    request_timeout: float = field(
+        default=60.0,
+        metadata={"description": "Seconds one LLM request may take before it is abandoned (a hung endpoint costs at most this x (retries + 1))."},
+    )
+    max_retries: int = field(default=2, metadata={"description": "Retries per LLM request on transient errors and timeouts."})
     k: int = field(default=4, metadata={"description": "Cases shown to the planner (top K)."})
     n_candidates: int = field(
         default=32, metadata={"description": "Nearest cases fetched before the policy reranks them (N)."}
@@ -125,6 +128,10 @@ class Context:
             raise ValueError(f"memory_mode must be none, similarity or learned, got {self.memory_mode!r}")
         if self.k < 0 or self.n_candidates < 1 or self.max_cycles < 1 or self.max_executor_steps < 1:
             raise ValueError("k must be >= 0 and n_candidates, max_cycles, max_executor_steps >= 1")
+        if not self.request_timeout > 0:
+            raise ValueError(f"request_timeout must be a positive number of seconds, got {self.request_timeout!r}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries!r}")
 
     @classmethod
     def resolve(cls, value: Context | dict[str, Any] | None) -> Context:

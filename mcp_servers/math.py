@@ -235,11 +235,26 @@ def _prepare(expression: str):
 def _evaluate(expression: str, digits: int) -> str:
     expr = _prepare(expression)
     exact = expr.simplify() if hasattr(expr, "simplify") else expr
+    _check_defined(exact, expression)
     try:
         numeric = exact.evalf(digits)
     except Exception:
         numeric = exact
     return f"exact: {exact}\nnumeric: {numeric}"
+
+
+def _check_defined(value, expression: str) -> None:
+    """Refuse undefined or infinite values: sympy's ``zoo``/``nan``/``oo`` read like answers."""
+    import sympy
+
+    if not isinstance(value, sympy.Basic):
+        return
+    if value.has(sympy.nan):
+        raise MathError(f"{expression!r} is undefined (an indeterminate form such as 0/0 or oo - oo)")
+    if value.has(sympy.zoo):
+        raise MathError(f"{expression!r} is undefined (division by zero or a pole, e.g. 1/0 or log(0))")
+    if value.has(sympy.oo, -sympy.oo):
+        raise MathError(f"{expression!r} is infinite, not a number")
 
 
 def _symbol(expr, variable: str | None):

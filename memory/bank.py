@@ -42,6 +42,8 @@ GENERATION = ".generation"
 LOCK_FILE = ".write.lock"
 SQLITE_FILE = "chroma.sqlite3"
 BANK_FORMAT = 1
+# Recent usage keys kept per case: enough for the resumes of overlapping runs, bounded in size.
+_USAGE_KEYS_KEPT = 16
 
 _RECOVERY = (
     "To recover, move the folder aside and re-import your last export "
@@ -51,6 +53,20 @@ _RECOVERY = (
 
 class BankError(RuntimeError):
     """The bank cannot be opened or written; the message says where and how to recover."""
+
+
+def _damage(location: str, exc: BaseException) -> BankError:
+    """A Chroma internal error as one message naming the bank and how to recover it."""
+    detail = " ".join(str(exc).split())[:300]
+    if "malformed" in detail or "not a database" in detail:
+        return BankError(
+            f"the case bank data file {location}/{SQLITE_FILE} is damaged ({detail}). " + _RECOVERY.format(path=location)
+        )
+    return BankError(
+        f"the case bank at {location} is damaged ({detail}). Rebuild its index from the stored cases with "
+        f"`memento memory repair --bank {location}`; if that fails, move the folder aside and re-import "
+        f"your last export (`memento memory import <file> --bank {location}`)."
+    )
 
 
 @dataclass
@@ -144,11 +160,21 @@ class _EmbeddedStore(_Store):
         try:
             self.lock.acquire(timeout=timeout)
         except Timeout as exc:
-            raise BankError(
-                f"the case bank at {self.path} is locked by another writer for over {timeout:.0f}s; "
-                f"if no other memento process runs, delete {self.path / LOCK_FILE}"
-            ) from exc
+            from memory.lock_holder import break_if_stale, describe_holder
+
+            # A lock left by a dead process on this machine (network filesystems without
+            # flock) is broken once; a live holder is named instead, never overridden.
+            if not break_if_stale(self.path / LOCK_FILE):
+                raise BankError(describe_holder(self.path, self.path / LOCK_FILE, timeout)) from exc
+            try:
+                self.lock.acquire(timeout=timeout)
+            except Timeout as again:
+                raise BankError(describe_holder(self.path, self.path / LOCK_FILE, timeout)) from again
         try:
+            if self.lock.lock_counter == 1:
+                from memory.lock_holder import record_holder
+
+                record_holder(self.path / LOCK_FILE)
             yield
         finally:
             self.lock.release()
@@ -243,7 +269,7 @@ def _check_folder(path: Path, create: bool) -> None:
             )
         if not create:
             raise BankError(f"{path} is not a case bank (no {SQLITE_FILE}); pass the bank folder")
-        ours = {LOCK_FILE, GENERATION}
+        ours = {LOCK_FILE, LOCK_FILE + ".holder", GENERATION}
         if entries - ours:
             raise BankError(
                 f"{path} is not empty and is not a case bank; pick an empty or new folder for the bank"
@@ -371,9 +397,19 @@ class CaseBank:
             )
 
     @contextlib.contextmanager
+    def _damage_guard(self) -> Iterator[None]:
+        """Chroma's raw InternalError (a lost or corrupt index or data file) becomes a BankError."""
+        from chromadb.errors import InternalError
+
+        try:
+            yield
+        except InternalError as exc:
+            raise _damage(self.location, exc) from exc
+
+    @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         self._store.refresh()
-        with self._store.mutex:
+        with self._store.mutex, self._damage_guard():
             yield
 
     @contextlib.contextmanager
@@ -389,7 +425,7 @@ class CaseBank:
     def _writing(self) -> Iterator[None]:
         with self._write_lock():
             self._store.refresh()
-            with self._store.mutex:
+            with self._store.mutex, self._damage_guard():
                 try:
                     yield
                 finally:
@@ -541,8 +577,19 @@ class CaseBank:
 
         return self._rewrite(case_id, namespace, change)
 
-    def record_usage(self, case_ids: Sequence[str], success: bool | None, namespace: str | None = None) -> None:
-        """Count that these cases were shown for a task and how that task ended."""
+    def record_usage(
+        self, case_ids: Sequence[str], success: bool | None, namespace: str | None = None, *, usage_key: str | None = None
+    ) -> None:
+        """Count that these cases were shown for a task and how that task ended.
+
+        Args:
+            case_ids: The cases shown.
+            success: How the task ended (None: not judged).
+            namespace: Their namespace (default: the bank's).
+            usage_key: Identifies this use (the retrieval id): a case that already counted it is
+                skipped, so a run killed after this call and resumed does not count twice.
+
+        """
         if not case_ids:
             return
         with self._writing():
@@ -551,9 +598,16 @@ class CaseBank:
                 return
             got = col.get(ids=list(dict.fromkeys(case_ids)), include=["metadatas"])
             stamp = now()
-            metas = []
-            for meta in got["metadatas"]:
+            ids, metas = [], []
+            for case_id, meta in zip(got["ids"], got["metadatas"], strict=True):
                 meta = dict(meta)
+                if usage_key:
+                    # The last few keys ride in the same metadata write as the counters (atomic).
+                    keys = str(meta.get("usage_keys") or "").split()
+                    if usage_key in keys:
+                        continue
+                    meta["usage_keys"] = " ".join([*keys, usage_key][-_USAGE_KEYS_KEPT:])
+                ids.append(case_id)
                 meta["times_retrieved"] = int(meta.get("times_retrieved", 0)) + 1
                 meta["last_retrieved_at"] = stamp
                 if success is True:
@@ -561,8 +615,8 @@ class CaseBank:
                 elif success is False:
                     meta["retrieved_failures"] = int(meta.get("retrieved_failures", 0)) + 1
                 metas.append(meta)
-            if got["ids"]:
-                col.update(ids=got["ids"], metadatas=metas)
+            if ids:
+                col.update(ids=ids, metadatas=metas)
 
     def delete(self, case_ids: Sequence[str], namespace: str | None = None) -> int:
         """Delete cases by id; returns how many existed."""
@@ -746,9 +800,28 @@ class CaseBank:
                 hits.append(ScoredCase(case, sim, emb))
                 if len(hits) >= n:
                     break
-            # Fewer rows than asked for means the collection is exhausted.
-            if len(hits) >= n or len(metas) < fetch:
+            if len(hits) >= n:
                 return hits
+            # Fewer rows than asked for means the collection is exhausted, unless the vector
+            # index lost entries that the stored records still have.
+            if len(metas) < fetch:
+                with self._reading():
+                    col = self._collection(namespace, create=False)
+                    if col is None:
+                        return []
+                    total = col.count()
+                    if len(metas) >= min(fetch, total):
+                        return hits
+                    # Query again after the count: a write by another process in between can
+                    # only add results, so a short answer now is the index, not a race.
+                    again = len(col.query(query_embeddings=vector, n_results=fetch, include=[])["ids"][0])
+                if again >= min(fetch, total):
+                    continue  # the bank changed meanwhile: search again
+                raise BankError(
+                    f"the vector index of namespace {namespace or self.namespace!r} in the case bank at "
+                    f"{self.location} holds {again} of its {total} cases (its index files are missing "
+                    f"or damaged); searches would miss cases. Rebuild it with `memento memory repair --bank {self.location}`."
+                )
             fetch *= 4
 
     def nearest_ids(

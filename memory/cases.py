@@ -48,6 +48,24 @@ def case_id_for(namespace: str, question: str, task_id: str | None = None) -> st
     return "case-" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def clean_text(value: Any) -> Any:
+    r"""Replace lone surrogates (from ``"\ud800"`` escapes in model or file JSON) with U+FFFD.
+
+    They cannot be encoded as UTF-8, so Chroma, SQLite and every file writer would fail on them.
+    Lists and dicts are cleaned element by element; other values pass through.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    return value
+
+
 def label_for_reward(reward: float | None) -> Label:
     """Map a reward to the planner-facing label."""
     if reward is None:
@@ -111,6 +129,8 @@ class Case:
     id: str = ""
 
     def __post_init__(self) -> None:
+        for name in ("question", "answer", "judge_model", "judge_rationale", "trajectory_summary", "task_id", "source", "plan", "models"):
+            setattr(self, name, clean_text(getattr(self, name)))
         if not self.question or not self.question.strip():
             raise ValueError("a case needs a non-empty question")
         if self.label not in LABELS:

@@ -410,3 +410,23 @@ def namespaces_command(bank: BankOpt = None, chroma_url: UrlOpt = None) -> None:
     for ns in store.namespaces():
         table.add_row(ns, str(store.count(ns)))
     console.print(table)
+
+
+@app.command("repair")
+def repair_command(bank: BankOpt = None, embedder: EmbedderOpt = "minilm") -> None:
+    """Rebuild a damaged bank's vector index from its stored cases (the old folder is kept)."""
+    from memory.bank import DEFAULT_BANK_PATH, BankError
+    from memory.embeddings import get_embedder
+    from memory.repair import repair_bank
+
+    path = Path(bank or DEFAULT_BANK_PATH)
+    try:
+        report = repair_bank(path, _LazyEmbedder(embedder, get_embedder))
+    except (BankError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    total = sum(report.cases.values())
+    namespaces = ", ".join(f"{ns} ({n})" for ns, n in report.cases.items()) or "none"
+    console.print(f"rebuilt {total} cases in {path.resolve()}: {namespaces}; the damaged folder is kept at {report.kept_at}")
+    if report.skipped:
+        console.print(f"[yellow]{report.skipped} unreadable records were skipped[/]")

@@ -12,7 +12,9 @@ Formats (detected per file from its first valid row):
 
 Imported rows in the original formats get ``reward_source="imported"`` and reward 1.0/0.0 from
 their label. A malformed row is reported with its line number and skipped; every valid row is
-still written.
+still written. Rows are bounded: a line over `MAX_LINE_BYTES` or a question over
+`MAX_QUESTION_CHARS` is refused (reported, not read into memory whole), and rewards must lie in
+[0, 1].
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from memory.cases import LABELS, Case, case_id_for
 FORMATS = ("memento", "memory", "training", "qpr")
 EXPORT_FORMATS = ("memento", "memory", "qpr")
 _LABEL_REWARD = {"positive": 1.0, "negative": 0.0}
+# One row of any format is a few KB (an exported row with its embedding ~10 KB); a line far past
+# that is a damaged or foreign file, and reading it whole would only exhaust memory.
+MAX_LINE_BYTES = 1 << 20
+MAX_QUESTION_CHARS = 20_000
 
 
 class ImportFormatError(ValueError):
@@ -95,7 +101,49 @@ def _text(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{key!r} must be a non-empty string")
+    if len(value) > MAX_QUESTION_CHARS:
+        raise ValueError(f"{key!r} is {len(value):,} characters, over the {MAX_QUESTION_CHARS:,} limit of a question")
     return value
+
+
+def _reward(value: Any) -> float | None:
+    """A reward in [0, 1] or None (the range the judge and the policy use)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"reward must be a number or null, got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"reward must be between 0 and 1 (or null), got {value!r}")
+    return float(value)
+
+
+_STR_FIELDS = ("id", "namespace", "question", "answer", "judge_model", "judge_rationale", "trajectory_summary", "task_id", "source")
+
+
+def _check_storable(case: Case, embedding: Any) -> None:
+    """Reject a row whose fields have the wrong types here, not halfway through a batch write.
+
+    Raises:
+        ValueError: A field the bank cannot store; the message names it.
+
+    """
+    for name in _STR_FIELDS:
+        value = getattr(case, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name!r} must be a string, got {type(value).__name__}")
+    if not isinstance(case.models, dict) or not all(isinstance(v, str) for v in case.models.values()):
+        raise ValueError("'models' must be an object of model names")
+    from memory.bank import validate_namespace
+
+    validate_namespace(case.namespace)
+    case.to_metadata()  # the numeric fields are converted here
+    if embedding is not None:
+        try:
+            vector = np.asarray(embedding, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise ValueError("embedding must be a list of numbers") from None
+        if vector.ndim != 1 or not np.isfinite(vector).all():
+            raise ValueError("embedding must be a flat list of finite numbers")
 
 
 def row_to_case(
@@ -114,6 +162,14 @@ def row_to_case(
         ValueError: The row is malformed.
 
     """
+    case, embedding, embedder = _row_to_case(row, fmt, namespace=namespace, source=source)
+    _check_storable(case, embedding)
+    return case, embedding, embedder
+
+
+def _row_to_case(
+    row: dict[str, Any], fmt: str, *, namespace: str | None, source: str
+) -> tuple[Case, list[float] | None, str | None]:
     if fmt in ("memory", "training"):
         label = _label(row.get("case_label"))
         case = Case(
@@ -127,9 +183,7 @@ def row_to_case(
         )
         return case, None, None
     if fmt == "qpr":
-        reward = row.get("reward")
-        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float)):
-            raise ValueError(f"reward must be a number or null, got {reward!r}")
+        reward = _reward(row.get("reward"))
         case = Case(
             question=_text(row, "question"),
             namespace=namespace or "default",
@@ -137,12 +191,13 @@ def row_to_case(
             answer=str(row.get("answer") or ""),
             reward=reward,
             reward_source="imported" if reward is not None else "none",
-            task_id=row.get("task_id"),
+            task_id=None if row.get("task_id") is None else str(row["task_id"]),
             source=row.get("source") or source,
         )
         return case, None, None
     if fmt == "memento":
         _text(row, "question")
+        _reward(row.get("reward"))
         data = {k: v for k, v in row.items() if k not in ("embedding", "embedder")}
         case = Case.from_dict(data)
         if namespace and namespace != case.namespace:
@@ -159,25 +214,51 @@ def row_to_case(
 
 
 def _count_lines(path: Path) -> int:
+    # In chunks: a file that is one huge line must not be read into memory whole.
+    count, last = 0, b"\n"
     with open(path, "rb") as fh:
-        return sum(1 for _ in fh)
+        while chunk := fh.read(1 << 20):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
+
+
+def _lines(path: Path, limit: int) -> Iterator[tuple[int, str | None, int]]:
+    """``(line_number, text, size)``; text is None for a line over ``limit`` bytes (skipped unread)."""
+    with open(path, "rb") as fh:
+        lineno = 0
+        while raw := fh.readline(limit + 1):
+            lineno += 1
+            if len(raw) <= limit or raw.endswith(b"\n"):
+                yield lineno, raw.decode("utf-8", errors="replace"), len(raw)
+                continue
+            size = len(raw)
+            while (chunk := fh.readline(1 << 20)) and not chunk.endswith(b"\n"):
+                size += len(chunk)
+            size += len(chunk)
+            yield lineno, None, size
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """``(line_number, row, error)`` for every non-blank line."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-                continue
-            if not isinstance(row, dict):
-                yield lineno, None, f"expected a JSON object, got {type(row).__name__}"
-                continue
-            yield lineno, row, None
+    for lineno, line, size in _lines(path, MAX_LINE_BYTES):
+        if line is None:
+            yield lineno, None, f"the line is {size:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit of one row; skipped unread"
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        except RecursionError:
+            yield lineno, None, "invalid row: the JSON is nested too deeply to read"
+            continue
+        if not isinstance(row, dict):
+            yield lineno, None, f"expected a JSON object, got {type(row).__name__}"
+            continue
+        yield lineno, row, None
 
 
 def import_jsonl(
@@ -216,21 +297,35 @@ def import_jsonl(
     report = ImportReport(path=str(path), format=fmt or "")
     pending: list[Case] = []
     pending_emb: list[list[float] | None] = []
+    pending_lines: list[int] = []
     pending_index: dict[str, int] = {}
     seen: set[str] = set()
+    failed: set[str] = set()
     last_line = 0
 
     def flush() -> None:
         if not pending:
             return
         embedder = bank.embedder
-        stored_ok = all(e is not None for e in pending_emb)
+        stored_ok = all(e is not None and len(e) == embedder.dim for e in pending_emb)
         vectors = np.asarray(pending_emb, dtype=np.float32) if stored_ok else None
         if vectors is None or vectors.ndim != 2 or vectors.shape[1] != embedder.dim:
             vectors = embedder.embed([c.embedding_text() for c in pending])
-        bank.upsert(pending, embeddings=vectors, keep_created=report.format != "memento")
+        keep = report.format != "memento"
+        try:
+            bank.upsert(pending, embeddings=vectors, keep_created=keep)
+        except (ValueError, TypeError):
+            # One row the checks above missed must not cost the batch: write row by row and
+            # report the rows that still fail.
+            for case, vector, line in zip(pending, vectors, pending_lines, strict=True):
+                try:
+                    bank.upsert([case], embeddings=[vector], keep_created=keep)
+                except (ValueError, TypeError) as exc:
+                    report.errors.append(RowError(line, f"not stored: {type(exc).__name__}: {exc}"))
+                    failed.add(case.id)
         pending.clear()
         pending_emb.clear()
+        pending_lines.clear()
         pending_index.clear()
         if progress:
             progress(last_line)
@@ -255,6 +350,9 @@ def import_jsonl(
         except (ValueError, TypeError) as exc:
             report.errors.append(RowError(lineno, f"{type(exc).__name__}: {exc}"))
             continue
+        except RecursionError:
+            report.errors.append(RowError(lineno, "a field is nested too deeply to read"))
+            continue
         emb = embedding if embedder_name and embedder_name == bank.embedder.name else None
         if case.id in seen:
             # Same case again in this file (training rows repeat cases): the last row wins.
@@ -262,15 +360,17 @@ def import_jsonl(
             if case.id in pending_index:
                 pending[pending_index[case.id]] = case
                 pending_emb[pending_index[case.id]] = emb
+                pending_lines[pending_index[case.id]] = lineno
                 continue
         seen.add(case.id)
         pending_index[case.id] = len(pending)
         pending.append(case)
         pending_emb.append(emb)
+        pending_lines.append(lineno)
         if len(pending) >= batch_size:
             flush()
     flush()
-    report.written = len(seen)
+    report.written = len(seen - failed)
     if progress:
         progress(last_line)
     if not report.format:

@@ -9,7 +9,7 @@ from graph.context import Context
 from graph.state import State
 from mcp_servers.toolbox import get_toolbox
 from nodes import prompts
-from nodes.models import add_usage, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
 
 
 def _record(state: State, result: str, status: str, steps: int) -> dict:
@@ -58,9 +58,15 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict:
     tools = await toolbox.tools() if toolbox else []
     model = chat_model(ctx, "executor")
     bound = model.bind_tools(tools) if tools else model
-    reply: AIMessage = await bound.ainvoke(messages)
+    try:
+        reply: AIMessage = await ainvoke(bound, messages)
+    except ModelReplyError as exc:
+        note = f"the executor's reply could not be read: {exc}"
+        return {**_record(state, note, "error", state.executor_steps + 1), "errors": [*state.errors, f"subtask {step['id']}: {note}"]}
     usage = add_usage(state.usage, reply, ctx.executor_model)
-    if reply.tool_calls:
+    # Calls whose arguments are not valid JSON land in invalid_tool_calls; `tools` answers them
+    # with an error so the model can retry, instead of the subtask ending with no text.
+    if reply.tool_calls or reply.invalid_tool_calls:
         return {
             "messages": [*messages, reply],
             "executor_steps": state.executor_steps + 1,

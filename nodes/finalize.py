@@ -9,7 +9,7 @@ from graph.context import Context
 from graph.state import State
 from nodes import prompts
 from nodes.json_output import extract_json_object
-from nodes.models import add_usage, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
 
 
 async def finalize(state: State, runtime: Runtime[Context]) -> dict:
@@ -19,16 +19,20 @@ async def finalize(state: State, runtime: Runtime[Context]) -> dict:
         # Nothing was found and the planner gave no answer: record the failure, invent nothing.
         return {"status": "failed", "answer": None, "errors": [*state.errors, "no answer: nothing was gathered"]}
     model = chat_model(ctx, "planner")
-    reply = await model.ainvoke(
-        [
-            SystemMessage(prompts.FINALIZE_SYSTEM),
-            HumanMessage(
-                prompts.FINALIZE_TASK.format(
-                    question=state.question, results_block=prompts.format_results(state.subtask_results)
-                )
-            ),
-        ]
-    )
+    try:
+        reply = await ainvoke(
+            model,
+            [
+                SystemMessage(prompts.FINALIZE_SYSTEM),
+                HumanMessage(
+                    prompts.FINALIZE_TASK.format(
+                        question=state.question, results_block=prompts.format_results(state.subtask_results)
+                    )
+                ),
+            ],
+        )
+    except ModelReplyError as exc:
+        return {"status": "failed", "answer": None, "errors": [*state.errors, f"finalize: {exc}"]}
     answer = text_of(reply).strip()
     for prefix in ("final answer:", "answer:"):
         if answer.lower().startswith(prefix):

@@ -55,6 +55,10 @@ def extract_json_object(text: str) -> dict[str, Any]:
                 except json.JSONDecodeError as exc:
                     last_error = f"invalid JSON ({exc.msg} at position {exc.pos})"
                     continue
+                except RecursionError:
+                    # Hostile or runaway output: the decoder recurses once per nesting level.
+                    last_error = "the JSON is nested too deeply to read"
+                    continue
                 if isinstance(value, dict):
                     return value
                 last_error = f"expected a JSON object, got {type(value).__name__}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from openai import APIError
 
 from evals.metrics import exact_match, split_answers, token_f1
 from graph.context import Context
@@ -11,7 +12,7 @@ from graph.state import State
 from memory.cases import label_for_reward
 from nodes import prompts
 from nodes.json_output import extract_json_object
-from nodes.models import add_usage, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
 
 
 def parse_verdict(text: str) -> tuple[bool, str]:
@@ -59,11 +60,14 @@ async def judge(state: State, runtime: Runtime[Context]) -> dict:
     verdict = None
     errors = list(state.errors)
     try:
-        reply = await model.ainvoke([SystemMessage(system), HumanMessage(task)])
+        reply = await ainvoke(model, [SystemMessage(system), HumanMessage(task)])
         usage = add_usage(usage, reply, ctx.judge_model)
         verdict, rationale = parse_verdict(text_of(reply))
     except ValueError as exc:
         errors.append(f"judge reply unusable: {exc}")
+    except (APIError, ModelReplyError) as exc:
+        # A broken judge must not cost the run: the answer and its case are still worth keeping.
+        errors.append(f"judge call failed: {type(exc).__name__}: {exc}")
     if verdict is None:
         if source == "self_judge":
             return {"reward": None, "label": "unknown", "reward_source": "none", "usage": usage, "errors": errors}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+import json
 from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
+from pydantic import ValidationError
 
 from graph.context import Context
 
@@ -52,6 +54,35 @@ def explain_endpoint_errors(node: Callable[..., Awaitable[dict]]) -> Callable[..
             raise ModelEndpointError(f"cannot use the model endpoint {where}: {exc}\n{CONFIG_HELP}") from exc
 
     return wrapper
+class ModelReplyError(RuntimeError):
+    """The endpoint answered, but its reply could not be read (bad encoding, broken JSON)."""
+
+
+async def ainvoke(model: Any, messages: list[Any]) -> AIMessage:
+    """``model.ainvoke(messages)``, with an unreadable HTTP reply turned into `ModelReplyError`.
+
+    The OpenAI client decodes the body with ``json.loads``: invalid UTF-8, a truncated body or an
+    HTML error page from a proxy would otherwise escape a node as a bare decoding error.
+
+    Raises:
+        ModelReplyError: The reply was not valid UTF-8 JSON, was nested too deeply to read, or
+            could not be made into a message (tool-call arguments that are not an object).
+
+    """
+    try:
+        return await model.ainvoke(messages)
+    except UnicodeDecodeError as exc:
+        raise ModelReplyError(f"the model endpoint sent a reply that is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ModelReplyError(f"the model endpoint sent a reply that is not JSON ({exc.msg} at position {exc.pos})") from None
+    except RecursionError:
+        raise ModelReplyError("the model endpoint sent a reply nested too deeply to read") from None
+    except ValidationError as exc:
+        # E.g. tool-call arguments that are JSON but not an object ("[1, 2]"): langchain cannot
+        # build the message at all, so there is no partial reply to keep.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ModelReplyError(f"the model's reply does not fit the chat message format ({where}: {first.get('msg', exc)})") from None
 
 
 def check_endpoint(ctx: Context) -> None:
@@ -109,5 +140,5 @@ def text_of(message: AIMessage) -> str:
     """Plain text of a reply whose content may be a list of blocks."""
     content = message.content
     if isinstance(content, list):
-        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+        return "".join(str(b.get("text") or "") if isinstance(b, dict) else str(b) for b in content)
     return str(content or "")

@@ -12,7 +12,7 @@ from graph.context import Context
 from graph.state import State
 from nodes import prompts
 from nodes.json_output import extract_json_object
-from nodes.models import add_usage, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
 
 _ANSWER_KEYS = ("final_answer", "answer")
 
@@ -80,7 +80,12 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict:
     usage = state.usage
     error = None
     for _attempt in range(2):
-        reply: AIMessage = await model.ainvoke(messages)
+        try:
+            reply: AIMessage = await ainvoke(model, messages)
+        except ModelReplyError as exc:
+            # Nothing readable came back: ask again once, as for a malformed plan.
+            error = str(exc)
+            continue
         usage = add_usage(usage, reply, ctx.planner_model)
         text = text_of(reply)
         try:

@@ -10,6 +10,8 @@ from langgraph.runtime import Runtime
 
 from graph.context import Context
 from graph.state import State
+from memory.bank import BankError
+from memory.cases import clean_text
 from memory.retrieval import retrieve_cases as select_cases
 from nodes.approvals import bind_policy
 from nodes.resources import bank_for, experience_for
@@ -19,13 +21,14 @@ def _retrieval_id(state: State) -> str:
     """Unique per task attempt (thread), stable across resumes of that attempt."""
     thread = get_config().get("configurable", {}).get("thread_id", "")
     key = f"{thread}|{state.task_id or ''}|{state.question}"
-    return "ret-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return "ret-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
     """Fetch cases from the bank and log the retrieval for policy training."""
     ctx = Context.resolve(runtime.context)
-    question = (state.question or "").strip()
+    # Lone surrogates (a "\udcff" escape from an HTTP caller) cannot be encoded for the bank.
+    question = clean_text((state.question or "").strip())
     if not question:
         raise ValueError("the question is empty: send {'question': '...'}")
     started = time.time()
@@ -35,21 +38,26 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
         return {"question": question, "cases": [], "retrieval": {"selector": "none"}, "started_at": started, "sensitive_tools": policy}
     bank = bank_for(ctx)
     retrieval_id = _retrieval_id(state)
-    result = select_cases(
-        bank,
-        question,
-        mode=ctx.memory_mode,
-        k=ctx.k,
-        n_candidates=ctx.n_candidates,
-        namespace=ctx.namespace,
-        exclude_task_ids=(state.task_id,) if ctx.eval_mode and state.task_id else (),
-        exclude_similarity_above=ctx.leakage_threshold if ctx.eval_mode else None,
-        policy_path=ctx.policy_path,
-        exploration=ctx.exploration,
-        # Exploration draws are seeded per task attempt: a rerun of the same thread (or an eval
-        # with the same seed) shows the same cases.
-        rng_seed=int(retrieval_id[4:20], 16),
-    )
+    try:
+        result = select_cases(
+            bank,
+            question,
+            mode=ctx.memory_mode,
+            k=ctx.k,
+            n_candidates=ctx.n_candidates,
+            namespace=ctx.namespace,
+            exclude_task_ids=(state.task_id,) if ctx.eval_mode and state.task_id else (),
+            exclude_similarity_above=ctx.leakage_threshold if ctx.eval_mode else None,
+            policy_path=ctx.policy_path,
+            exploration=ctx.exploration,
+            # Exploration draws are seeded per task attempt: a rerun of the same thread (or an eval
+            # with the same seed) shows the same cases.
+            rng_seed=int(retrieval_id[4:20], 16),
+        )
+    except BankError as exc:
+        # A damaged bank must not cost the task: answer without memory and say why.
+        note = f"no cases shown: {exc}"
+        return {"question": question, "cases": [], "retrieval": {"selector": "none", "note": note}, "started_at": started, "errors": [*state.errors, note]}
     experience_for(ctx).log_retrieval(
         retrieval_id,
         namespace=ctx.namespace,

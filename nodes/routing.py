@@ -23,7 +23,7 @@ def route_after_plan(state: State) -> Literal["execute", "finalize", "judge"]:
 def route_after_execute(state: State, runtime: Runtime[Context]) -> Literal["tools", "execute", "plan", "finalize"]:
     """Tool requests go to `tools`; then the next subtask; then a new cycle or the forced answer."""
     last = state.messages[-1] if state.messages else None
-    if isinstance(last, AIMessage) and last.tool_calls:
+    if isinstance(last, AIMessage) and (last.tool_calls or last.invalid_tool_calls):
         return "tools"
     if state.subtask_index < len(state.plan):
         return "execute"

@@ -30,7 +30,7 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
     """Execute every tool call of the last executor message; failures go back as error results."""
     ctx = Context.resolve(runtime.context)
     last = state.messages[-1] if state.messages else None
-    if not isinstance(last, AIMessage) or not last.tool_calls:
+    if not isinstance(last, AIMessage) or not (last.tool_calls or last.invalid_tool_calls):
         return {}
     calls = last.tool_calls
     # The thread's own policy applies whatever settings the resuming client sent (or omitted).
@@ -84,6 +84,10 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
             msg.content = str(msg.content)[:_RESULT_LIMIT] + f"\n… [truncated {len(str(msg.content)) - _RESULT_LIMIT} characters]"
         results.append(msg)
         trace.append(_trace(state, call, msg, approved=True if call in sensitive else None))
+    for bad in last.invalid_tool_calls:
+        msg = _invalid_call_result(bad, f"call-{len(state.tool_calls) + len(trace)}")
+        results.append(msg)
+        trace.append(_trace(state, {"name": msg.name, "args": {"unparsed": str(bad.get("args") or "")[:300]}}, msg, approved=None))
     update: dict[str, Any] = {"messages": [*state.messages, *results], "tool_calls": [*state.tool_calls, *trace]}
     if decisions:
         update["approvals"] = [*state.approvals, *decisions]
@@ -97,6 +101,23 @@ def _log_decisions(ctx: Context, thread_id: str | None, retrieval_id: str | None
     log = experience_for(ctx)
     for d in decisions:
         log.log_approval(thread_id=thread_id or "", retrieval_id=retrieval_id, **d)
+
+
+def _invalid_call_result(bad: dict[str, Any], fallback_id: str) -> ToolMessage:
+    """An error result for a call whose arguments did not parse, so the model can retry it."""
+    name = str(bad.get("name") or "(no tool name)")[:100]
+    args = str(bad.get("args") or "")
+    shown = args if len(args) <= 300 else args[:300] + "…"
+    # langchain's error repeats the whole argument string; keep only the decoder's complaint.
+    reason = str(bad.get("error") or "unparsable").rsplit("Received", 1)[-1].strip()[:200]
+    return ToolMessage(
+        content=f"Error: the arguments of this call to {name} are not a valid JSON object ({reason}): "
+        f"{shown!r}. Call the tool again with a JSON object of arguments.",
+        # The reply carries this id to the endpoint; every call id must get an answer.
+        tool_call_id=bad.get("id") or fallback_id,
+        name=name,
+        status="error",
+    )
 
 
 def _trace(state: State, call: dict, msg: ToolMessage, approved: bool | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from tenacity import retry, stop_after_attempt, wait_exponential
 
 from graph.context import Context
 from graph.state import State
-from memory.cases import Case, case_id_for
+from memory.cases import Case, case_id_for, clean_text
 from memory.limits import CaseLimits
 from nodes.resources import bank_for, experience_for
 
@@ -40,10 +40,29 @@ def pending_path(ctx: Context) -> Path:
 
 def _spool(path: Path, case: Case) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Serialised before the file is opened, so an unencodable record cannot leave a torn line.
+    line = json.dumps(clean_text(case.to_dict()), ensure_ascii=False) + "\n"
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(case.to_dict(), ensure_ascii=False) + "\n")
+        fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _read_spool(path: Path) -> list[Case]:
+    """Spooled cases; a damaged line is moved to ``<spool>.bad`` instead of blocking every write."""
+    cases, bad = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            cases.append(Case.from_dict(json.loads(line)))
+        except (ValueError, TypeError, RecursionError) as exc:
+            bad.append(line)
+            logger.warning("skipping a damaged line of %s (%s); kept in %s.bad", path, exc, path.name)
+    if bad:
+        with open(path.with_name(path.name + ".bad"), "a", encoding="utf-8") as fh:
+            fh.write("\n".join(bad) + "\n")
+    return cases
 
 
 @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
@@ -58,7 +77,8 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         return {}
     thread = get_config().get("configurable", {}).get("thread_id")
     case = Case(
-        id=case_id_for(ctx.namespace, state.question, state.task_id or thread),
+        # The id is derived from the stored (cleaned) question, so a re-import maps onto it.
+        id=case_id_for(ctx.namespace, clean_text(state.question), state.task_id or thread),
         namespace=ctx.namespace,
         question=state.question,
         plan=state.plan,
@@ -80,8 +100,9 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
     bank = bank_for(ctx)
     spool = pending_path(ctx)
     batch = [case]
-    if spool.exists():
-        batch = [Case.from_dict(json.loads(line)) for line in spool.read_text(encoding="utf-8").splitlines() if line.strip()] + batch
+    spooled = spool.exists()
+    if spooled:
+        batch = _read_spool(spool) + batch
     try:
         _upsert(bank, batch)
     except Exception as exc:
@@ -90,14 +111,15 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
             f"could not write case {case.id} to the bank at {bank.location} ({exc}); it is saved in "
             f"{spool} and will be written by the next run, or resume this thread to retry now"
         ) from exc
-    if spool.exists() and len(batch) > 1:
+    if spooled and spool.exists():
         spool.unlink()
     log = experience_for(ctx)
     if state.retrieval_id:
         success = None if state.reward is None else state.reward >= 0.5
-        # A resumed write_back must not count the usage twice: the outcome row marks it done.
+        # A resumed write_back must not count the usage twice: the outcome row marks it done, and
+        # the retrieval id stored with each case covers a kill between these two writes.
         if not log.has_outcome(state.retrieval_id):
-            bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace)
+            bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace, usage_key=state.retrieval_id)
         log.log_outcome(state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
         if ctx.memory_mode == "learned" and state.reward is not None:
             # Counts judged outcomes; every N of them a background thread retrains the policy

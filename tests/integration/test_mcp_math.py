@@ -97,6 +97,16 @@ async def test_hostile_and_huge_expressions_are_refused(s):
     assert "between" in await s.refused("differentiate", expression="x", order=99)
 
 
+async def test_undefined_and_infinite_values_are_errors_not_answers(s):
+    # sympy answers 1/0 with ``zoo`` (complex infinity): a model would read that as a result.
+    assert "division by zero" in await s.refused("evaluate", expression="1/0")
+    assert "division by zero" in await s.refused("evaluate", expression="log(0)")
+    assert "undefined" in await s.refused("evaluate", expression="0/0")
+    assert "infinite" in await s.refused("evaluate", expression="oo")
+    assert "infinite" in await s.refused("evaluate", expression="-oo + 1")
+    assert await s.ok("evaluate", expression="1/2") == "exact: 1/2\nnumeric: 0.500000000000000"
+
+
 async def test_slow_computation_is_stopped_and_server_keeps_serving(s):
     # 10^3000 passes the size guard; finding the next prime after it takes far beyond 1 s.
     assert "longer than 1s" in await s.refused("evaluate", expression="nextprime(10^3000)")
