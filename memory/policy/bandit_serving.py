@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from memory.policy.bandit import BanditConfig, CandidateCase, CaseValueModel, LoggedRetrieval, query_key
+from memory.policy.bandit import (
+    BanditConfig,
+    CandidateCase,
+    CaseValueModel,
+    LoggedRetrieval,
+    query_key,
+)
 from memory.policy.ope import compare_additive
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,7 @@ def is_bandit_checkpoint(path: str | os.PathLike[str]) -> bool:
     """Whether the file is a bandit checkpoint (cheap: reads it, without building the model)."""
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
+    except Exception:
         return False
     return isinstance(payload, dict) and payload.get("kind") == KIND
 
@@ -85,7 +91,7 @@ def load_bandit(path: str | os.PathLike[str]) -> tuple[CaseValueModel, str, dict
     p = Path(path)
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+    except Exception as exc:
         raise BanditCheckpointError(f"{p} cannot be read as a policy checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("kind") != KIND:
         raise BanditCheckpointError(f"{p} is not a case-value bandit checkpoint")
@@ -115,11 +121,11 @@ def hit_candidates(hits: Sequence[Any]) -> list[CandidateCase]:
     missing = [i for i, h in enumerate(hits) if getattr(h, "embedding", None) is None]
     if missing:
         raise ValueError(f"{len(missing)} hits carry no embedding: search with include_embeddings=True")
-    return [
-        CandidateCase(h.case.id, np.asarray(h.embedding, np.float32), float(h.similarity), h.case.label,
-                      getattr(h.case, "reward_source", None))  # fmt: skip
-        for h in hits
-    ]
+    out = []
+    for h in hits:
+        source = getattr(h.case, "reward_source", None)
+        out.append(CandidateCase(h.case.id, np.asarray(h.embedding, np.float32), float(h.similarity), h.case.label, source))
+    return out
 
 
 class BanditSelector:
