@@ -109,6 +109,9 @@ class BanditConfig:
             one case believed to help before any evidence.
         negative_prior: Prior mean extra effect of a failed case (what not to do helps less often
             than what worked, and a look-alike failure misleads).
+        gap_prior: Prior mean loss per unit of similarity below the best candidate: before any
+            evidence, nearer cases are the likelier to help (similarity's own bet), so exploration
+            starts near the top of the ranking instead of anywhere in it.
         draws: Posterior draws in the Thompson ensemble.
         temperature: Scales the posterior covariance of the draws (<1 explores less widely).
         min_shows: A case gets its own value only once it was shown this often.
@@ -128,6 +131,7 @@ class BanditConfig:
     show_prior: float = -0.04
     repeat_prior: float = 0.1
     negative_prior: float = -0.03
+    gap_prior: float = 1.0
     draws: int = 32
     temperature: float = 0.05
     min_shows: int = 2
@@ -204,6 +208,7 @@ class CaseValueModel:
         mean[lay["static"].start] = c.show_prior
         mean[lay["static"].start + _STATIC.index("positive_near_duplicate")] = c.repeat_prior
         mean[lay["static"].start + _STATIC.index("negative")] = c.negative_prior
+        mean[lay["static"].start + _STATIC.index("similarity_gap")] = -c.gap_prior
         var[lay["metric"]] = c.metric_var
         var[lay["case"]] = c.case_var
         return mean, var
