@@ -21,6 +21,7 @@ from mcp_servers.serving import run_server
 from memory.bank import CaseBank
 from memory.cases import LABELS, POSITIVE_THRESHOLD, Case, label_for_reward
 from memory.experience import ExperienceLog
+from memory.outcomes import record_outcome
 
 mcp = FastMCP(
     "memory",
@@ -148,9 +149,8 @@ def _report(
         found = _find_retrieval(retrieval_id)
         ns = namespace or found["namespace"]
         ids = ids or found["case_ids"]
-        experience().log_outcome(
-            retrieval_id, reward=reward, label=label_for_reward(reward), reward_source="mcp"
-        )
+        # The same path as a person's feedback: a more trusted outcome already logged stays.
+        record_outcome(experience(), retrieval_id, reward=reward, reward_source="mcp")
     known = [cid for cid in ids if b.get(cid, namespace=ns) is not None]
     missing = [cid for cid in ids if cid not in known]
     if case_ids and missing and not known:
