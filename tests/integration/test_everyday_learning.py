@@ -83,15 +83,6 @@ async def test_a_rerun_of_the_same_thread_counts_one_attempt(ctx, llm_server, em
 
 
 @pytest.mark.anyio
-async def test_self_judge_off_gives_todays_unlabelled_case(ctx, llm_server):
-    ctx.self_judge = False
-    llm_server.script("planner", final("Paris"))
-    out = await run(ctx, {"question": QUESTION}, "off")
-    assert out["label"] == "unknown" and out["reward_source"] == "none"
-    assert not llm_server.requests_for("judge")
-
-
-@pytest.mark.anyio
 async def test_self_judge_that_fails_keeps_the_answer(ctx, llm_server, monkeypatch):
     monkeypatch.setattr(ctx, "max_retries", 0)
     llm_server.script("planner", final("Paris"))  # no judge reply scripted: the endpoint answers 500
