@@ -107,7 +107,7 @@ class Context:
         },
     )
     min_similarity: float = field(
-        default=0.35,
+        default=0.45,
         metadata={
             "description": "Similarity mode: cases less similar to the question than this (cosine) are "
             "never shown. Measured default, see README (Similarity floor)."

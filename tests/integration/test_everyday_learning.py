@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from graph.builder import compile_graph
 from graph.cli import app
+from mcp_servers.toolbox import close_toolboxes
 from memory.bank import CaseBank
 from memory.experience import ExperienceLog
-from mcp_servers.toolbox import close_toolboxes
 from tests.fakes import final
 
 runner = CliRunner()
