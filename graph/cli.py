@@ -245,7 +245,8 @@ async def _feedback_on_thread(ctx, thread: str, good: bool, note: str | None, ch
         snapshot = await graph.aget_state(config)
         if not snapshot.values or not snapshot.values.get("question"):
             raise ValueError(f"no run found for thread {thread} (or pass a case id)")
-        if snapshot.next:
+        # A paused run must finish first; a feedback run that failed (say, a wrong namespace) may be retried.
+        if snapshot.next and tuple(snapshot.next) != ("feedback",):
             raise ValueError(f"the run on thread {thread} has not finished; finish it with `memento ask --thread {thread}` first")
         state = await graph.ainvoke({"feedback": {"good": good, "note": note}}, config, context=ctx)
     return {"case_id": state.get("case_id"), "label": state.get("label")}
