@@ -166,6 +166,7 @@ def apply_feedback(
         case.plan = plan or []
         case.answer = answer
         case.attempt_id = attempt_id
+        case.trajectory_summary = f"(the trajectory of attempt {attempt_id} is in its thread)"
     case.reward = reward
     case.label = label_for_reward(reward)
     case.reward_source = "human"

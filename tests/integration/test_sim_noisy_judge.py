@@ -19,3 +19,13 @@ def test_similarity_memory_still_learns_with_a_noisy_self_judge(tmp_path):
     assert any((r["reward"] >= 0.5) != r["correct"] for r in records)
     shown = [c for r in records if r["mode"] == "similarity" for c in r["cases_shown"]]
     assert shown and summary["meta"]["self_judge_accuracy"] == 0.8
+
+
+def test_self_judge_accuracy_must_be_a_probability(tmp_path):
+    from typer.testing import CliRunner
+
+    from graph.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--simulate", "--self-judge-accuracy", "1.5", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--self-judge-accuracy" in result.output
+    assert not (tmp_path / "x").exists()
