@@ -118,6 +118,7 @@ def ask(
     sensitive: Annotated[list[str] | None, typer.Option(help="Tool (or server_) needing approval; repeatable.")] = None,
     checkpoint_url: Annotated[str | None, typer.Option(help="postgresql://... or a SQLite path (default .memento/checkpoints.sqlite).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON on stdout.")] = False,
+    self_judge: Annotated[bool | None, typer.Option("--self-judge/--no-self-judge", help="Without a ground truth, let the judge grade the run (default on).")] = None,
 ) -> None:
     """Ask the agent one question, showing cases, plan, subtasks and tool calls as they happen."""
     from langgraph.types import Command
@@ -139,6 +140,7 @@ def ask(
         "chroma_url": chroma_url,
         "mcp_config": mcp_config,
         "sensitive_tools": sensitive,
+        "self_judge": self_judge,
     }
     try:
         ctx = Context(**{key: v for key, v in overrides.items() if v is not None})

@@ -125,6 +125,7 @@ def test_cli_feedback_bad_flips_the_label_and_the_next_ask_shows_it(agent_env, l
     llm_server.script("judge", self_verdict(True), self_verdict(True))
     first, thread = ask(QUESTION, "--mcp-config", "")
     assert "judge" in first.output and "self_judge" in first.output
+    assert "cases 0 shown" in first.output and "no judged case in this namespace yet" in first.output
 
     fb = runner.invoke(app, ["feedback", thread, "--bad", "--note", "Lyon is not the capital"])
     assert fb.exit_code == 0, fb.output
@@ -153,3 +154,11 @@ def test_unrelated_question_shows_no_case_and_says_why(agent_env, llm_server):
     assert "min_similarity" in unrelated.output
     prompt = llm_server.requests_for("planner")[-1]["messages"][-1]["content"]
     assert "<case" not in prompt
+
+
+def test_ask_without_self_judge_leaves_the_case_unlabelled(agent_env, llm_server):
+    llm_server.script("planner", final("Paris"))
+    result, _ = ask(QUESTION, "--mcp-config", "", "--no-self-judge", "--json")
+    state = json.loads(result.stdout)
+    assert state["label"] == "unknown" and state["reward_source"] == "none" and state["case_written"]
+    assert not llm_server.requests_for("judge")

@@ -59,6 +59,7 @@ async def test_two_subtasks_tool_call_judge_write_back_and_reuse(ctx, llm_server
     prompt = llm_server.requests_for("planner")[-1]["messages"][-1]["content"]
     assert f'<case id="{case.id}" label="positive">' in prompt
     assert "Question: What is 17 times 3, plus 4?" in prompt
+    assert "Label from: a judge with the reference answer" in prompt
     assert bank.get(case.id).times_retrieved == 1
     assert bank.count() == 2
 
