@@ -13,7 +13,8 @@ from graph.state import State
 
 def route_start(state: State) -> Literal["feedback", "retrieve_cases"]:
     """A run whose input carries ``feedback`` labels the thread's last run; anything else is a task."""
-    return "feedback" if state.feedback is not None else "retrieve_cases"
+    # An empty value (a form field left blank in Studio) is no feedback.
+    return "feedback" if state.feedback else "retrieve_cases"
 
 
 def route_after_plan(state: State) -> Literal["execute", "finalize", "judge"]:
