@@ -75,6 +75,10 @@ def eval_command(
     offline: Annotated[
         bool, typer.Option("--offline", help="Keep results local even when LANGSMITH_API_KEY is set (no upload, no tracing).")
     ] = False,
+    self_judge_accuracy: Annotated[
+        float | None,
+        typer.Option(help="--simulate: no ground truth; a self-judge right with this probability (e.g. 0.8) labels the cases."),
+    ] = None,
 ) -> None:
     """Run the agent over a dataset with one or more memory modes and report learning curves.
 
@@ -93,10 +97,13 @@ def eval_command(
         from evals.sim.run import simulate as run_simulation
 
         sim_out = out if out != Path("results/eval") else Path("results/sim")
+        if self_judge_accuracy is not None and not 0.0 <= self_judge_accuracy <= 1.0:
+            raise typer.BadParameter(f"--self-judge-accuracy must be a probability in [0, 1], got {self_judge_accuracy}")
         try:
             summary = run_simulation(
                 SimConfig(out_dir=sim_out, families=families, per_family=per_family, iterations=iterations, modes=modes,
-                          k=k, seed=seed, concurrency=concurrency, test_fraction=test_fraction, progress=not quiet)
+                          k=k, seed=seed, concurrency=concurrency, test_fraction=test_fraction, progress=not quiet,
+                          self_judge_accuracy=self_judge_accuracy)
             )
         except ValueError as exc:
             console.print(f"[red]error:[/red] {exc}")

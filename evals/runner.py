@@ -71,6 +71,9 @@ class EvalConfig:
     dataset_name: str = "dataset"
     progress: bool = True
     langsmith_upload: bool | None = None
+    # The graph gets no ground truth (it self-judges, as in everyday use); accuracy is still
+    # scored against the references, by exact match.
+    hide_ground_truth: bool = False
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -256,8 +259,9 @@ def build_record(
     models: dict[str, str],
     prices: dict[str, float],
     k: int,
+    hidden_truth: bool = False,
 ) -> dict[str, Any]:
-    """One line of ``results.jsonl``."""
+    """One line of ``results.jsonl`` (``hidden_truth``: the graph judged itself; score by exact match)."""
     out = outputs or {}
     answer = out.get("answer")
     em = exact_match(answer, example.ground_truth) if example.ground_truth else out.get("exact_match")
@@ -275,7 +279,7 @@ def build_record(
         "ground_truth": example.ground_truth,
         "answer": answer,
         "status": out.get("status") or ("error" if error else None),
-        "correct": False if error else is_correct(out.get("reward"), em),
+        "correct": False if error else is_correct(None if hidden_truth else out.get("reward"), em),
         "reward": out.get("reward"),
         "reward_source": out.get("reward_source"),
         "judge_model": out.get("judge_model"),
@@ -387,8 +391,11 @@ class EvalRunner:
             ex = by_id[inputs["task_id"]]
             started = time.perf_counter()
             try:
+                payload = ex.graph_input()
+                if self.config.hide_ground_truth:
+                    payload["ground_truth"] = None
                 state = await graph.ainvoke(
-                    ex.graph_input(),
+                    payload,
                     config={"configurable": {"thread_id": f"eval-{mode}-{iteration}-{ex.task_id}"}},
                     context=ctx,
                 )
@@ -400,7 +407,8 @@ class EvalRunner:
                 outputs["cases"] = [{k: c.get(k) for k in ("id", "label", "similarity")} for c in state.get("cases") or []]
                 outputs["latency_s"] = latency
                 record = build_record(ex, mode=mode, iteration=iteration, split=split, outputs=outputs, error=None,
-                                      models=models, prices=self.config.prices, k=self.config.k)
+                                      models=models, prices=self.config.prices, k=self.config.k,
+                                      hidden_truth=self.config.hide_ground_truth)
             except Exception as exc:
                 # First line only: an endpoint error carries the configuration help after it.
                 logger.warning("task %s failed in %s pass %d: %s", ex.task_id, mode, iteration, str(exc).split("\n", 1)[0])

@@ -5,6 +5,8 @@
                        +--------+ (next cycle, up to max_cycles)
                  plan/execute -> finalize -> judge -> write_back
 
+    feedback (an input carrying ``feedback`` on a finished thread: a person's verdict on it)
+
 ``graph`` is compiled without persistence for the LangGraph server, which brings its own;
 scripts and tests call `compile_graph` with their checkpointer.
 """
@@ -16,12 +18,13 @@ from langgraph.graph import END, START, StateGraph
 from graph.context import Context
 from graph.state import InputState, OutputState, State
 from nodes.execute import execute
+from nodes.feedback import feedback
 from nodes.finalize import finalize
 from nodes.judge import judge
 from nodes.models import explain_endpoint_errors
 from nodes.plan import plan
 from nodes.retrieve_cases import retrieve_cases
-from nodes.routing import route_after_execute, route_after_plan
+from nodes.routing import route_after_execute, route_after_plan, route_start
 from nodes.tools import tools
 from nodes.write_back import write_back
 
@@ -36,8 +39,10 @@ def build_graph() -> StateGraph:
     builder.add_node("finalize", explain_endpoint_errors(finalize))
     builder.add_node("judge", explain_endpoint_errors(judge))
     builder.add_node("write_back", write_back)
+    builder.add_node("feedback", feedback)
 
-    builder.add_edge(START, "retrieve_cases")
+    builder.add_conditional_edges(START, route_start)
+    builder.add_edge("feedback", END)
     builder.add_edge("retrieve_cases", "plan")
     builder.add_conditional_edges("plan", route_after_plan)
     builder.add_conditional_edges("execute", route_after_execute)

@@ -79,7 +79,8 @@ def _show_update(node: str, update: dict[str, Any], progress: dict[str, int] | N
         selector = (update.get("retrieval") or {}).get("selector", "none")
         console.print(f"[bold]cases[/] {len(cases)} shown ({escape(str(selector))})" + (f" — {escape(note)}" if note else ""))
         for c in cases:
-            console.print(f"  [{'green' if c['label'] == 'positive' else 'red'}]{c['label']:8}[/] {c['similarity']:.2f}  {escape(c['question'][:90])}")
+            source = (c.get("reward_source") or "none").replace("_", " ")
+            console.print(f"  [{'green' if c['label'] == 'positive' else 'red'}]{c['label']:8}[/] {c['similarity']:.2f}  [dim]{source:18}[/] {escape(c['question'][:80])}")
     elif node == "plan":
         if update.get("plan"):
             console.print(f"[bold]plan[/] (cycle {update.get('cycle')})")
@@ -174,6 +175,7 @@ def ask(
     sensitive: Annotated[list[str] | None, typer.Option(help="Tool (or server_) needing approval; repeatable.")] = None,
     checkpoint_url: Annotated[str | None, typer.Option(help="postgresql://... or a SQLite path (default .memento/checkpoints.sqlite).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON on stdout.")] = False,
+    self_judge: Annotated[bool | None, typer.Option("--self-judge/--no-self-judge", help="Without a ground truth, let the judge grade the run (default on).")] = None,
 ) -> None:
     """Ask the agent one question, showing cases, plan, subtasks and tool calls as they happen."""
     from langgraph.types import Command
@@ -198,6 +200,7 @@ def ask(
         "chroma_url": chroma_url,
         "mcp_config": mcp_config,
         "sensitive_tools": sensitive,
+        "self_judge": self_judge,
     }
     try:
         ctx = Context(**{key: v for key, v in overrides.items() if v is not None})
@@ -269,3 +272,59 @@ def ask(
     else:
         console.print(f"[red]no answer[/] ({state.get('status')}): {escape('; '.join(state.get('errors', [])))}")
         raise typer.Exit(1)
+
+
+@app.command()
+def feedback(
+    target: Annotated[str, typer.Argument(help="The thread id of a run (printed by `memento ask`) or a case id (case-…).")],
+    good: Annotated[bool | None, typer.Option("--good/--bad", help="Your verdict on the run's answer.")] = None,
+    note: Annotated[str | None, typer.Option(help="Why (stored with the label).")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Case-bank namespace (default MEMENTO_NAMESPACE or 'default').")] = None,
+    bank: Annotated[str | None, typer.Option(help="Embedded case-bank folder.")] = None,
+    chroma_url: Annotated[str | None, typer.Option(help="Chroma server URL instead of the embedded bank.")] = None,
+    checkpoint_url: Annotated[str | None, typer.Option(help="Where the thread's run is saved (as for `ask`).")] = None,
+) -> None:
+    """Label a run good or bad: a person's label outranks the judges and is logged as the outcome."""
+    from graph.context import Context
+    from memory.bank import BankError
+
+    if good is None:
+        console.print("[red]error:[/] say --good or --bad")
+        raise typer.Exit(EXIT_CONFIG)
+    overrides = {"namespace": namespace, "bank_path": bank, "chroma_url": chroma_url}
+    try:
+        ctx = Context(**{key: v for key, v in overrides.items() if v is not None})
+        if target.startswith("case-"):
+            case = _feedback_on_case(ctx, target, good, note)
+        else:
+            case = asyncio.run(_feedback_on_thread(ctx, target, good, note, checkpoint_url))
+    except (ValueError, KeyError, BankError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] {exc.args[0] if isinstance(exc, KeyError) else exc}")
+        raise typer.Exit(1) from None
+    out.print(f"{case['case_id']}: {case['label']} (human){' — ' + note if note else ''}")
+
+
+def _feedback_on_case(ctx, case_id: str, good: bool, note: str | None) -> dict:
+    from memory.outcomes import apply_feedback
+    from nodes.resources import bank_for, experience_for
+
+    case = apply_feedback(bank_for(ctx), experience_for(ctx), case_id, good=good, note=note, namespace=ctx.namespace)
+    return {"case_id": case.id, "label": case.label}
+
+
+async def _feedback_on_thread(ctx, thread: str, good: bool, note: str | None, checkpoint_url: str | None) -> dict:
+    """Send ``{"feedback": ...}`` on the thread: the same path a served graph takes."""
+    from graph.builder import compile_graph
+    from graph.persistence import open_checkpointer
+
+    config = {"configurable": {"thread_id": thread}}
+    async with open_checkpointer(checkpoint_url) as saver:
+        graph = compile_graph(saver)
+        snapshot = await graph.aget_state(config)
+        if not snapshot.values or not snapshot.values.get("question"):
+            raise ValueError(f"no run found for thread {thread} (or pass a case id)")
+        # A paused run must finish first; a feedback run that failed (say, a wrong namespace) may be retried.
+        if snapshot.next and tuple(snapshot.next) != ("feedback",):
+            raise ValueError(f"the run on thread {thread} has not finished; finish it with `memento ask --thread {thread}` first")
+        state = await graph.ainvoke({"feedback": {"good": good, "note": note}}, config, context=ctx)
+    return {"case_id": state.get("case_id"), "label": state.get("label")}

@@ -32,7 +32,7 @@ class Context:
     )
     judge_model: str = field(
         default="gpt-4.1-mini",
-        metadata={"description": "Judge model: grades the answer against the ground truth."},
+        metadata={"description": "Judge model: grades the answer (against the ground truth when there is one)."},
     )
     base_url: str = field(
         default="",
@@ -115,7 +115,18 @@ class Context:
         default=0.95, metadata={"description": "Cosine similarity above which a case counts as the same question."}
     )
     self_judge: bool = field(
-        default=False, metadata={"description": "Without a ground truth, let the judge grade the answer on its own."}
+        default=True,
+        metadata={
+            "description": "Without a ground truth, the judge model grades the run (question, plan, tool "
+            "results, answer) so everyday runs are learned from; off leaves such cases unlabelled."
+        },
+    )
+    min_similarity: float = field(
+        default=0.45,
+        metadata={
+            "description": "Similarity mode: cases less similar to the question than this (cosine) are "
+            "never shown. Measured default, see README (Similarity floor)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -126,6 +137,8 @@ class Context:
             setattr(self, f.name, _coerce(env, _default(f)))
         if self.memory_mode not in ("none", "similarity", "learned"):
             raise ValueError(f"memory_mode must be none, similarity or learned, got {self.memory_mode!r}")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError(f"min_similarity must be a cosine similarity in [-1, 1], got {self.min_similarity}")
         if self.k < 0 or self.n_candidates < 1 or self.max_cycles < 1 or self.max_executor_steps < 1:
             raise ValueError("k must be >= 0 and n_candidates, max_cycles, max_executor_steps >= 1")
         if not self.request_timeout > 0:

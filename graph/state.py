@@ -22,6 +22,13 @@ class InputState:
     )
     task_id: str | None = field(default=None, metadata={"description": "Stable task id (dataset row, ticket)."})
     source: str | None = field(default=None, metadata={"description": "Dataset or origin of the task."})
+    feedback: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "description": "A person's verdict on this thread's finished run, sent alone on the same "
+            'thread: {"good": true|false, "note": "..."}. Relabels its case; nothing is re-run.'
+        },
+    )
 
 
 @dataclass(kw_only=True)
@@ -57,6 +64,7 @@ class State(InputState):
     reward_source: str = "none"
     judge_model: str | None = None
     judge_rationale: str | None = None
+    judge_confidence: float | None = None
     exact_match: float | None = None
     f1: float | None = None
     # write_back
@@ -88,6 +96,7 @@ class OutputState:
     reward_source: str = "none"
     judge_model: str | None = None
     judge_rationale: str | None = None
+    judge_confidence: float | None = None
     exact_match: float | None = None
     f1: float | None = None
     case_id: str | None = None

@@ -27,6 +27,20 @@ REWARD_SOURCES: tuple[str, ...] = (
 )
 # A reward at or above this counts as success when a label has to be derived from it.
 POSITIVE_THRESHOLD = 0.5
+# How far each source of a label is trusted: a label is only replaced by one of at least the same
+# rank, so a person's verdict survives later self-judged re-asks (see `memory.outcomes`).
+SOURCE_RANK: dict[str, int] = {
+    "none": 0,
+    # A memory-server client's own report: no more trusted than the agent's self-check.
+    "mcp_client": 1,
+    "self_judge": 1,
+    "imported": 2,
+    "exact_match": 2,
+    "ground_truth_judge": 2,
+    "human": 3,
+}
+# Attempts kept per case (the count itself is never truncated).
+MAX_ATTEMPT_LOG = 20
 
 
 def normalise_question(question: str) -> str:
@@ -113,6 +127,7 @@ class Case:
     reward_source: RewardSource = "none"
     judge_model: str | None = None
     judge_rationale: str | None = None
+    judge_confidence: float | None = None
     trajectory_summary: str = ""
     task_id: str | None = None
     source: str | None = None
@@ -126,6 +141,11 @@ class Case:
     # Who wrote the case when it was not the agent itself: "mcp:<client>" for the memory MCP
     # server's clients, which may only replace cases carrying their own name.
     created_by: str = ""
+    # Re-asking the same question updates this case: how often it was attempted, the latest
+    # attempts (thread, retrieval, reward, source, answer) and which attempt the plan shown is from.
+    attempts: int = 0
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    attempt_id: str | None = None
     id: str = ""
 
     def __post_init__(self) -> None:

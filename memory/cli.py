@@ -297,6 +297,10 @@ def show_command(
     for key in ("created_at", "updated_at", "last_retrieved_at"):
         data[key] = _when(data[key])
     data["models"] = ", ".join(f"{k}={v}" for k, v in case.models.items()) or "-"
+    data["attempt_log"] = "\n".join(
+        f"{_when(a.get('at'))} {a.get('id')}: {a.get('label')} ({a.get('reward_source')}) {_short(a.get('answer') or '', 50)}"
+        for a in case.attempt_log
+    )
     for key, value in data.items():
         table.add_row(key, "-" if value in (None, "") else str(value))
     console.print(table)

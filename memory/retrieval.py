@@ -69,6 +69,8 @@ def _log_view(hit, view: dict[str, Any]) -> dict[str, Any]:
         "score": view["score"],
         "label": view["label"],
         "reward": view["reward"],
+        # Where the label came from (human, ground-truth judge, self-judge): a policy feature.
+        "reward_source": case.reward_source,
         "times_retrieved": case.times_retrieved,
         "retrieved_successes": case.retrieved_successes,
         "retrieved_failures": case.retrieved_failures,
@@ -88,6 +90,7 @@ def retrieve_cases(
     policy_path: str | None = None,
     exploration: Any = "greedy",
     rng_seed: int | None = None,
+    min_similarity: float = 0.0,
 ) -> Retrieval:
     """Select up to ``k`` cases to show for ``question``.
 
@@ -104,6 +107,8 @@ def retrieve_cases(
         exploration: ``greedy``, ``epsilon[:rate]``, ``thompson[:draws]`` (or a dict /
             `memory.policy.selection.Exploration`).
         rng_seed: Seed of the exploration draw (reproducible evals).
+        min_similarity: Similarity mode: cases less similar than this are never shown (an
+            unrelated case misleads the planner more than no case).
 
     """
     if mode not in ("none", "similarity", "learned"):
@@ -141,7 +146,14 @@ def retrieve_cases(
             note = f"learned policy {selector.version} cannot score these cases ({exc}); falling back to similarity"
             logger.warning(note)
             selector = None
+    if selector is None and mode == "similarity" and min_similarity > 0:
+        near = [h for h in hits if h.similarity >= min_similarity]
+        if hits and not near:
+            note = f"no case is similar enough (nearest {hits[0].similarity:.2f} < min_similarity {min_similarity:.2f}): none shown"
+        hits = near
     if selector is None:
+        if not hits and note is None:
+            note = "no judged case in this namespace yet: none shown"
         chosen, propensity = _similarity_choice(hits, k, exploration if mode == "learned" else "greedy", rng_seed)
         candidates, shown = [], []
         for i, hit in enumerate(hits):

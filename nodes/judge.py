@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from openai import APIError
@@ -31,8 +33,21 @@ def parse_verdict(text: str) -> tuple[bool, str]:
     return correct, str(data.get("rationale") or "")
 
 
+def parse_confidence(text: str) -> float | None:
+    """The judge's confidence in [0, 1], or None when it gave none (or nothing usable)."""
+    try:
+        value = float(extract_json_object(text).get("confidence"))
+    except (ValueError, TypeError):
+        return None
+    if value != value:  # NaN
+        return None
+    # Some models answer in percent.
+    value = value / 100.0 if 1.0 < value <= 100.0 else value
+    return min(1.0, max(0.0, value))
+
+
 async def judge(state: State, runtime: Runtime[Context]) -> dict:
-    """Grade the answer; with no ground truth the reward is unknown unless self-judging is on."""
+    """Grade the answer: against the ground truth, else by self-judgement (unless turned off)."""
     ctx = Context.resolve(runtime.context)
     answers = split_answers(state.ground_truth)
     answer = state.answer or ""
@@ -48,26 +63,34 @@ async def judge(state: State, runtime: Runtime[Context]) -> dict:
     elif ctx.self_judge and answer:
         em = f1 = None
         system, task = prompts.SELF_JUDGE_SYSTEM, prompts.SELF_JUDGE_TASK.format(
-            question=state.question, results_block=prompts.format_results(state.subtask_results), answer=answer
+            question=state.question,
+            plan=json.dumps({"plan": state.plan}, ensure_ascii=False),
+            results_block=prompts.format_results(state.subtask_results),
+            tools_block=prompts.format_tool_calls(state.tool_calls),
+            answer=answer,
         )
         source = "self_judge"
     else:
-        return {"reward": None, "label": "unknown", "reward_source": "none", "exact_match": None, "f1": None}
+        return {"reward": None, "label": "unknown", "reward_source": "none", "exact_match": None, "f1": None, "judge_confidence": None}
 
     model = chat_model(ctx, "judge")
     usage = state.usage
     rationale = ""
-    verdict = None
+    verdict = confidence = None
     errors = list(state.errors)
     try:
         reply = await ainvoke(model, [SystemMessage(system), HumanMessage(task)])
         usage = add_usage(usage, reply, ctx.judge_model)
         verdict, rationale = parse_verdict(text_of(reply))
+        confidence = parse_confidence(text_of(reply))
     except ValueError as exc:
         errors.append(f"judge reply unusable: {exc}")
     except (APIError, ModelReplyError) as exc:
-        # A broken judge must not cost the run: the answer and its case are still worth keeping.
-        errors.append(f"judge call failed: {type(exc).__name__}: {exc}")
+        # A broken judge must not cost the run: the answer and its case are still worth keeping
+        # (graded by exact match against a ground truth, or left unlabelled after a self-check).
+        what = "self-judge failed" if source == "self_judge" else "judge call failed"
+        tail = "; the case stays unlabelled" if source == "self_judge" else ""
+        errors.append(f"{what} ({type(exc).__name__}: {exc}){tail}")
     if verdict is None:
         if source == "self_judge":
             return {"reward": None, "label": "unknown", "reward_source": "none", "usage": usage, "errors": errors}
@@ -93,6 +116,7 @@ async def judge(state: State, runtime: Runtime[Context]) -> dict:
         "f1": f1,
         "judge_model": ctx.judge_model,
         "judge_rationale": rationale,
+        "judge_confidence": confidence,
         "usage": usage,
         "errors": errors,
     }

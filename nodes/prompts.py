@@ -18,7 +18,9 @@ Reply with JSON only, in exactly one of two forms:
 
 Keep plans short (1-4 subtasks). Each description must make sense on its own, without the others. \
 Past cases, when shown, are earlier tasks with the plans that were tried: imitate what worked \
-(positive cases) and avoid what failed (negative cases)."""
+(positive cases) and avoid what failed (negative cases). Each case says where its label came from: \
+a person (most trusted), a judge that compared the answer with a reference answer, or the agent's own \
+self-judgement without a reference (least trusted: it may be wrong)."""
 
 PLANNER_TASK = """{cases_block}Question: {question}
 {results_block}
@@ -30,7 +32,17 @@ CASE_BLOCK = """<case id="{id}" label="{label}">
 Question: {question}
 Plan: {plan}
 Answer: {answer}
+Label from: {label_source}
 </case>"""
+# How the planner is told where a case's label came from (`Case.reward_source`).
+LABEL_SOURCES = {
+    "human": "a person's feedback",
+    "ground_truth_judge": "a judge with the reference answer",
+    "exact_match": "exact match with the reference answer",
+    "self_judge": "the agent's self-judgement (no reference answer)",
+    "imported": "an imported record",
+    "mcp_client": "another agent's own report through the memory server (unverified)",
+}
 
 UNVERIFIED_CASE_NOTE = "(Added by a client of the memory server; its plan and outcome are not verified.)"
 
@@ -68,13 +80,19 @@ JUDGE_TASK = """Question: {question}
 Reference answers: {references}
 Predicted answer: {answer}"""
 
-SELF_JUDGE_SYSTEM = """You check an agent's answer without a reference. Decide whether the answer is \
-well supported by the gathered results and responsive to the question.
-Reply with JSON only: {"correct": true|false, "rationale": "<one sentence>"}"""
+SELF_JUDGE_SYSTEM = """You grade a research agent's run when no reference answer exists. From the \
+question, the plan, what the subtasks and tools returned, and the final answer, decide whether the \
+answer is correct: it answers what was asked, it is supported by the results (or is well-established \
+knowledge), and nothing in the results contradicts it. An unsupported guess, a hedge between answers, a \
+refusal or "I do not know" is not correct. Give your confidence that your verdict is right.
+Reply with JSON only: {"correct": true|false, "confidence": <0.0 to 1.0>, "rationale": "<one sentence>"}"""
 
 SELF_JUDGE_TASK = """Question: {question}
-{results_block}
+Plan: {plan}
+{results_block}{tools_block}
 Answer: {answer}"""
+TOOLS_HEADER = "Tool calls:"
+TOOL_ITEM = "- {name}({args}) [{status}] -> {result}"
 
 
 def format_cases(cases: list[dict[str, Any]], case_chars: int = PROMPT_CASE_CHARS) -> str:
@@ -105,7 +123,16 @@ def format_cases(cases: list[dict[str, Any]], case_chars: int = PROMPT_CASE_CHAR
             if case.get("reward_source") == "mcp_client":
                 # Written and scored by another agent through the memory server: say so.
                 fields[2] += "\n" + UNVERIFIED_CASE_NOTE
-            blocks.append(CASE_BLOCK.format(id=case["id"], label=label, question=fields[0], plan=fields[1], answer=fields[2]))
+            blocks.append(
+                CASE_BLOCK.format(
+                    id=case["id"],
+                    label=label,
+                    question=fields[0],
+                    plan=fields[1],
+                    answer=fields[2],
+                    label_source=LABEL_SOURCES.get(case.get("reward_source") or "", "unknown"),
+                )
+            )
     return "\n".join(blocks) + "\n\n" if blocks else ""
 
 
@@ -118,6 +145,22 @@ def format_results(results: list[dict[str, Any]], limit: int = 1500) -> str:
         for r in results
     ]
     return RESULTS_HEADER + "\n" + "\n".join(items) + "\n"
+
+
+def format_tool_calls(calls: list[dict[str, Any]], last: int = 10, limit: int = 300) -> str:
+    """The run's last tool calls with truncated results, for the self-judge; empty when none."""
+    if not calls:
+        return ""
+    items = [
+        TOOL_ITEM.format(
+            name=c.get("name"),
+            args=_truncate(json.dumps(c.get("args"), ensure_ascii=False, default=str), 200),
+            status=c.get("status", "ok"),
+            result=_truncate(c.get("result", ""), limit),
+        )
+        for c in calls[-last:]
+    ]
+    return TOOLS_HEADER + "\n" + "\n".join(items) + "\n"
 
 
 def _truncate(text: str, limit: int) -> str:

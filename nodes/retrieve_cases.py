@@ -53,6 +53,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
             # Exploration draws are seeded per task attempt: a rerun of the same thread (or an eval
             # with the same seed) shows the same cases.
             rng_seed=int(retrieval_id[4:20], 16),
+            min_similarity=ctx.min_similarity,
         )
     except BankError as exc:
         # A damaged bank must not cost the task: answer without memory and say why.

@@ -11,6 +11,12 @@ from graph.context import Context
 from graph.state import State
 
 
+def route_start(state: State) -> Literal["feedback", "retrieve_cases"]:
+    """A run whose input carries ``feedback`` labels the thread's last run; anything else is a task."""
+    # An empty value (a form field left blank in Studio) is no feedback.
+    return "feedback" if state.feedback else "retrieve_cases"
+
+
 def route_after_plan(state: State) -> Literal["execute", "finalize", "judge"]:
     """A final answer goes to the judge, a plan to the executor, an unusable reply to finalize."""
     if state.answer is not None and state.status == "answered":

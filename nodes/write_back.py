@@ -16,6 +16,7 @@ from graph.context import Context
 from graph.state import State
 from memory.cases import Case, case_id_for, clean_text
 from memory.limits import CaseLimits
+from memory.outcomes import attempt_record, merge_attempt, record_outcome
 from nodes.resources import bank_for, experience_for
 
 logger = logging.getLogger(__name__)
@@ -76,9 +77,12 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
     if not ctx.write_back:
         return {}
     thread = get_config().get("configurable", {}).get("thread_id")
+    # One case per question and namespace (per task id when the caller gives one): a re-ask
+    # updates it. The thread names the attempt, so a resumed run is not counted twice.
+    attempt_id = thread or state.retrieval_id or f"run-{state.started_at}"
     case = Case(
         # The id is derived from the stored (cleaned) question, so a re-import maps onto it.
-        id=case_id_for(ctx.namespace, clean_text(state.question), state.task_id or thread),
+        id=case_id_for(ctx.namespace, clean_text(state.question), state.task_id),
         namespace=ctx.namespace,
         question=state.question,
         plan=state.plan,
@@ -88,8 +92,9 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         reward_source=state.reward_source,  # type: ignore[arg-type]
         judge_model=state.judge_model,
         judge_rationale=state.judge_rationale,
+        judge_confidence=state.judge_confidence,
         trajectory_summary=trajectory_summary(state),
-        task_id=state.task_id or thread,
+        task_id=state.task_id,
         source=state.source,
         models={"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model},
         created_at=state.started_at or time.time(),
@@ -98,6 +103,19 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
     # the thread's state keeps the full text.
     CaseLimits(ctx.case_answer_chars, ctx.case_plan_chars).apply(case, note=f"; full text in thread {thread}")
     bank = bank_for(ctx)
+    attempt = attempt_record(
+        attempt_id,
+        retrieval_id=state.retrieval_id,
+        reward=state.reward,
+        label=state.label,
+        reward_source=state.reward_source,
+        answer=state.answer or "",
+    )
+    try:
+        existing = bank.get(case.id, namespace=ctx.namespace)
+    except Exception:
+        existing = None  # the bank is down: the write below fails and spools this attempt
+    case = merge_attempt(existing, case, attempt)
     spool = pending_path(ctx)
     batch = [case]
     spooled = spool.exists()
@@ -120,7 +138,8 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         # the retrieval id stored with each case covers a kill between these two writes.
         if not log.has_outcome(state.retrieval_id):
             bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace, usage_key=state.retrieval_id)
-        log.log_outcome(state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
+        # A person's feedback given before this (resumed) write is not overwritten by the judge.
+        record_outcome(log, state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
         if ctx.memory_mode == "learned" and state.reward is not None:
             # Counts judged outcomes; every N of them a background thread retrains the policy
             # and promotes it only if validation AUC does not regress.

@@ -42,6 +42,7 @@ _CASE_BLOCK = re.compile(r"<case\b.*?</case>", re.S)
 _QUESTION = re.compile(r"^Question:\s*(?P<q>.+)$", re.M)
 _REFERENCES = re.compile(r"^Reference answers:\s*(?P<r>.*)$", re.M)
 _PREDICTED = re.compile(r"^Predicted answer:\s*(?P<a>.*)$", re.M)
+_ANSWER = re.compile(r"^Answer:\s*(.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class SimLLM:
     suffix: str = "sim"
     plan_first: bool = True
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    # Self-judge prompts (no reference answers): the verdict is right with this probability.
+    judge_accuracy: float = 1.0
 
     def __post_init__(self) -> None:
         self._by_question = {t.question: t for t in self.tasks}
@@ -210,9 +213,21 @@ class SimLLM:
             with self._lock:
                 attempt = self._attempts[question["q"].strip()]
                 self._attempts[question["q"].strip()] += 1
+        if not refs and question and _ANSWER.search(text):
+            return self._self_judge(question["q"].strip(), _ANSWER.findall(text)[-1].strip())
         if not refs or not pred:
             return json.dumps({"rationale": "unreadable judge prompt"})
         answers = split_answers(refs["r"].split(" | "))
         ok = bool(exact_match(pred["a"].strip(), answers))
         passed = lenient_verdict(self.seed, question["q"].strip() if question else "", attempt, ok, self.params.wrong_label)
         return verdict(passed, "matches a reference answer" if ok else "differs from every reference answer")
+
+    def _self_judge(self, question: str, answer: str) -> str:
+        """A noisy self-judge: it knows the task's answer but is right only with ``judge_accuracy``."""
+        task = self._by_question.get(question)
+        ok = bool(task) and bool(exact_match(answer, [task.answer]))
+        with self._lock:
+            attempt = self._attempts[question]
+        if uniform(self.seed, "self-judge|" + question, attempt) >= self.judge_accuracy:
+            ok = not ok
+        return json.dumps({"correct": ok, "confidence": self.judge_accuracy, "rationale": "simulated self-judge"})

@@ -46,6 +46,9 @@ class SimConfig:
     params: SimParams = field(default_factory=SimParams)
     plan_first: bool = True
     progress: bool = True
+    # Set: no ground truth reaches the graph, and the simulated self-judge is right with this
+    # probability (everyday use); accuracy is still scored against the true answers.
+    self_judge_accuracy: float | None = None
 
 
 async def asimulate(cfg: SimConfig) -> dict[str, Any]:
@@ -57,7 +60,9 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
     notes: list[str] = []
     os.environ.setdefault(SIM_KEY_ENV, "sim")
     with ScriptedOpenAI() as server:
-        sims = {mode: SimLLM(tasks, seed=cfg.seed, params=cfg.params, suffix=mode, plan_first=cfg.plan_first).install(server) for mode in cfg.modes}
+        judge_accuracy = 1.0 if cfg.self_judge_accuracy is None else cfg.self_judge_accuracy
+        sims = {mode: SimLLM(tasks, seed=cfg.seed, params=cfg.params, suffix=mode, plan_first=cfg.plan_first,
+                             judge_accuracy=judge_accuracy).install(server) for mode in cfg.modes}
         # One EvalConfig per mode: each mode's models are its own simulator instance.
         records: list[dict[str, Any]] = []
         for mode in cfg.modes:
@@ -74,6 +79,7 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
                 dataset_name=f"sim-f{cfg.families}x{cfg.per_family}-s{cfg.seed}",
                 progress=cfg.progress,
                 langsmith_upload=False,
+                hide_ground_truth=cfg.self_judge_accuracy is not None,
                 context={
                     "planner_model": models["planner"],
                     "executor_model": models["executor"],
@@ -100,6 +106,7 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "test_fraction": cfg.test_fraction,
         "sim_params": asdict(cfg.params),
+        "self_judge_accuracy": cfg.self_judge_accuracy,
         "notes": notes + fallback_notes(records),
     }
     summary = summarize(records, meta=meta)
@@ -158,6 +165,8 @@ def check_sim_settings(cfg: SimConfig) -> None:
     path = Path(cfg.out_dir) / "sim_config.json"
     now = {"families": cfg.families, "per_family": cfg.per_family, "k": cfg.k, "seed": cfg.seed,
            "test_fraction": cfg.test_fraction, "params": asdict(cfg.params), "plan_first": cfg.plan_first}
+    if cfg.self_judge_accuracy is not None:
+        now["self_judge_accuracy"] = cfg.self_judge_accuracy
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = sorted(k for k in now if old.get(k) != now[k])

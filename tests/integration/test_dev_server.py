@@ -95,6 +95,18 @@ async def test_dev_server_runs_a_question_and_exposes_the_context_schema(dev_ser
     assert result["tool_calls"][0]["name"] == "math_evaluate" and "1024" in result["tool_calls"][0]["result"]
     assert (Path(agent_env["MEMENTO_BANK_PATH"]) / "chroma.sqlite3").exists()
 
+    # A person's feedback on the finished thread, as the SDK (or Studio) sends it: a run whose
+    # input is only `feedback`. It relabels the run's case without re-running anything.
+    assert "feedback" in schemas["input_schema"]["properties"]
+    feedback = await client.runs.wait(
+        thread["thread_id"], assistant_id, input={"feedback": {"good": False, "note": "checked by hand"}}, context={"k": 2}
+    )
+    assert feedback["label"] == "negative" and feedback["reward_source"] == "human", feedback
+    assert feedback["answer"] == "1024" and feedback["judge_rationale"] == "checked by hand"
+    from memory.bank import CaseBank
+
+    case = CaseBank(agent_env["MEMENTO_BANK_PATH"]).get(result["case_id"])
+    assert case.label == "negative" and case.reward_source == "human"
 
 async def test_dev_server_unreachable_model_returns_the_configuration_help(dev_server):
     """A client of `langgraph dev` gets the CLI's setup help, not "An internal error occurred"."""

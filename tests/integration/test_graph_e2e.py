@@ -59,6 +59,7 @@ async def test_two_subtasks_tool_call_judge_write_back_and_reuse(ctx, llm_server
     prompt = llm_server.requests_for("planner")[-1]["messages"][-1]["content"]
     assert f'<case id="{case.id}" label="positive">' in prompt
     assert "Question: What is 17 times 3, plus 4?" in prompt
+    assert "Label from: a judge with the reference answer" in prompt
     assert bank.get(case.id).times_retrieved == 1
     assert bank.count() == 2
 
@@ -95,6 +96,7 @@ async def test_plan_is_never_returned_as_the_answer(ctx, llm_server, thread_id):
 
 
 async def test_unknown_tool_and_failing_tool_go_back_as_errors(ctx, llm_server, thread_id):
+    ctx.self_judge = False  # grading is not under test here
     llm_server.script("planner", plan(["use tools"]), final("done"))
     llm_server.script(
         "executor",
@@ -112,6 +114,7 @@ async def test_unknown_tool_and_failing_tool_go_back_as_errors(ctx, llm_server, 
 
 
 async def test_executor_that_never_finishes_is_capped(ctx, llm_server, thread_id):
+    ctx.self_judge = False  # grading is not under test here
     ctx.max_executor_steps = 3
     llm_server.script("planner", plan(["loop forever"]), final("gave up"))
     llm_server.respond_with("executor", lambda req: tool_call("math_add", {"a": 1, "b": 1}))
@@ -123,6 +126,7 @@ async def test_executor_that_never_finishes_is_capped(ctx, llm_server, thread_id
 
 
 async def test_max_cycles_forces_finalize(ctx, llm_server, thread_id):
+    ctx.self_judge = False  # grading is not under test here
     ctx.max_cycles = 2
     llm_server.script("planner", plan(["a"]), plan(["b"]), "The answer is 42.")
     llm_server.script("executor", "ra", "rb")
@@ -137,7 +141,8 @@ async def test_empty_question_is_refused(ctx, thread_id):
         await run(ctx, {"question": "   "}, thread_id)
 
 
-async def test_no_ground_truth_means_unknown_reward(ctx, llm_server, thread_id):
+async def test_no_ground_truth_and_self_judge_off_means_unknown_reward(ctx, llm_server, thread_id):
+    ctx.self_judge = False
     llm_server.script("planner", final("blue"))
     out = await run(ctx, {"question": "Favourite colour?"}, thread_id)
     assert out["reward"] is None and out["label"] == "unknown" and out["reward_source"] == "none"

@@ -70,3 +70,19 @@ def test_planner_and_judge_responders():
     bad = prompts.JUDGE_TASK.format(question=task.question, references=task.answer, answer="nope")
     assert json.loads(sim.judge({"messages": [{"role": "user", "content": bad}]}))["correct"] is False
     assert sim.decisions[-1]["same_family_positive"] == 0 and sim.decisions[-1]["other_family"] == 1
+
+
+def test_noisy_self_judge_is_right_with_its_accuracy():
+    tasks = generate_tasks(10, 12, seed=0)
+    sim = SimLLM(tasks, seed=0, suffix="t", judge_accuracy=0.8)
+    right = 0
+    for i, task in enumerate(tasks):
+        answer = task.answer if i % 2 else "nope"
+        text = prompts.SELF_JUDGE_TASK.format(question=task.question, plan='{"plan": []}', results_block="",
+                                              tools_block="", answer=answer)
+        verdict = json.loads(sim.judge({"messages": [{"role": "user", "content": text}]}))
+        right += verdict["correct"] == bool(i % 2)
+    assert 0.7 <= right / len(tasks) <= 0.9
+    perfect = SimLLM(tasks, seed=0, suffix="p")
+    text = prompts.SELF_JUDGE_TASK.format(question=tasks[0].question, plan="", results_block="", tools_block="", answer=tasks[0].answer)
+    assert json.loads(perfect.judge({"messages": [{"role": "user", "content": text}]}))["correct"] is True
