@@ -37,7 +37,7 @@ from evals.sim.tasks import SimTask
 _CASE = re.compile(
     r'<case id="(?P<id>[^"]*)" label="(?P<label>[^"]*)"[^>]*>\s*Question:\s*(?P<q>.*?)\n(?P<body>.*?)</case>', re.S
 )
-_ANSWER = re.compile(r"^Answer:\s*(?P<a>.*)$", re.M)
+_CASE_ANSWER = re.compile(r"^Answer:\s*(?P<a>.*)$", re.M)
 _CASE_BLOCK = re.compile(r"<case\b.*?</case>", re.S)
 _QUESTION = re.compile(r"^Question:\s*(?P<q>.+)$", re.M)
 _REFERENCES = re.compile(r"^Reference answers:\s*(?P<r>.*)$", re.M)
@@ -77,7 +77,7 @@ def parse_planner_prompt(text: str) -> tuple[str, list[ShownCase]]:
     """
     cases = []
     for m in _CASE.finditer(text):
-        answer = _ANSWER.search(m["body"])
+        answer = _CASE_ANSWER.search(m["body"])
         cases.append(ShownCase(m["id"], m["label"], m["q"].strip(), answer["a"].strip() if answer else ""))
     rest = _CASE_BLOCK.sub("", text)
     found = _QUESTION.findall(rest)

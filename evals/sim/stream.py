@@ -24,6 +24,8 @@ from memory.policy.bandit import BanditConfig, CandidateCase, LoggedRetrieval, q
 from memory.policy.learner import BanditLearner
 
 MODES = ("none", "similarity", "learned", "oracle")
+# Extra `BanditLearner` options for experiments (start, confidence, canary); empty by default.
+LEARNER_OPTIONS: dict = {}
 
 
 @dataclass
@@ -83,7 +85,7 @@ def run_stream(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bank: dict[str, _StoredCase] = {}
     order: list[str] = []
-    learner = BanditLearner(bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate)
+    learner = BanditLearner(bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate, **LEARNER_OPTIONS)
     rng = np.random.default_rng(seed)
     result = StreamResult(mode)
     for it in range(1, passes + 1):

@@ -112,6 +112,9 @@ class BanditConfig:
         gap_prior: Prior mean loss per unit of similarity below the best candidate: before any
             evidence, nearer cases are the likelier to help (similarity's own bet), so exploration
             starts near the top of the ranking instead of anywhere in it.
+        top_prior: Prior mean extra effect of a positive case among the four nearest (what
+            similarity would show): above ``-show_prior`` the model starts as "similarity,
+            positives only" and departs from it only as outcomes say.
         draws: Posterior draws in the Thompson ensemble.
         temperature: Scales the posterior covariance of the draws (<1 explores less widely).
         min_shows: A case gets its own value only once it was shown this often.
@@ -126,14 +129,15 @@ class BanditConfig:
     query_var: float = 0.03
     trend_var: float = 0.002
     static_var: float = 0.01
-    metric_var: float = 0.004
+    metric_var: float = 0.02
     case_var: float = 0.002
     show_prior: float = -0.04
     repeat_prior: float = 0.1
     negative_prior: float = -0.03
     gap_prior: float = 1.0
+    top_prior: float = 0.0
     draws: int = 32
-    temperature: float = 0.05
+    temperature: float = 0.1
     min_shows: int = 2
     max_cases: int = 4000
     max_queries: int = 4000
@@ -208,7 +212,11 @@ class CaseValueModel:
         mean[lay["static"].start] = c.show_prior
         mean[lay["static"].start + _STATIC.index("positive_near_duplicate")] = c.repeat_prior
         mean[lay["static"].start + _STATIC.index("negative")] = c.negative_prior
-        mean[lay["static"].start + _STATIC.index("similarity_gap")] = -c.gap_prior
+        gap = lay["static"].start + _STATIC.index("similarity_gap")
+        mean[gap] = -c.gap_prior
+        # As uncertain as it is large: outcomes can overturn it where nearer cases mislead.
+        var[gap] = max(c.static_var, c.gap_prior**2)
+        mean[lay["static"].start + _STATIC.index("positive_nearest_four")] = c.top_prior
         var[lay["metric"]] = c.metric_var
         var[lay["case"]] = c.case_var
         return mean, var
@@ -478,6 +486,44 @@ class Selection:
     order: np.ndarray
     member: int
     slates: list[tuple[tuple[int, ...], float]] = field(default_factory=list)
+
+
+class SimilarityPolicy:
+    """Similarity's choice as a policy object: the K most similar candidates, deterministically.
+
+    It serves as the first incumbent of a gated learner, so a bandit replaces similarity only once
+    off-policy evaluation says it selects better (and never serves worse than similarity before).
+    """
+
+    n_rows = 0
+
+    @staticmethod
+    def _top(candidates: Sequence[CandidateCase], k: int) -> np.ndarray:
+        return np.argsort([-c.similarity for c in candidates], kind="stable")[: max(0, k)]
+
+    def with_history(self, query: str, candidates: Sequence[CandidateCase]) -> list[CandidateCase]:
+        """Similarity keeps no history: the candidates as they are."""
+        return list(candidates)
+
+    def select(
+        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], k: int, rng: np.random.Generator, *, explore: bool = True
+    ) -> Selection:
+        """The top K (propensity 1 each; the set has probability 1)."""
+        chosen = self._top(candidates, k)
+        shown = np.zeros(len(candidates), bool)
+        shown[chosen] = True
+        sims = np.array([c.similarity for c in candidates], np.float32)
+        return Selection(shown, shown.astype(float), 1.0, sims, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)])
+
+    def marginals(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], k: int) -> np.ndarray:
+        """1 for the top K, 0 otherwise."""
+        out = np.zeros(len(candidates))
+        out[self._top(candidates, k)] = 1.0
+        return out
+
+    def slate_probability(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int) -> float:
+        """1 when ``shown`` is the top K, else 0."""
+        return float(set(np.flatnonzero(shown).tolist()) == set(self._top(candidates, k).tolist()))
 
 
 def pair_history(logs: Sequence[LoggedRetrieval]) -> dict[str, tuple[float, float]]:

@@ -28,6 +28,7 @@ from memory.policy.bandit import (
     CaseValueModel,
     LoggedRetrieval,
     Selection,
+    SimilarityPolicy,
     query_key,
 )
 from memory.policy.ope import OpeEstimate, compare_additive
@@ -63,10 +64,11 @@ class BanditLearner:
         k: int = 4,
         retrain_every: int = 25,
         gate: bool = True,
-        confidence: float = 0.8,
+        confidence: float = 0.95,
         canary: float = 0.3,
+        start: str = "similarity",
     ):
-        """Start from the prior (a cautious model that shows a case only when a draw favours it).
+        """Start from similarity (or the bandit's prior) and learn from there.
 
         Args:
             config: Bandit priors and sizes.
@@ -75,6 +77,8 @@ class BanditLearner:
             gate: Install a refit only when OPE prefers it at ``confidence``.
             confidence: One-sided confidence of the OPE gate.
             canary: Share of selections served by the newest unpromoted candidate (gate on).
+            start: First incumbent: ``similarity`` (a bandit serves only once OPE prefers it to
+                similarity) or ``prior`` (the cautious bandit prior serves from the start).
 
         """
         self.config = config or BanditConfig()
@@ -83,7 +87,11 @@ class BanditLearner:
         self.gate = gate
         self.confidence = confidence
         self.canary = canary
-        self.model = CaseValueModel(self.config)
+        if start not in ("similarity", "prior"):
+            raise ValueError(f"start must be similarity or prior, got {start!r}")
+        self.model: CaseValueModel | SimilarityPolicy = (
+            SimilarityPolicy() if start == "similarity" and gate else CaseValueModel(self.config)
+        )
         self.challenger: CaseValueModel | None = None
         self.version = 0
         self.logs: list[LoggedRetrieval] = []
