@@ -160,14 +160,29 @@ class BanditLearner:
                     cache[id(r)] = self.model.marginals(r.query_embedding, r.candidates, k)
                 return cache[id(r)]
 
-            est = compare_additive(
-                self.logs,
-                lambda r: candidate.marginals(r.query_embedding, r.candidates, k),
-                incumbent,
-                confidence=self.confidence,
-                seed=self.version,
-            )
+            similarity = SimilarityPolicy()
+
+            def cand(r: LoggedRetrieval) -> np.ndarray:
+                return candidate.marginals(r.query_embedding, r.candidates, k)
+
+            def sim(r: LoggedRetrieval) -> np.ndarray:
+                return similarity.marginals(r.query_embedding, r.candidates, k)
+
+            est = compare_additive(self.logs, cand, incumbent, confidence=self.confidence, seed=self.version)
             decision = Decision(est.promote, est.reason, len(self.logs), fit_s, est)
+            if est.promote and not isinstance(self.model, SimilarityPolicy):
+                # Never install a bandit that the log says selects worse than similarity.
+                vs_sim = compare_additive(self.logs, cand, sim, confidence=self.confidence, seed=self.version)
+                if not vs_sim.difference >= 0.0:
+                    decision = Decision(False, "better than the incumbent but not than similarity: " + vs_sim.reason,
+                                        len(self.logs), fit_s, est)  # fmt: skip
+            if not decision.promoted and not isinstance(self.model, SimilarityPolicy):
+                # An incumbent that the log now says is worse than similarity is retired.
+                back = compare_additive(self.logs, sim, incumbent, confidence=self.confidence, seed=self.version)
+                if back.promote:
+                    self.model = similarity
+                    self._incumbent_marginals = {}
+                    decision.reason = "incumbent retired, similarity serves: " + back.reason
         if decision.promoted:
             self.model = candidate
             self.challenger = None
