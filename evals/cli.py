@@ -11,18 +11,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from evals.datasets import FORMATS, DatasetError, load_dataset
-from evals.plots import plot_learning_curves
-from evals.runner import (
-    MODES,
-    EvalConfig,
-    EvalRunner,
-    check_resume,
-    make_context,
-    models_of,
-    train_policy_before_pass,
-)
-from evals.summary import learning_curves, print_summary, summarize, write_summary
+from evals.datasets import FORMATS
+
+# `memento --help` imports this module: matplotlib, the runner (langgraph, langchain) and the
+# summary are imported by the command itself.
 
 console = Console()
 
@@ -77,6 +69,19 @@ def eval_command(
     Writes results.jsonl (one line per mode, pass and task; rerunning resumes), summary.md,
     summary.json and learning_curve.png into --out.
     """
+    from evals.datasets import DatasetError, load_dataset
+    from evals.plots import plot_learning_curves
+    from evals.runner import (
+        MODES,
+        EvalConfig,
+        EvalRunner,
+        check_resume,
+        make_context,
+        models_of,
+        train_policy_before_pass,
+    )
+    from evals.summary import learning_curves, print_summary, summarize, write_summary
+
     modes = memory or (["none", "similarity", "learned"] if simulate else ["similarity"])
     bad = [m for m in modes if m not in MODES]
     if bad:
