@@ -75,7 +75,27 @@ def _show_update(node: str, update: dict[str, Any]) -> None:
         console.print(f"[bold]memory[/] case {update['case_id']} written")
 
 
+class _Spinner:
+    """A transient status line between updates, only on a terminal (piped output stays clean)."""
+
+    def __init__(self) -> None:
+        self._status = None
+
+    def start(self, text: str) -> None:
+        self.stop()
+        if console.is_terminal:
+            self._status = console.status(f"[dim]{text}[/]", spinner="dots")
+            self._status.start()
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
 async def _run(payload: Any, config: dict, ctx, checkpoint_url: str | None) -> tuple[dict | None, list]:
+    spinner = _Spinner()
+    spinner.start("loading the agent and the case bank…")
     from graph.builder import compile_graph
     from graph.persistence import open_checkpointer
     from mcp_servers.toolbox import close_toolboxes
@@ -85,14 +105,18 @@ async def _run(payload: Any, config: dict, ctx, checkpoint_url: str | None) -> t
         async with open_checkpointer(checkpoint_url) as saver:
             graph = compile_graph(saver)
             async for chunk in graph.astream(payload, config, context=ctx, stream_mode="updates"):
+                spinner.stop()
                 for node, update in chunk.items():
                     if node == "__interrupt__":
                         interrupts.extend(update)
                     else:
                         _show_update(node, update)
+                spinner.start("working…")
+            spinner.stop()
             snapshot = await graph.aget_state(config)
             return dict(snapshot.values), interrupts
     finally:
+        spinner.stop()
         await close_toolboxes()
 
 
@@ -161,6 +185,12 @@ def ask(
         payload = Command(resume=approve)
     else:
         payload = None  # continue an interrupted run from its last checkpoint
+    if question is not None:
+        from nodes.resources import warm_resources
+
+        # Bank and embedder load on a thread while the graph, the checkpointer and the model
+        # client are imported; the question's vector is cached for retrieve_cases.
+        warm_resources(ctx, question)
     console.print(f"[dim]thread {thread}[/]")
     try:
         while True:

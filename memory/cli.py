@@ -240,6 +240,10 @@ def search_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Nearest cases to a question, with cosine similarities."""
+    from memory.embeddings import warm_embedder
+
+    # The model loads while Chroma is imported and opened.
+    warm_embedder(embedder)
     store = _open(bank, chroma_url, namespace, embedder)
     hits = _guard(lambda: store.search(
         query, n, labels=label or None, exclude_task_ids=exclude_task or (), exclude_similarity_above=exclude_above

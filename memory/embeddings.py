@@ -207,8 +207,46 @@ class HashEmbedder:
         return _unit(out) if len(texts) else out
 
 
-@functools.lru_cache(maxsize=4)
+_BUILD_LOCK = threading.Lock()
+
+
 def get_embedder(spec: str = "minilm") -> Embedder:
+    """Shared embedder per process (see `_get_embedder`); safe to call from several threads.
+
+    A background warm-up (`warm_embedder`) and the command that needs the model may ask at the
+    same moment: the lock makes the second wait for the first instead of loading it twice.
+    """
+    with _BUILD_LOCK:
+        return _get_embedder(spec)
+
+
+
+def warm_embedder(spec: str | None = None, query: str | None = "warm-up", cached: bool = False) -> threading.Thread:
+    """Load (and run once) the embedder on a daemon thread while the caller does other start-up.
+
+    ONNX Runtime loads its graph and runs without holding the GIL, so on 2 cores this overlaps
+    with importing and opening Chroma. With ``cached`` the query's vector stays in the
+    embedder's cache (warm with the real question). A failure is left for the real call to report.
+    """
+    spec = spec if spec is not None else os.environ.get("MEMENTO_EMBEDDER", "minilm")
+
+    def run() -> None:
+        try:
+            emb = get_embedder(spec)
+            if query and cached:
+                emb.embed([query])
+            elif query and hasattr(emb, "embed_uncached"):
+                emb.embed_uncached([query])
+        except Exception:
+            logging.getLogger(__name__).debug("embedder warm-up failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="memento-embedder-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+@functools.lru_cache(maxsize=4)
+def _get_embedder(spec: str = "minilm") -> Embedder:
     """Shared embedder per process: loading the model once keeps queries to one encoder pass.
 
     Args:
