@@ -144,7 +144,6 @@ def ask(
 ) -> None:
     """Ask the agent one question, showing cases, plan, subtasks and tool calls as they happen."""
     from langgraph.types import Command
-    from openai import APIConnectionError, APIStatusError, AuthenticationError
 
     from graph.context import Context
     from nodes.models import CONFIG_HELP, ModelConfigError, check_endpoint
@@ -204,14 +203,21 @@ def ask(
                 continue
             console.print(f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)")
             raise typer.Exit(EXIT_PAUSED)
-    except (APIConnectionError, AuthenticationError) as exc:
-        console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
-        console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    except APIStatusError as exc:
-        console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {exc.message}")
-        console.print(f"Resume with: memento ask --thread {thread}")
-        raise typer.Exit(1) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        # openai is imported only here: importing it up front delays the first output by ~1 s.
+        from openai import APIConnectionError, APIStatusError, AuthenticationError
+
+        if isinstance(exc, APIConnectionError | AuthenticationError):
+            console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
+            console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
+            raise typer.Exit(EXIT_CONFIG) from None
+        if isinstance(exc, APIStatusError):
+            console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {exc.message}")
+            console.print(f"Resume with: memento ask --thread {thread}")
+            raise typer.Exit(1) from None
+        raise
 
     if state is None or not state.get("question"):
         console.print(f"[red]error:[/] no run found for thread {thread}")
