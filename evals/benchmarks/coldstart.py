@@ -12,6 +12,9 @@ ratios to the baseline's median:
 * ``memento ask "<question>"`` against the scripted OpenAI-compatible server (no tools), timed
   until its ``cases`` line is printed (the retrieved cases are on screen).
 
+The served graph: ``langgraph dev`` is started, and three runs go through it one after another
+(the first right after the server answers ``/ok``); the first should cost no more than the others.
+
 Import throughput: the encoder's own batch throughput (``embed_uncached`` at batch 64 over the
 file's case texts) against ``import_jsonl`` of the same file into a fresh embedded bank and into a
 ``chroma run`` server, in this process with the embedder already loaded.
@@ -137,6 +140,53 @@ def _import_throughput(data: Path, work: Path, server: bool) -> dict:
     return result
 
 
+def _served_runs(work: Path, env: dict[str, str], root: Path = ROOT, runs: int = 3) -> list[float] | None:
+    """Seconds per run of the served graph (``langgraph dev``): the first after start, then more."""
+    import httpx
+    from langgraph_sdk import get_sync_client
+
+    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent))
+    if exe is None:
+        return None
+    port = _free_port()
+    log = (work / "dev.log").open("w")
+    proc = subprocess.Popen(
+        [exe, "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload", "--config", str(root / "langgraph.json")],
+        cwd=root, env={**env, "PYTHONPATH": str(root), "MEMENTO_EXPERIENCE_PATH": str(work / "served-experience.sqlite"), "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "1"},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("langgraph dev did not start: " + (work / "dev.log").read_text()[-1500:])
+            time.sleep(0.3)
+        client = get_sync_client(url=url)
+        assistant = client.assistants.search(graph_id="memento")[0]["assistant_id"]
+        times = []
+        for i in range(runs):
+            thread = client.threads.create()["thread_id"]
+            t = time.perf_counter()
+            out = client.runs.wait(thread, assistant, input={"question": f"{QUESTION} ({i})"}, context={"mcp_config": ""})
+            times.append(time.perf_counter() - t)
+            if not isinstance(out, dict) or not out.get("answer"):
+                raise RuntimeError(f"served run failed: {out}")
+        return times
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="Cold runs of each command (interleaved).")
@@ -189,6 +239,12 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, (cmd, cmd_env, until) in commands.items():
                     times[name].append(_timed(cmd, work, cmd_env, until))
                 console.print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{n.split(' (')[0]} {v[-1]:.2f}s" for n, v in times.items()))
+            if not args.no_server:
+                served = {"now": _served_runs(work, ask_env)}
+                if args.before:
+                    served["before"] = _served_runs(work, old_ask, Path(args.before).resolve())
+                if served["now"]:
+                    results["served_runs_s"] = served
         # The whole `memento memory import` command (model load included) into a fresh bank.
         roots = {"now": ROOT, **({"before": Path(args.before).resolve()} if args.before else {})}
         results["import_cli_s"] = {}
@@ -218,6 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"embedded {imp['embedded_per_s']:.0f}/s ({imp['embedded_vs_encoder']:.0%})"
         + (f", Chroma server {imp['server_per_s']:.0f}/s ({imp['server_vs_encoder']:.0%})" if "server_per_s" in imp else "")
     )
+    if "served_runs_s" in results:
+        for label, runs in results["served_runs_s"].items():
+            console.print(f"langgraph dev, runs after start ({label}): " + ", ".join(f"{t:.2f} s" for t in runs or []))
     console.print("`memento memory import` (cold, whole command): "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in results["import_cli_s"].items()))
     out = Path(args.out)
