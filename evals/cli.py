@@ -12,18 +12,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from evals.datasets import FORMATS, DatasetError, load_dataset
-from evals.plots import plot_learning_curves
-from evals.runner import (
-    MODES,
-    EvalConfig,
-    EvalRunner,
-    check_resume,
-    make_context,
-    models_of,
-    train_policy_before_pass,
-)
-from evals.summary import learning_curves, print_summary, summarize, write_summary
+from evals.datasets import FORMATS
+
+# `memento --help` imports this module: matplotlib, the runner (langgraph, langchain) and the
+# summary are imported by the command itself.
 
 console = Console()
 
@@ -87,6 +79,19 @@ def eval_command(
     --memory modes, --k, --seed and models (more --iterations extend it); use another folder otherwise.
     With LANGSMITH_API_KEY set results are also uploaded, unless --offline or LangSmith is unreachable.
     """
+    from evals.datasets import DatasetError, load_dataset
+    from evals.plots import plot_learning_curves
+    from evals.runner import (
+        MODES,
+        EvalConfig,
+        EvalRunner,
+        check_resume,
+        make_context,
+        models_of,
+        train_policy_before_pass,
+    )
+    from evals.summary import learning_curves, print_summary, summarize, write_summary
+
     modes = memory or (["none", "similarity", "learned"] if simulate else ["similarity"])
     bad = [m for m in modes if m not in MODES]
     if bad:

@@ -114,10 +114,30 @@ def _show_update(node: str, update: dict[str, Any], progress: dict[str, int] | N
         console.print(f"[bold]memory[/] case {update['case_id']} written")
 
 
+class _Spinner:
+    """A transient status line between updates, only on a terminal (piped output stays clean)."""
+
+    def __init__(self) -> None:
+        self._status = None
+
+    def start(self, text: str) -> None:
+        self.stop()
+        if console.is_terminal:
+            self._status = console.status(f"[dim]{text}[/]", spinner="dots")
+            self._status.start()
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
 async def _run(
     payload: Any, config: dict, ctx, checkpoint_url: str | None, progress: dict[str, int] | None = None
 ) -> tuple[dict | None, list]:
     """Stream one run (or its resumption); ``(None, [])`` when a resume finds no stored run."""
+    spinner = _Spinner()
+    spinner.start("loading the agent and the case bank…")
     from graph.builder import compile_graph
     from graph.persistence import open_checkpointer
     from mcp_servers.toolbox import close_toolboxes
@@ -134,14 +154,18 @@ async def _run(
                     return None, []
                 progress.setdefault("subtasks", len(before.values.get("subtask_results") or []))
             async for chunk in graph.astream(payload, config, context=ctx, stream_mode="updates"):
+                spinner.stop()
                 for node, update in chunk.items():
                     if node == "__interrupt__":
                         interrupts.extend(update)
                     else:
                         _show_update(node, update, progress)
+                spinner.start("working…")
+            spinner.stop()
             snapshot = await graph.aget_state(config)
             return dict(snapshot.values), interrupts
     finally:
+        spinner.stop()
         await close_toolboxes()
 
 
@@ -179,7 +203,6 @@ def ask(
 ) -> None:
     """Ask the agent one question, showing cases, plan, subtasks and tool calls as they happen."""
     from langgraph.types import Command
-    from openai import APIConnectionError, APIStatusError, AuthenticationError
 
     from graph.context import Context
     from graph.persistence import CheckpointerError
@@ -224,6 +247,12 @@ def ask(
         payload = Command(resume=_decision(approve))
     else:
         payload = None  # continue an interrupted run from its last checkpoint
+    if question is not None:
+        from nodes.resources import warm_resources
+
+        # Bank and embedder load on a thread while the graph, the checkpointer and the model
+        # client are imported; the question's vector is cached for retrieve_cases.
+        warm_resources(ctx, question)
     console.print(f"[dim]thread {thread}[/]")
     progress: dict[str, int] = {}
     try:
@@ -242,14 +271,6 @@ def ask(
         console.print(f"[red]error:[/] {escape(str(exc))}")
         console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
         raise typer.Exit(EXIT_CONFIG) from None
-    except (APIConnectionError, AuthenticationError) as exc:
-        console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
-        console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    except APIStatusError as exc:
-        console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {escape(str(exc.message))}")
-        console.print(f"Resume with: memento ask --thread {thread}")
-        raise typer.Exit(1) from None
     except CheckpointerError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
@@ -258,6 +279,21 @@ def ask(
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         console.print(f"After fixing it, resume the run with: memento ask --thread {thread}")
         raise typer.Exit(EXIT_CONFIG) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        # openai is imported only here: importing it up front delays the first output by ~1 s.
+        from openai import APIConnectionError, APIStatusError, AuthenticationError
+
+        if isinstance(exc, APIConnectionError | AuthenticationError):
+            console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
+            console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
+            raise typer.Exit(EXIT_CONFIG) from None
+        if isinstance(exc, APIStatusError):
+            console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {escape(str(exc.message))}")
+            console.print(f"Resume with: memento ask --thread {thread}")
+            raise typer.Exit(1) from None
+        raise
 
     if state is None or not state.get("question"):
         console.print(f"[red]error:[/] no run found for thread {thread}")

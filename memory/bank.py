@@ -139,6 +139,15 @@ class _Store:
         """Publish that this process wrote (embedded mode only)."""
 
 
+@functools.lru_cache(maxsize=1)
+def _chroma_settings() -> Any:
+    # Built once: constructing Chroma's pydantic Settings (env and .env parsing) took 34 ms of a
+    # 50 ms reopen, and a write by another process makes every other writer reopen.
+    from chromadb.config import Settings
+
+    return Settings(anonymized_telemetry=False, allow_reset=False)
+
+
 class _EmbeddedStore(_Store):
     """One embedded client per bank folder per process, reopened when another process wrote."""
 
@@ -181,11 +190,9 @@ class _EmbeddedStore(_Store):
 
     def _open(self) -> Any:
         import chromadb
-        from chromadb.config import Settings
 
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
         try:
-            client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+            client = chromadb.PersistentClient(path=str(self.path), settings=_chroma_settings())
             client.list_collections()
         except BaseException as exc:
             if _is_fatal(exc):

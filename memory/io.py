@@ -24,14 +24,15 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from memory.cases import LABELS, Case, case_id_for
 
 FORMATS = ("memento", "memory", "training", "qpr")
 EXPORT_FORMATS = ("memento", "memory", "qpr")
+if TYPE_CHECKING:
+    import numpy as np
+
 _LABEL_REWARD = {"positive": 1.0, "negative": 0.0}
 # One row of any format is a few KB (an exported row with its embedding ~10 KB); a line far past
 # that is a damaged or foreign file, and reading it whole would only exhaust memory.
@@ -261,6 +262,85 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | No
         yield lineno, row, None
 
 
+class _PipelinedWriter:
+    """Writes embedded batches on one background thread, in order, while the caller embeds more.
+
+    Batches that queue up while a write is in flight are merged into one larger write (a Chroma
+    server pays per request). A failed write is raised to the caller at its next submit or close.
+    """
+
+    def __init__(self, bank: Any, keep_created: Callable[[], bool], progress: Callable[[int], None] | None,
+                 max_rows: int = 4096):
+        import queue
+        import threading
+
+        self._bank, self._keep_created, self._progress, self._max_rows = bank, keep_created, progress, max_rows
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        # Rows a write refused (read by the caller after `close`).
+        self.row_errors: list[RowError] = []
+        self.failed: set[str] = set()
+        self._thread = threading.Thread(target=self._run, name="memento-import-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        import numpy as np
+
+        done = False
+        while not done:
+            items = [self._queue.get()]
+            rows = len(items[0][0]) if items[0] is not None else 0
+            while items[-1] is not None and rows < self._max_rows:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+                rows += len(items[-1][0]) if items[-1] is not None else 0
+            if items[-1] is None:
+                done = True
+                items.pop()
+            if not items or self._error is not None:
+                continue
+            cases = [c for batch, _, _, _ in items for c in batch]
+            lines = [n for _, _, _, batch_lines in items for n in batch_lines]
+            vectors = np.concatenate([np.asarray(v, dtype=np.float32) for _, v, _, _ in items])
+            keep = self._keep_created()
+            try:
+                try:
+                    self._bank.upsert(cases, embeddings=vectors, keep_created=keep)
+                except (ValueError, TypeError):
+                    # One row the checks missed must not cost the batch: write row by row and
+                    # report the rows that still fail.
+                    for case, vector, line in zip(cases, vectors, lines, strict=True):
+                        try:
+                            self._bank.upsert([case], embeddings=[vector], keep_created=keep)
+                        except (ValueError, TypeError) as exc:
+                            self.row_errors.append(RowError(line, f"not stored: {type(exc).__name__}: {exc}"))
+                            self.failed.add(case.id)
+            except BaseException as exc:  # handed to the caller's thread
+                self._error = exc
+                continue
+            if self._progress:
+                self._progress(items[-1][2])
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, cases: list[Case], vectors: Any, last_line: int, lines: list[int] | None = None) -> None:
+        """Queue a batch (blocks while four batches wait); ``lines`` are the rows' line numbers."""
+        self._raise()
+        self._queue.put((cases, vectors, last_line, lines if lines is not None else [last_line] * len(cases)))
+
+    def close(self) -> None:
+        """Wait for every queued write; raise the first write error."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+
 def import_jsonl(
     bank: Any,
     path: str | os.PathLike[str],
@@ -300,35 +380,26 @@ def import_jsonl(
     pending_lines: list[int] = []
     pending_index: dict[str, int] = {}
     seen: set[str] = set()
-    failed: set[str] = set()
     last_line = 0
+
+    writer = _PipelinedWriter(bank, keep_created=lambda: report.format != "memento", progress=progress)
 
     def flush() -> None:
         if not pending:
             return
+        import numpy as np
+
         embedder = bank.embedder
         stored_ok = all(e is not None and len(e) == embedder.dim for e in pending_emb)
         vectors = np.asarray(pending_emb, dtype=np.float32) if stored_ok else None
         if vectors is None or vectors.ndim != 2 or vectors.shape[1] != embedder.dim:
             vectors = embedder.embed([c.embedding_text() for c in pending])
-        keep = report.format != "memento"
-        try:
-            bank.upsert(pending, embeddings=vectors, keep_created=keep)
-        except (ValueError, TypeError):
-            # One row the checks above missed must not cost the batch: write row by row and
-            # report the rows that still fail.
-            for case, vector, line in zip(pending, vectors, pending_lines, strict=True):
-                try:
-                    bank.upsert([case], embeddings=[vector], keep_created=keep)
-                except (ValueError, TypeError) as exc:
-                    report.errors.append(RowError(line, f"not stored: {type(exc).__name__}: {exc}"))
-                    failed.add(case.id)
+        # The write runs while the next batch is read and embedded.
+        writer.submit(list(pending), vectors, last_line, list(pending_lines))
         pending.clear()
         pending_emb.clear()
         pending_lines.clear()
         pending_index.clear()
-        if progress:
-            progress(last_line)
 
     for lineno, row, error in iter_rows(path):
         last_line = lineno
@@ -370,7 +441,9 @@ def import_jsonl(
         if len(pending) >= batch_size:
             flush()
     flush()
-    report.written = len(seen - failed)
+    writer.close()
+    report.errors.extend(writer.row_errors)
+    report.written = len(seen - writer.failed)
     if progress:
         progress(last_line)
     if not report.format:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage
-from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
 
 from graph.context import Context
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 CONFIG_HELP = """Configure the model endpoint, e.g. in a .env file:
   OpenAI:          OPENAI_API_KEY=sk-...
@@ -93,6 +95,10 @@ def check_endpoint(ctx: Context) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _chat_model(model: str, base_url: str | None, api_key: str, temperature: float, timeout: float, retries: int) -> ChatOpenAI:
+    # Imported here: langchain-openai (and openai) take about a second to import, which would
+    # otherwise delay `memento ask` before it can show the retrieved cases.
+    from langchain_openai import ChatOpenAI
+
     return ChatOpenAI(
         model=model,
         base_url=base_url,

@@ -66,3 +66,13 @@ def test_env_file_is_loaded(tmp_path, monkeypatch, llm_server):
     result = runner.invoke(app, ["ask", "Say hi", "--memory", "none"])
     assert result.exit_code == 0, result.output
     assert llm_server.requests_for("planner")
+
+
+def test_piped_ask_has_no_spinner_and_cases_come_from_the_warmed_bank(agent_env, llm_server):
+    llm_server.script("planner", final("81"))
+    llm_server.script("judge", verdict(True))
+    result = runner.invoke(app, ["ask", "What is 3 to the 4th?", "--ground-truth", "81", "--mcp-config", ""])
+    assert result.exit_code == 0, result.output
+    assert "loading the agent" not in result.output and "working…" not in result.output
+    assert "\x1b[" not in result.output  # no cursor control or colour codes when piped
+    assert result.output.index("thread") < result.output.index("cases")

@@ -156,3 +156,29 @@ def test_import_into_another_namespace_rederives_ids(tmp_path, hbank):
     import_jsonl(hbank, out, namespace="b")
     assert hbank.count("a") == hbank.count("b") == 1
     assert next(hbank.iter_cases("b")).id == Case(question="q", namespace="b").id
+
+
+def test_pipelined_import_merges_batches_keeps_order_and_reports_write_errors(tmp_path, hbank, monkeypatch):
+    path = tmp_path / "many.jsonl"
+    rows = [{"question": f"question {i}", "plan": "p", "reward": 1.0} for i in range(50)]
+    rows.append({"question": "question 7", "plan": "last wins", "reward": 0.0})  # repeats a flushed case
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    calls = []
+    real = hbank.upsert
+
+    def spy(cases, **kwargs):
+        calls.append(len(cases))
+        return real(cases, **kwargs)
+
+    monkeypatch.setattr(hbank, "upsert", spy)
+    report = import_jsonl(hbank, path, batch_size=4)
+    assert report.written == 50 and hbank.count() == 50
+    assert sum(calls) == 51 and len(calls) <= 13  # every batch written, none lost
+    assert next(c for c in hbank.iter_cases() if c.question == "question 7").reward == 0.0
+
+    def broken(cases, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(hbank, "upsert", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_jsonl(hbank, path, batch_size=4)

@@ -1,0 +1,66 @@
+"""Start-up work off the hot path: lazy CLI imports, background warm-up, a TTY-only spinner."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "transformers", "chromadb", "matplotlib", "langgraph", "numpy", "onnxruntime")
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    code = (
+        "import sys\n"
+        "from graph.cli import app\n"
+        "try:\n    app(['--help'], prog_name='memento')\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_warm_resources_opens_bank_and_caches_question(tmp_path, monkeypatch, embedder):
+    from graph.context import Context
+    from nodes.resources import warm_resources
+
+    monkeypatch.delenv("MEMENTO_EMBEDDER", raising=False)
+    question = "Which river flows through the warm-up test city?"
+    assert question not in embedder._cache
+    ctx = Context(bank_path=str(tmp_path / "bank"), mcp_config="")
+    warm_resources(ctx, question).join(120)
+    assert question in embedder._cache
+    assert (tmp_path / "bank" / "chroma.sqlite3").exists()
+
+
+def test_warm_resources_skips_when_memory_is_off(tmp_path):
+    from graph.context import Context
+    from nodes.resources import warm_resources
+
+    warm_resources(Context(bank_path=str(tmp_path / "bank"), memory_mode="none"), "q").join(30)
+    assert not (tmp_path / "bank").exists()
+
+
+def test_spinner_only_on_a_terminal(monkeypatch):
+    from graph import cli
+
+    piped = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=piped, force_terminal=False))
+    spinner = cli._Spinner()
+    spinner.start("loading…")
+    spinner.stop()
+    assert piped.getvalue() == ""
+
+    tty = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=tty, force_terminal=True))
+    spinner = cli._Spinner()
+    spinner.start("loading…")
+    spinner.stop()
+    assert "loading…" in tty.getvalue()
