@@ -3,8 +3,15 @@
 `BanditLearner` owns the serving model (the incumbent), the logged retrievals and the retraining
 cadence. Every ``retrain_every`` outcomes it fits a candidate on everything logged so far (a few
 milliseconds to a second) and installs it only when off-policy evaluation on the log says it is
-better than the incumbent at the stated confidence (`memory.policy.ope.compare_additive`); with the
-gate off every refit is installed. Each decision is kept in ``decisions``.
+better than the incumbent at the stated confidence (`memory.policy.ope.compare`: self-normalised IPS
+over whole shown sets, which assumes nothing about how cases combine); with the gate off every refit
+is installed. Each decision is kept in ``decisions``. The first incumbent is similarity, so the
+learned mode never serves a bandit the log says is worse than showing the nearest cases; a bandit
+that later falls behind similarity is retired.
+
+(The pseudo-inverse slate estimator, `compare_additive`, needs far fewer logged matches but trusts
+that cases add up; where a floor or a cap on success breaks that, it promoted candidates that were
+much worse, so it is reported, not gated on.)
 
 Off-policy evaluation can only judge a candidate on cases the log has seen shown. A cautious
 incumbent rarely shows the cases a better candidate wants, so the newest candidate serves a
@@ -31,7 +38,7 @@ from memory.policy.bandit import (
     SimilarityPolicy,
     query_key,
 )
-from memory.policy.ope import OpeEstimate, compare_additive
+from memory.policy.ope import OpeEstimate, compare
 
 
 @dataclass
@@ -65,7 +72,8 @@ class BanditLearner:
         retrain_every: int = 25,
         gate: bool = True,
         confidence: float = 0.95,
-        canary: float = 0.3,
+        canary: float = 0.2,
+        min_ess: float = 20.0,
         start: str = "similarity",
     ):
         """Start from similarity (or the bandit's prior) and learn from there.
@@ -74,9 +82,11 @@ class BanditLearner:
             config: Bandit priors and sizes.
             k: Cases shown at most (the OPE replays selections with the same K).
             retrain_every: Refit after this many new outcomes (0: never refit automatically).
-            gate: Install a refit only when OPE prefers it at ``confidence``.
+            gate: Install a refit only when OPE (self-normalised IPS over whole shown sets) prefers it at
+                ``confidence``.
             confidence: One-sided confidence of the OPE gate.
             canary: Share of selections served by the newest unpromoted candidate (gate on).
+            min_ess: Effective sample size both policies need on the log for a decision.
             start: First incumbent: ``similarity`` (a bandit serves only once OPE prefers it to
                 similarity) or ``prior`` (the cautious bandit prior serves from the start).
 
@@ -87,6 +97,7 @@ class BanditLearner:
         self.gate = gate
         self.confidence = confidence
         self.canary = canary
+        self.min_ess = min_ess
         if start not in ("similarity", "prior"):
             raise ValueError(f"start must be similarity or prior, got {start!r}")
         self.model: CaseValueModel | SimilarityPolicy = (
@@ -153,32 +164,33 @@ class BanditLearner:
         else:
             k = self.k
             cache = self._incumbent_marginals
+            incumbent_model = self.model
 
-            def incumbent(r: LoggedRetrieval) -> np.ndarray:
+            def incumbent(r: LoggedRetrieval) -> float:
                 # The incumbent is unchanged until a promotion: replay each retrieval once.
                 if id(r) not in cache:
-                    cache[id(r)] = self.model.marginals(r.query_embedding, r.candidates, k)
-                return cache[id(r)]
+                    cache[id(r)] = np.array([incumbent_model.slate_probability(r.query_embedding, r.candidates, r.shown, k)])
+                return float(cache[id(r)][0])
 
             similarity = SimilarityPolicy()
 
-            def cand(r: LoggedRetrieval) -> np.ndarray:
-                return candidate.marginals(r.query_embedding, r.candidates, k)
+            def cand(r: LoggedRetrieval) -> float:
+                return candidate.slate_probability(r.query_embedding, r.candidates, r.shown, k)
 
-            def sim(r: LoggedRetrieval) -> np.ndarray:
-                return similarity.marginals(r.query_embedding, r.candidates, k)
+            def sim(r: LoggedRetrieval) -> float:
+                return similarity.slate_probability(r.query_embedding, r.candidates, r.shown, k)
 
-            est = compare_additive(self.logs, cand, incumbent, confidence=self.confidence, seed=self.version)
+            est = compare(self.logs, cand, incumbent, confidence=self.confidence, min_ess=self.min_ess, seed=self.version)
             decision = Decision(est.promote, est.reason, len(self.logs), fit_s, est)
             if est.promote and not isinstance(self.model, SimilarityPolicy):
                 # Never install a bandit that the log says selects worse than similarity.
-                vs_sim = compare_additive(self.logs, cand, sim, confidence=self.confidence, seed=self.version)
+                vs_sim = compare(self.logs, cand, sim, confidence=self.confidence, min_ess=self.min_ess, seed=self.version)
                 if not vs_sim.difference >= 0.0:
                     decision = Decision(False, "better than the incumbent but not than similarity: " + vs_sim.reason,
                                         len(self.logs), fit_s, est)  # fmt: skip
             if not decision.promoted and not isinstance(self.model, SimilarityPolicy):
                 # An incumbent that the log now says is worse than similarity is retired.
-                back = compare_additive(self.logs, sim, incumbent, confidence=self.confidence, seed=self.version)
+                back = compare(self.logs, sim, incumbent, confidence=self.confidence, min_ess=self.min_ess, seed=self.version)
                 if back.promote:
                     self.model = similarity
                     self._incumbent_marginals = {}
