@@ -3,12 +3,12 @@
 Learned mode serves the case-value bandit (`memory.policy.bandit`): one encoder pass for the query
 (shared with the bank search), then the bandit chooses 0 to K of the nearest N judged cases from
 their stored embeddings, exploring by Thompson sampling. Before any checkpoint exists the bandit's
-prior serves (cautious: on its mean belief it shows nothing). Every candidate is logged with the
-exact probability that it was shown, and the retrieval with the policy's whole distribution over
-shown sets, so off-policy evaluation can judge a retrained policy from the log. A checkpoint that
-cannot be used makes learned mode fall back to similarity, with a warning and a note in
-`Retrieval.note` / `Retrieval.fallback`; that fallback explores near similarity's top K and logs
-its propensities too.
+prior serves (cautious: on its mean belief it shows only a positive case of the same question).
+Every candidate is logged with the exact probability that it was shown, and the retrieval with the
+policy's whole distribution over shown sets, so off-policy evaluation can judge a retrained policy
+from the log. A checkpoint that cannot be used makes learned mode fall back to similarity, with a
+warning and a note in `Retrieval.note` / `Retrieval.fallback`; that fallback explores near
+similarity's top K and logs its propensities too.
 """
 
 from __future__ import annotations
@@ -110,9 +110,11 @@ def retrieve_cases(
         namespace: Bank namespace.
         exclude_task_ids: Leakage guard: tasks whose cases must not be shown.
         exclude_similarity_above: Leakage guard: near-identical questions are dropped.
-        policy_path: Checkpoint of the learned policy.
-        exploration: ``greedy``, ``epsilon[:rate]``, ``thompson[:draws]`` (or a dict /
-            `memory.policy.selection.Exploration`).
+        policy_path: Checkpoint of the learned policy (the case-value bandit; its prior serves
+            while there is none).
+        exploration: Exploration of learned mode's similarity fallback: ``greedy``,
+            ``epsilon[:rate]`` (or a dict / `memory.policy.exploration.Exploration`). The bandit
+            itself always explores by Thompson sampling over its posterior draws.
         rng_seed: Seed of the exploration draw (reproducible evals).
         min_similarity: Similarity mode: cases less similar than this are never shown (an
             unrelated case misleads the planner more than no case).
