@@ -216,7 +216,8 @@ def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespac
                       "vs_prior": [vs_prior.difference, vs_prior.low, vs_prior.high], "retrievals": vs_sim.rows,
                       "similarity": vs_sim.incumbent, "prior": vs_prior.incumbent}  # fmt: skip
     first = next(iter(rows.values()))
-    table = Table(title=f"off-policy estimates of task success on {experience} ({first['retrievals']} judged retrievals, K={k})")
+    console.print(f"experience log: {experience}")
+    table = Table(title=f"off-policy estimates of task success ({first['retrievals']} judged retrievals, K={k})")
     table.add_column("policy")
     table.add_column("success (est.)", justify="right")
     table.add_column("coverage", justify="right")

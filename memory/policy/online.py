@@ -75,6 +75,7 @@ class OnlineTrainer:
         k: int = 4,
         config: Any = None,
         confidence: float | None = None,
+        synchronous: bool | None = None,
     ):
         """Configure a trainer (prefer `OnlineTrainer.get`, which shares one per paths and namespace).
 
@@ -90,6 +91,10 @@ class OnlineTrainer:
             k: Cases shown at most (off-policy evaluation replays selections with this K).
             config: A `BanditConfig` (defaults otherwise).
             confidence: One-sided confidence of the promotion gate (default: the serving default).
+            synchronous: Retrain inside `notify_outcome` instead of a thread (default
+                ``MEMENTO_POLICY_RETRAIN_SYNC=1``): the outcome that makes a retrain due waits for
+                it (milliseconds to a second), so which task first sees the new policy no longer
+                depends on timing — reproducible evals.
 
         """
         from memory.experience import DEFAULT_LOG_PATH
@@ -107,6 +112,9 @@ class OnlineTrainer:
         self.k = k
         self.config = config
         self.confidence = confidence
+        if synchronous is None:
+            synchronous = os.environ.get("MEMENTO_POLICY_RETRAIN_SYNC", "").strip().lower() in ("1", "true", "yes")
+        self.synchronous = synchronous
         self.pending = 0
         self.last: Any = None
         self._lock = threading.Lock()
@@ -144,10 +152,10 @@ class OnlineTrainer:
     def notify_outcome(self, n: int = 1) -> bool:
         """Count ``n`` new judged outcomes; start a background retrain when due.
 
-        Cheap and non-blocking: safe to call from a graph node after every task.
+        Cheap and non-blocking (unless ``synchronous``): safe to call from a graph node after every task.
 
         Returns:
-            True when this call started a retraining thread.
+            True when this call started (or, synchronous, ran) a retrain.
 
         """
         if self.every == 0:
@@ -157,9 +165,12 @@ class OnlineTrainer:
             if self.pending < self.every or self.running:
                 return False
             self.pending = 0
-            self._thread = threading.Thread(target=self._run, name="memento-policy-retrain", daemon=True)
-            self._thread.start()
-            return True
+            if not self.synchronous:
+                self._thread = threading.Thread(target=self._run, name="memento-policy-retrain", daemon=True)
+                self._thread.start()
+                return True
+        self._run()
+        return True
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the current retrain (if any) ends; returns the latest decision."""

@@ -126,6 +126,17 @@ def test_online_trainer_refits_from_the_log_and_running_retrieval_picks_it_up(ha
     assert any(c["pair_successes"] + c["pair_failures"] > 0 for c in got.candidates)
 
 
+def test_synchronous_trainer_decides_before_the_outcome_returns(hash_bank, tmp_path, monkeypatch):
+    exp, policy = tmp_path / "exp.sqlite", tmp_path / "policy.pt"
+    _judged_log(hash_bank, exp, policy, 22)
+    monkeypatch.setenv("MEMENTO_POLICY_RETRAIN_SYNC", "1")
+    trainer = OnlineTrainer(policy, exp, every=2, bank=hash_bank, namespace="default", k=3)
+    assert trainer.notify_outcome() is False and trainer.last is None
+    assert trainer.notify_outcome() is True and not trainer.running
+    assert trainer.last is not None and trainer.last.rows == 22
+    assert policy.exists() or canary_path(policy).exists()
+
+
 def test_damaged_checkpoint_falls_back_to_similarity_and_the_trainer_sets_it_aside(hash_bank, tmp_path, caplog):
     exp, policy = tmp_path / "exp.sqlite", tmp_path / "policy.pt"
     policy.write_bytes(b"not a checkpoint")
@@ -172,7 +183,8 @@ def test_policy_eval_and_info_report_the_off_policy_estimate(hash_bank, tmp_path
     exp, policy = tmp_path / "exp.sqlite", tmp_path / "policy.pt"
     _judged_log(hash_bank, exp, policy, 30)
     OnlineTrainer(policy, exp, every=0, bank=hash_bank, namespace="default", k=3).retrain()
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "MEMENTO_EMBEDDER": f"hash:{DIM}"}
+    # Wide enough that the table does not wrap the words asserted below.
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "MEMENTO_EMBEDDER": f"hash:{DIM}", "COLUMNS": "240"}
     out = tmp_path / "eval.json"
     res = subprocess.run(
         [sys.executable, "-m", "graph", "policy", "eval", str(policy), "--experience", str(exp), "--bank", str(tmp_path / "bank"),
@@ -180,7 +192,7 @@ def test_policy_eval_and_info_report_the_off_policy_estimate(hash_bank, tmp_path
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "similarity top-3" in res.stdout and "prior" in res.stdout and "30 judged retrievals" in res.stdout
+    assert "similarity top-3" in res.stdout and "prior" in res.stdout and "30 judged retrievals" in res.stdout, res.stdout
     report = json.loads(out.read_text())["policies"]
     assert report and all(0.0 <= r["estimate"] <= 1.5 and r["retrievals"] == 30 for r in report.values())
     # In process from here (a subprocess costs seconds of imports).
