@@ -119,6 +119,8 @@ class OnlineTrainer:
         self.last: Any = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Each retrain re-reads the whole log: questions embedded once are not encoded again.
+        self._query_cache: _MemoEmbedder | None = None
         # One lock object per trainer: retraining from another thread or process waits for it.
         self._file_lock = FileLock(str(self.policy_path) + ".lock", timeout=300)
 
@@ -193,10 +195,14 @@ class OnlineTrainer:
 
         # The bank's own embedder: query vectors must live in the space its cases were stored in.
         if self._embedder is not None:
-            return self._embedder
-        if self.bank is not None:
-            return self.bank.embedder
-        return get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+            inner = self._embedder
+        elif self.bank is not None:
+            inner = self.bank.embedder
+        else:
+            inner = get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+        if self._query_cache is None or self._query_cache.inner is not inner:
+            self._query_cache = _MemoEmbedder(inner)
+        return self._query_cache
 
     def retrain(self) -> Any:
         """Fit a candidate now (in this thread); promote it by OPE or put it on canary.
@@ -242,6 +248,24 @@ class OnlineTrainer:
         log.log(level, "policy retrained on %d retrievals: %s", decision.rows, decision.reason)
         self.last = decision
         return decision
+
+
+class _MemoEmbedder:
+    """An embedder that remembers the vectors of texts it already embedded (one trainer's questions)."""
+
+    def __init__(self, inner: Any, limit: int = 200_000):
+        self.inner = inner
+        self.limit = limit
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            if len(self.vectors) + len(missing) > self.limit:
+                self.vectors.clear()
+            for text, vec in zip(missing, np.asarray(self.inner.embed(missing), np.float32), strict=True):
+                self.vectors[text] = vec
+        return np.stack([self.vectors[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
 
 
 def _append_history(policy_path: Path, entry: dict[str, Any]) -> None:

@@ -137,6 +137,24 @@ def test_synchronous_trainer_decides_before_the_outcome_returns(hash_bank, tmp_p
     assert policy.exists() or canary_path(policy).exists()
 
 
+def test_retraining_embeds_each_question_once(hash_bank, tmp_path):
+    exp, policy = tmp_path / "exp.sqlite", tmp_path / "policy.pt"
+    _judged_log(hash_bank, exp, policy, 20)
+    seen: list[str] = []
+
+    class Counting(HashEmbedder):
+        def embed(self, texts):
+            seen.extend(texts)
+            return super().embed(texts)
+
+    trainer = OnlineTrainer(policy, exp, every=0, bank=hash_bank, embedder=Counting(DIM), namespace="default", k=3)
+    trainer.retrain()
+    assert sorted(seen) == sorted({f"task number {i % 9}" for i in range(20)})
+    seen.clear()
+    trainer.retrain()  # the same log again: nothing to encode
+    assert seen == []
+
+
 def test_damaged_checkpoint_falls_back_to_similarity_and_the_trainer_sets_it_aside(hash_bank, tmp_path, caplog):
     exp, policy = tmp_path / "exp.sqlite", tmp_path / "policy.pt"
     policy.write_bytes(b"not a checkpoint")
