@@ -531,34 +531,33 @@ def check_resume(config: EvalConfig, examples: Sequence[Example]) -> None:
 
 
 def train_policy_before_pass(mode: str, iteration: int, ctx: Any, *, seed: int = 0, notes: list[str] | None = None) -> None:
-    """Learned mode, before passes 2, 3, ...: retrain from this mode's experience, install only if no worse.
+    """Learned mode, before passes 2, 3, ...: refit the bandit on this mode's experience log.
 
-    The candidate must select at least as well as plain similarity (and the current checkpoint)
-    on held-out queries (`memory.policy.online.train_and_promote`); otherwise the graph keeps the
-    current policy, or similarity when there is none or the current one has fallen behind.
+    The candidate is promoted only when off-policy evaluation on the log prefers it to the
+    incumbent at the stated confidence; otherwise it serves a canary share of the next pass
+    (`memory.policy.online.OnlineTrainer.retrain`). The graph's online trainer also refits every
+    few dozen outcomes within a pass; this makes each pass start from everything before it.
     """
     if mode != "learned" or iteration < 2:
         return
     try:
         from memory.bank import open_bank
-        from memory.policy.data import PolicyDataError, load_experience
-        from memory.policy.online import record_promotion, train_and_promote
-        from memory.policy.train import TrainConfig
+        from memory.policy.online import OnlineTrainer
     except ImportError as exc:
         _note(notes, f"learned pass {iteration}: policy package unavailable ({exc}); graph uses similarity")
         return
     try:
         bank = open_bank(ctx.bank_path, ctx.chroma_url or None, ctx.namespace)
-        data = load_experience(ctx.experience_path, bank.embedder, bank=bank, namespace=ctx.namespace)
-        result = record_promotion(ctx.policy_path, train_and_promote(data, ctx.policy_path, TrainConfig(seed=seed)))
-    except (PolicyDataError, ValueError, RuntimeError) as exc:
-        _note(notes, f"learned pass {iteration}: policy not trained ({exc}); graph uses similarity")
+        trainer = OnlineTrainer.get(ctx.policy_path, ctx.experience_path, bank=bank, namespace=ctx.namespace, k=ctx.k)
+        trainer.wait()  # a background refit of the last pass finishes first
+        result = trainer.retrain()
+    except (ValueError, RuntimeError, OSError) as exc:
+        _note(notes, f"learned pass {iteration}: policy not trained ({exc}); the current policy keeps serving")
         return
-    aucs = f"held-out selection AUC {_fmt(result.candidate_auc)} vs similarity {_fmt(result.similarity_auc)}"
     if result.promoted:
-        _note(notes, f"learned pass {iteration}: policy {result.version} promoted on {result.n_queries} queries ({aucs})")
+        _note(notes, f"learned pass {iteration}: policy {result.version} promoted on {result.rows} retrievals ({result.reason})")
     else:
-        _note(notes, f"learned pass {iteration}: candidate not promoted: {result.reason} ({aucs})")
+        _note(notes, f"learned pass {iteration}: candidate not promoted ({result.reason})")
 
 
 def _fmt(x: float | None) -> str:

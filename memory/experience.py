@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS retrievals (
     selector TEXT NOT NULL,
     policy_version TEXT,
     candidates TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    slates TEXT
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     retrieval_id TEXT PRIMARY KEY,
@@ -73,8 +74,22 @@ class ExperienceLog:
         try:
             with self._conn() as conn:
                 conn.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
+
+    def _migrate(self) -> None:
+        """Bring a log written by an older version up to this schema (adds columns, loses nothing)."""
+        conn = self._conn()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(retrievals)")}
+        if "slates" not in columns:
+            try:
+                with conn:
+                    conn.execute("ALTER TABLE retrievals ADD COLUMN slates TEXT")
+            except sqlite3.OperationalError as exc:
+                # Another process migrated it between the check and the change.
+                if "duplicate column" not in str(exc):
+                    raise
 
     def _error(self, exc: Exception) -> ExperienceLogError:
         return ExperienceLogError(
@@ -107,6 +122,7 @@ class ExperienceLog:
         selector: str,
         policy_version: str | None = None,
         task_id: str | None = None,
+        slates: list[Any] | None = None,
     ) -> None:
         """Record one retrieval; a repeat of the same id (a resumed run) is ignored.
 
@@ -118,11 +134,14 @@ class ExperienceLog:
             selector: ``similarity`` or ``learned`` (or ``none``).
             policy_version: Checkpoint version that scored the candidates.
             task_id: The task's id, if any.
+            slates: The selector's distribution over shown sets, ``[[candidate indices],
+                probability]`` each (off-policy evaluation of slates needs it); None if unknown.
 
         """
         with self._conn() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO retrievals VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO retrievals (retrieval_id, namespace, task_id, query, selector, "
+                "policy_version, candidates, created_at, slates) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     retrieval_id,
                     namespace,
@@ -132,6 +151,7 @@ class ExperienceLog:
                     policy_version,
                     json.dumps(candidates),
                     now(),
+                    None if slates is None else json.dumps([[list(map(int, st)), float(p)] for st, p in slates]),
                 ),
             )
 
@@ -202,7 +222,7 @@ class ExperienceLog:
         """Retrievals joined with outcomes, oldest first."""
         sql = (
             "SELECT r.retrieval_id, r.namespace, r.task_id, r.query, r.selector, r.policy_version, "
-            "r.candidates, r.created_at, o.reward, o.label, o.reward_source FROM retrievals r "
+            "r.candidates, r.created_at, o.reward, o.label, o.reward_source, r.slates FROM retrievals r "
             "LEFT JOIN outcomes o USING (retrieval_id)"
         )
         where, args = [], []
@@ -230,6 +250,7 @@ class ExperienceLog:
                 "reward": row[8],
                 "label": row[9],
                 "reward_source": row[10],
+                "slates": None if row[11] is None else json.loads(row[11]),
             }
 
     def get(self, retrieval_id: str) -> dict[str, Any] | None:

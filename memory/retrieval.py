@@ -1,10 +1,14 @@
-"""Case selection for one task: nearest N from the bank, then similarity top-K or a policy rerank.
+"""Case selection for one task: nearest N from the bank, then similarity top-K or the learned policy.
 
-Learned mode costs one encoder pass for the query (shared with the bank search) plus a small MLP
-over the candidates' cached embeddings. Without a usable checkpoint it falls back to similarity,
-logs a warning and says so in `Retrieval.note` / `Retrieval.fallback`; that fallback still
-searches the nearest N, explores near similarity's top K like the policy would and logs every
-candidate's propensity, so the first policy has outcomes beyond the top K to learn from.
+Learned mode serves the case-value bandit (`memory.policy.bandit`): one encoder pass for the query
+(shared with the bank search), then the bandit chooses 0 to K of the nearest N judged cases from
+their stored embeddings, exploring by Thompson sampling. Before any checkpoint exists the bandit's
+prior serves (cautious: on its mean belief it shows only a positive case of the same question).
+Every candidate is logged with the exact probability that it was shown, and the retrieval with the
+policy's whole distribution over shown sets, so off-policy evaluation can judge a retrained policy
+from the log. A checkpoint that cannot be used makes learned mode fall back to similarity, with a
+warning and a note in `Retrieval.note` / `Retrieval.fallback`; that fallback explores near
+similarity's top K and logs its propensities too.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ class Retrieval:
     policy_version: str | None = None
     note: str | None = None
     fallback: bool = False
+    # The selector's whole distribution over shown sets: ``[[candidate indices], probability]``
+    # (None when not known exactly).
+    slates: list[list[Any]] | None = None
 
     @property
     def positive(self) -> list[dict[str, Any]]:
@@ -103,9 +110,11 @@ def retrieve_cases(
         namespace: Bank namespace.
         exclude_task_ids: Leakage guard: tasks whose cases must not be shown.
         exclude_similarity_above: Leakage guard: near-identical questions are dropped.
-        policy_path: Checkpoint of the learned policy.
-        exploration: ``greedy``, ``epsilon[:rate]``, ``thompson[:draws]`` (or a dict /
-            `memory.policy.selection.Exploration`).
+        policy_path: Checkpoint of the learned policy (the case-value bandit; its prior serves
+            while there is none).
+        exploration: Exploration of learned mode's similarity fallback: ``greedy``,
+            ``epsilon[:rate]`` (or a dict / `memory.policy.exploration.Exploration`). The bandit
+            itself always explores by Thompson sampling over its posterior draws.
         rng_seed: Seed of the exploration draw (reproducible evals).
         min_similarity: Similarity mode: cases less similar than this are never shown (an
             unrelated case misleads the planner more than no case).
@@ -120,9 +129,9 @@ def retrieve_cases(
     selector = None
     note = None
     if mode == "learned":
-        selector, note = _load_selector(policy_path)
+        selector, note = _load_bandit(policy_path)
     # Learned mode searches the wider pool even while it falls back to similarity: the fallback
-    # explores it (see below), so the log gains outcomes the first policy can learn from.
+    # explores it (see below), so the log gains outcomes the policy can learn from.
     pool = n_candidates if mode == "learned" else k
     query_embedding = bank.embedder.embed([question])[0]
     hits = bank.search(
@@ -136,54 +145,87 @@ def retrieve_cases(
     )
     if selector is not None:
         try:
-            choices = selector.select(
-                query_embedding, hits, k, np.random.default_rng(rng_seed), exploration=exploration, query_text=question
-            )
+            return _bandit_retrieval(selector, question, query_embedding, hits, k, rng_seed)
         except ValueError as exc:
-            # A bad exploration setting is the caller's mistake; anything else is the checkpoint's.
-            if "exploration" in str(exc):
-                raise
+            # E.g. a checkpoint fitted on another embedder's vectors: similarity serves instead.
             note = f"learned policy {selector.version} cannot score these cases ({exc}); falling back to similarity"
             logger.warning(note)
             selector = None
-    if selector is None and mode == "similarity" and min_similarity > 0:
+    if mode == "similarity" and min_similarity > 0:
         near = [h for h in hits if h.similarity >= min_similarity]
         if hits and not near:
             note = f"no case is similar enough (nearest {hits[0].similarity:.2f} < min_similarity {min_similarity:.2f}): none shown"
         hits = near
-    if selector is None:
-        if not hits and note is None:
-            note = "no judged case in this namespace yet: none shown"
-        chosen, propensity = _similarity_choice(hits, k, exploration if mode == "learned" else "greedy", rng_seed)
-        candidates, shown = [], []
-        for i, hit in enumerate(hits):
-            view = _case_view(hit, hit.similarity)
-            candidates.append({**_log_view(hit, view), "shown": bool(chosen[i]), "propensity": float(propensity[i])})
-            if chosen[i]:
-                shown.append(view)
-        return Retrieval(shown=shown, candidates=candidates, selector="similarity", note=note, fallback=mode == "learned")
-
+    if not hits and note is None:
+        note = "no judged case in this namespace yet: none shown"
+    explore = Exploration.parse(exploration if mode == "learned" else "greedy")
+    chosen, propensity = _similarity_choice(hits, k, explore, rng_seed)
     candidates, shown = [], []
-    for choice in choices:
-        hit = hits[choice.index]
-        view = _case_view(hit, choice.score)
-        candidates.append({**_log_view(hit, view), "shown": bool(choice.shown), "propensity": float(choice.propensity)})
-        if choice.shown:
+    for i, hit in enumerate(hits):
+        view = _case_view(hit, hit.similarity)
+        candidates.append({**_log_view(hit, view), "shown": bool(chosen[i]), "propensity": float(propensity[i])})
+        if chosen[i]:
             shown.append(view)
-    shown.sort(key=lambda v: v["score"] or 0.0, reverse=True)
-    if hits and not shown:
+    return Retrieval(shown=shown, candidates=candidates, selector="similarity", note=note, fallback=mode == "learned",
+                     slates=ranking_slates(len(hits), k, explore))  # fmt: skip
+
+
+def _bandit_retrieval(selector: Any, question: str, query_embedding: np.ndarray, hits: list, k: int, rng_seed: int | None) -> Retrieval:
+    """The bandit's choice among the hits, logged with exact propensities and its set distribution.
+
+    Raises:
+        ValueError: The checkpoint cannot score these cases (e.g. another embedding size).
+
+    """
+    from memory.policy.bandit_serving import hit_candidates
+
+    cands = selector.with_history(question, hit_candidates(hits))
+    choice = selector.select_candidates(query_embedding, cands, k, np.random.default_rng(rng_seed))
+    candidates, views = [], []
+    for i, hit in enumerate(hits):
+        view = _case_view(hit, float(choice.scores[i]))
+        views.append(view)
+        candidates.append({
+            **_log_view(hit, view),
+            "shown": bool(choice.shown[i]),
+            "propensity": float(choice.propensity[i]),
+            # This question's earlier outcomes with this case: a feature the bandit selected with.
+            "pair_successes": float(cands[i].pair_successes),
+            "pair_failures": float(cands[i].pair_failures),
+        })  # fmt: skip
+    # Best predicted first: the planner reads the most useful case first.
+    shown = [views[int(i)] for i in choice.order]
+    note = None
+    if not hits:
+        note = "no judged case in this namespace yet: none shown"
+    elif not shown:
         note = "the policy expects no case to help this task: none shown"
-    return Retrieval(shown=shown, candidates=candidates, selector="learned", policy_version=selector.version, note=note)
+    slates = [[list(map(int, st)), float(p)] for st, p in choice.slates]
+    return Retrieval(shown=shown, candidates=candidates, selector="learned", policy_version=selector.version, note=note, slates=slates)
 
 
-def _similarity_choice(hits: list, k: int, exploration: Any, rng_seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+def ranking_slates(n: int, k: int, cfg: Exploration) -> list[list[Any]]:
+    """The exact distribution over shown sets of `explore_ranking` on hits already in ranked order."""
+    k = max(0, min(k, n))
+    if k == 0:
+        return [[[], 1.0]]
+    eps = cfg.epsilon if cfg.strategy == "epsilon" else 0.0
+    window = list(range(k, min(n, k + (cfg.window or k))))
+    if eps <= 0.0 or not window:
+        return [[list(range(k)), 1.0]]
+    head = list(range(k - 1))
+    out = [[[*head, k - 1], 1.0 - eps]] if eps < 1.0 else []
+    return out + [[[*head, j], eps / len(window)] for j in window]
+
+
+def _similarity_choice(hits: list, k: int, exploration: Exploration, rng_seed: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Similarity's top K (hits arrive in similarity order), explored like the policy would be.
 
     Returns:
         Per hit: shown or not, and the probability of being shown.
 
     """
-    return explore_ranking(np.arange(len(hits)), k, Exploration.parse(exploration), np.random.default_rng(rng_seed))
+    return explore_ranking(np.arange(len(hits)), k, exploration, np.random.default_rng(rng_seed))
 
 
 _warned: set[str] = set()
@@ -196,23 +238,18 @@ def _warn_once(note: str) -> None:
         logger.warning(note)
 
 
-def _load_selector(policy_path: str | None):
-    """The learned selector, or None with the reason (retrieval then falls back to similarity)."""
+def _load_bandit(policy_path: str | None):
+    """The bandit selector (its prior when no checkpoint exists yet), or None with the reason."""
     try:
-        from memory.policy.checkpoint import PolicyCheckpointError
-        from memory.policy.selection import load_selector
+        from memory.policy.bandit_serving import BanditCheckpointError
+        from memory.policy.selection import load_bandit_selector
     except ImportError as exc:
         note = f"learned policy unavailable in this install ({exc}); using similarity"
         _warn_once(note)
         return None, note
     try:
-        selector = load_selector(policy_path)
-    except PolicyCheckpointError as exc:
+        return load_bandit_selector(policy_path), None
+    except BanditCheckpointError as exc:
         note = f"policy checkpoint unusable ({exc}); falling back to similarity"
         _warn_once(note)
         return None, note
-    if selector is None:
-        note = f"no policy checkpoint at {policy_path or '(none configured)'}; falling back to similarity"
-        _warn_once(note)
-        return None, note
-    return selector, None

@@ -67,6 +67,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
         selector=result.selector,
         policy_version=result.policy_version,
         task_id=state.task_id,
+        slates=result.slates,
     )
     return {
         "question": question,

@@ -141,9 +141,9 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         # A person's feedback given before this (resumed) write is not overwritten by the judge.
         record_outcome(log, state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
         if ctx.memory_mode == "learned" and state.reward is not None:
-            # Counts judged outcomes; every N of them a background thread retrains the policy
-            # and promotes it only if validation AUC does not regress.
+            # Counts judged outcomes; every N of them a background thread refits the bandit on
+            # this namespace's log and promotes it only if off-policy evaluation prefers it.
             from memory.policy.online import OnlineTrainer
 
-            OnlineTrainer.get(ctx.policy_path, ctx.experience_path, bank=bank).notify_outcome()
+            OnlineTrainer.get(ctx.policy_path, ctx.experience_path, bank=bank, namespace=ctx.namespace, k=ctx.k).notify_outcome()
     return {"case_id": case.id, "case_written": True}

@@ -159,9 +159,22 @@ class BanditSelector:
                 log.warning("ignoring the canary policy: %s", exc)
         return cls(model, version, canary, canary_share)
 
+    def with_history(self, query: str, candidates: Sequence[CandidateCase]) -> list[CandidateCase]:
+        """The candidates with this question's earlier outcomes per case, from the freshest fit.
+
+        The canary is always fitted after the incumbent, so its counts are the newer ones.
+        """
+        return (self.canary or self.model).with_history(query, candidates)
+
     def select(self, query_embedding: np.ndarray, hits: Sequence[Any], k: int, rng: np.random.Generator) -> BanditChoice:
         """Choose among the hits; propensities are exact for the incumbent/canary mixture."""
-        cands = hit_candidates(hits)
+        return self.select_candidates(query_embedding, hit_candidates(hits), k, rng)
+
+    def select_candidates(
+        self, query_embedding: np.ndarray, cands: Sequence[CandidateCase], k: int, rng: np.random.Generator
+    ) -> BanditChoice:
+        """`select` on candidates already built (e.g. with their pair history filled in)."""
+        cands = list(cands)
         q = np.asarray(query_embedding, np.float32)
         inc = self.model.select(q, cands, k, rng)
         if self.canary is None or self.canary_share <= 0:
@@ -207,8 +220,10 @@ def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: An
             if emb is None:
                 continue
             keep.append(i)
+            # The pair history as it was at selection time (what the features were then).
             cands.append(CandidateCase(str(c["case_id"]), emb, float(c.get("similarity") or 0.0), str(c.get("label") or "unknown"),
-                                       c.get("reward_source")))  # fmt: skip
+                                       c.get("reward_source"), float(c.get("pair_successes") or 0.0),
+                                       float(c.get("pair_failures") or 0.0)))  # fmt: skip
             shown.append(bool(c.get("shown")))
         reward = r.get("reward")
         y = float(reward) if reward is not None else (1.0 if r.get("label") == "positive" else 0.0)

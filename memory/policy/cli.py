@@ -118,16 +118,156 @@ def train(
     console.print(f"wrote [bold]{out}[/]")
 
 
+def _is_bandit(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` names the case-value bandit (its file, or only its canary/history yet)."""
+    from memory.policy.bandit_serving import canary_path, history_path, is_bandit_checkpoint
+
+    if checkpoint.is_file():
+        return is_bandit_checkpoint(checkpoint)
+    return canary_path(checkpoint).is_file() or history_path(checkpoint).is_file()
+
+
+def _bandit_logs(experience: Path, bank: Path | None, namespace: str | None) -> list[Any]:
+    """The experience log's judged retrievals as bandit rows (case vectors from the bank)."""
+    from memory.bank import BankError, CaseBank
+    from memory.embeddings import get_embedder
+    from memory.experience import ExperienceLog, ExperienceLogError
+    from memory.policy.bandit_serving import logs_from_records
+
+    if not experience.is_file():
+        raise _fail(f"no experience log at {experience}")
+    embedder = get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+    try:
+        records = list(ExperienceLog(experience).records(judged_only=True, namespace=namespace))
+        case_bank = CaseBank(bank, embedder=embedder, create=False)
+    except (ExperienceLogError, BankError) as exc:
+        raise _fail(str(exc)) from exc
+    if not records:
+        raise _fail(f"{experience} holds no judged retrieval{f' in namespace {namespace}' if namespace else ''}")
+    with console.status("reading the log and its cases…"):
+        return logs_from_records(records, embedder, case_bank)
+
+
+def _similarity_marginals(k: int):
+    """Similarity's policy on a logged retrieval: its top K candidates by similarity, always."""
+    import numpy as np
+
+    def marginals(r: Any) -> Any:
+        sims = np.array([c.similarity for c in r.candidates], dtype=np.float64)
+        out = np.zeros(sims.size)
+        out[np.argsort(-sims, kind="stable")[:k]] = 1.0
+        return out
+
+    return marginals
+
+
+def _coverage(logs: list[Any], marginals: Any) -> float:
+    """Share of a policy's expected shown cases that the logging policy could have shown."""
+    import numpy as np
+
+    covered = total = 0.0
+    for r in logs:
+        if not r.slates or not r.candidates:
+            continue
+        could = np.zeros(len(r.candidates), bool)
+        for st, p in r.slates:
+            if p > 0:
+                could[list(st)] = True
+        q = np.asarray(marginals(r), dtype=np.float64)
+        covered += float(q[could].sum())
+        total += float(q.sum())
+    return covered / total if total > 0 else float("nan")
+
+
+def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespace: str | None, k: int,
+                 confidence: float, json_out: Path | None) -> None:  # fmt: skip
+    """Off-policy estimates of the served bandit (and its canary) against similarity and the prior."""
+    from memory.policy.bandit import CaseValueModel
+    from memory.policy.bandit_serving import BanditCheckpointError, canary_path, load_bandit
+    from memory.policy.ope import compare_additive
+
+    policies: list[tuple[str, Any]] = []
+    try:
+        if checkpoint.is_file():
+            model, version, _ = load_bandit(checkpoint)
+            policies.append((f"policy {version}", model))
+        if canary_path(checkpoint).is_file():
+            model, version, _ = load_bandit(canary_path(checkpoint))
+            policies.append((f"canary {version}", model))
+    except BanditCheckpointError as exc:
+        raise _fail(str(exc)) from exc
+    prior = CaseValueModel()
+    if not policies:
+        policies.append(("prior (no checkpoint yet)", prior))
+    logs = _bandit_logs(experience, bank, namespace)
+
+    def marginals_of(model: CaseValueModel):
+        return lambda r: model.marginals(r.query_embedding, r.candidates, k)
+
+    similarity = _similarity_marginals(k)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, model in policies:
+        vs_sim = compare_additive(logs, marginals_of(model), similarity, confidence=confidence)
+        vs_prior = compare_additive(logs, marginals_of(model), marginals_of(prior), confidence=confidence)
+        if not math.isfinite(vs_sim.candidate):
+            raise _fail(f"cannot estimate from {experience}: {vs_sim.reason}")
+        rows[name] = {"estimate": vs_sim.candidate, "coverage": _coverage(logs, marginals_of(model)),
+                      "vs_similarity": [vs_sim.difference, vs_sim.low, vs_sim.high],
+                      "vs_prior": [vs_prior.difference, vs_prior.low, vs_prior.high], "retrievals": vs_sim.rows,
+                      "similarity": vs_sim.incumbent, "prior": vs_prior.incumbent}  # fmt: skip
+    first = next(iter(rows.values()))
+    console.print(f"experience log: {experience}")
+    table = Table(title=f"off-policy estimates of task success ({first['retrievals']} judged retrievals, K={k})")
+    table.add_column("policy")
+    table.add_column("success (est.)", justify="right")
+    table.add_column("coverage", justify="right")
+    table.add_column(f"vs similarity top-{k} [{confidence:.0%} interval]", justify="right")
+    table.add_column("vs prior [interval]", justify="right")
+
+    def diff(d: list[float]) -> str:
+        return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" if all(math.isfinite(x) for x in d) else "—"
+
+    def share(x: float) -> str:
+        return f"{x:.0%}" if math.isfinite(x) else "—"
+
+    for name, row in rows.items():
+        table.add_row(name, _fmt(row["estimate"]), share(row["coverage"]), diff(row["vs_similarity"]), diff(row["vs_prior"]))
+    table.add_row(f"similarity top-{k}", _fmt(first["similarity"]), share(_coverage(logs, similarity)), "", "")
+    table.add_row("prior", _fmt(first["prior"]), share(_coverage(logs, marginals_of(prior))), "", "")
+    console.print(table)
+    console.print("Pseudo-inverse slate estimates from the logged set distributions (retrievals logged without one are "
+                  "skipped). Coverage: share of a policy's shown cases that the log ever showed; effects of the rest "
+                  "are not identified (counted as zero), so low coverage means a rough estimate. Differences are paired "
+                  "and baseline-centred, so they need not equal the difference of the two estimates.")  # fmt: skip
+    if json_out is not None:
+        plain = {n: {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in r.items()} for n, r in rows.items()}
+        json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "k": k, "confidence": confidence, "policies": plain}, indent=2,
+                                       default=lambda x: None))  # fmt: skip
+
+
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Argument(help="Policy checkpoint.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(envvar="MEMENTO_POLICY_PATH", help="Policy checkpoint.")
+    ] = Path(DEFAULT_POLICY_PATH),
     experience: ExperienceOpt = None,
     training_data: TrainingDataOpt = None,
     bank: BankOpt = None,
     namespace: NamespaceOpt = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="Cases shown at most (case-value bandit: as the graph's k).")] = 4,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of the bandit's intervals.")] = 0.8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics as JSON here.")] = None,
 ) -> None:
-    """Score a dataset with a checkpoint: AUC, accuracy, F1, Brier, ECE (vs similarity)."""
+    """Evaluate a policy checkpoint.
+
+    The case-value bandit that learned mode serves (or its prior, before any checkpoint): the
+    off-policy estimate of its task success on an experience log (``--experience``; case vectors
+    from ``--bank``), against similarity top-K and the prior. An MLP scorer from ``memento policy
+    train``: AUC, accuracy, F1, Brier, ECE on a dataset (vs similarity).
+    """
+    if experience is not None and training_data is None and (not checkpoint.exists() or _is_bandit(checkpoint)):
+        _bandit_eval(checkpoint, experience, bank, namespace, k, confidence, json_out)
+        return
     from memory.policy.checkpoint import PolicyCheckpointError, load_checkpoint
     from memory.policy.data import PolicyDataError
     from memory.policy.metrics import classification_report, finite_or_none
@@ -156,7 +296,10 @@ def info(
     ] = Path(DEFAULT_POLICY_PATH),
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw metadata as JSON.")] = False,
 ) -> None:
-    """Show a checkpoint's version, variant, training data and metrics (weights checked)."""
+    """Show a checkpoint: the bandit's version, rows and last decisions, or an MLP scorer's metrics."""
+    if _is_bandit(checkpoint):
+        _bandit_info(checkpoint, as_json)
+        return
     from memory.policy.checkpoint import PolicyCheckpointError, read_checkpoint
 
     try:
@@ -190,3 +333,64 @@ def info(
     ]:
         table.add_row(key, _fmt(value))
     console.print(table)
+
+
+def _bandit_info(checkpoint: Path, as_json: bool, last: int = 5) -> None:
+    """The served bandit, its canary and its last retraining decisions."""
+    from memory.policy.bandit_serving import (
+        BanditCheckpointError,
+        canary_path,
+        history_path,
+        load_bandit,
+    )
+
+    def describe(path: Path) -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        try:
+            model, version, meta = load_bandit(path)
+        except BanditCheckpointError as exc:
+            return {"error": str(exc)}
+        return {"version": version, "rows": model.n_rows, "case_values": len(model.case_index),
+                "dims": model.dims, "decided_at": meta.get("decided_at"), "reason": meta.get("reason")}  # fmt: skip
+
+    history: list[dict[str, Any]] = []
+    hist = history_path(checkpoint)
+    if hist.is_file():
+        for line in hist.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                history.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line of a crashed write
+    info = {"checkpoint": describe(checkpoint), "canary": describe(canary_path(checkpoint)), "decisions": len(history),
+            "last_decisions": history[-last:]}  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+
+    def when(t: Any, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+        return time.strftime(fmt, time.localtime(t)) if isinstance(t, (int, float)) else "—"
+
+    table = Table(title=f"case-value bandit {checkpoint}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for label, part in (("policy", info["checkpoint"]), ("canary", info["canary"])):
+        if part is None:
+            table.add_row(label, "prior (no checkpoint yet)" if label == "policy" else "none")
+        elif "error" in part:
+            table.add_row(label, f"unusable: {part['error']}")
+        else:
+            table.add_row(label, f"{part['version']} ({part['rows']} retrievals, {part['case_values']} case values, "
+                                 f"{part['dims']} dims, decided {when(part['decided_at'])})")  # fmt: skip
+    table.add_row("decisions", str(len(history)))
+    console.print(table)
+    if history:
+        recent = Table(title=f"last {min(last, len(history))} retraining decisions")
+        for col in ("finished", "promoted", "rows", "candidate", "incumbent", "lower bound", "reason"):
+            recent.add_column(col, justify="right" if col not in ("finished", "reason") else "left")
+        for h in history[-last:]:
+            # The numbers have their own columns: the reason's first clause says why.
+            reason = str(h.get("reason", "")).split(":", 1)[0]
+            recent.add_row(when(h.get("finished_at"), "%m-%d %H:%M:%S"), "yes" if h.get("promoted") else "no", str(h.get("rows", "—")),
+                           _fmt(h.get("candidate")), _fmt(h.get("incumbent")), _fmt(h.get("low")), reason)  # fmt: skip
+        console.print(recent)

@@ -1,15 +1,20 @@
-"""Online learning: retrain the policy in the background every N judged outcomes.
+"""Online learning: retrain the case-value bandit in the background every N judged outcomes.
 
-The graph's write-back step calls, after logging a judged outcome::
+The graph's write-back step calls, after logging a judged outcome in learned mode::
 
-    OnlineTrainer.get(policy_path, experience_path, bank=bank).notify_outcome()
+    OnlineTrainer.get(policy_path, experience_path, bank=bank, namespace=ns, k=k).notify_outcome()
 
-Every ``every`` calls (``MEMENTO_POLICY_RETRAIN_EVERY``, default 50; 0 turns it off) a thread
-rebuilds the training set from the experience log and runs `train_and_promote`: a candidate is
-trained on some queries and judged on others it never saw, against plain similarity and the
-incumbent checkpoint. It replaces the checkpoint (atomically) only if it selects at least as well
-as both; an incumbent that has fallen behind similarity is retired. Running selectors pick up the
-change on their next call. Every decision is appended to ``<policy>.history.jsonl``.
+Every ``every`` calls (``MEMENTO_POLICY_RETRAIN_EVERY``, default 20; 0 turns it off) a thread
+reads the namespace's judged retrievals from the experience log, turns them into bandit training
+rows (`memory.policy.bandit_serving.logs_from_records`: case vectors from the bank, exact logged
+propensities and set distributions) and runs `retrain_from_log`: a candidate is fitted on the
+whole log and promoted only when off-policy evaluation prefers it to the incumbent at the stated
+confidence; otherwise it serves a canary share of selections. Running graphs pick the change up
+on their next retrieval (`memory.policy.selection.load_bandit_selector` reloads changed files).
+Every decision is appended to ``<policy>.history.jsonl``.
+
+The MLP scorer's promotion gate (`train_and_promote`, held-out selection AUC) stays below for
+`memento policy train` checkpoints and the scorer benchmarks; learned retrieval no longer uses it.
 """
 
 from __future__ import annotations
@@ -29,12 +34,12 @@ from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EVERY = 50
+DEFAULT_EVERY = 20
 
 
 @dataclass
 class Promotion:
-    """The outcome of one retraining round."""
+    """The outcome of one retraining round of the MLP scorer (`train_and_promote`)."""
 
     promoted: bool
     reason: str
@@ -53,9 +58,9 @@ def _finite(x: float | None) -> float | None:
 
 
 class OnlineTrainer:
-    """Counts judged outcomes and retrains the policy in a background thread."""
+    """Counts judged outcomes and retrains the bandit from the experience log in a background thread."""
 
-    _instances: ClassVar[dict[tuple[str, str], OnlineTrainer]] = {}
+    _instances: ClassVar[dict[tuple[str, str, str], OnlineTrainer]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -66,25 +71,30 @@ class OnlineTrainer:
         every: int | None = None,
         bank: Any = None,
         embedder: Any = None,
-        training_data: str | os.PathLike[str] | None = None,
         namespace: str | None = None,
+        k: int = 4,
         config: Any = None,
-        min_queries: int = 10,
+        confidence: float | None = None,
+        synchronous: bool | None = None,
     ):
-        """Configure a trainer (prefer `OnlineTrainer.get`, which shares one per paths).
+        """Configure a trainer (prefer `OnlineTrainer.get`, which shares one per paths and namespace).
 
         Args:
-            policy_path: Checkpoint to create or replace.
+            policy_path: Checkpoint to create or replace (its canary and history live beside it).
             experience_path: Experience log to learn from (default: ``MEMENTO_EXPERIENCE_PATH``
                 or ``.memento/experience.sqlite``).
             every: Retrain after this many outcomes (default ``MEMENTO_POLICY_RETRAIN_EVERY``
-                or 50; 0 disables).
-            bank: A `CaseBank` whose stored embeddings the training rows use.
-            embedder: Embeds queries (default: the bank's, else the shared ``MEMENTO_EMBEDDER`` one).
-            training_data: An original-format ``training_data.jsonl`` to train on as well.
-            namespace: Only learn from retrievals of this namespace.
-            config: A `TrainConfig` (defaults otherwise; progress bars are off).
-            min_queries: Skip retraining below this many distinct judged queries.
+                or 20; 0 disables).
+            bank: The `CaseBank` whose stored case embeddings the training rows use.
+            embedder: Embeds questions (default: the bank's, else the shared ``MEMENTO_EMBEDDER`` one).
+            namespace: Only learn from retrievals of this namespace (None: all of them).
+            k: Cases shown at most (off-policy evaluation replays selections with this K).
+            config: A `BanditConfig` (defaults otherwise).
+            confidence: One-sided confidence of the promotion gate (default: the serving default).
+            synchronous: Retrain inside `notify_outcome` instead of a thread (default
+                ``MEMENTO_POLICY_RETRAIN_SYNC=1``): the outcome that makes a retrain due waits for
+                it (milliseconds to a second), so which task first sees the new policy no longer
+                depends on timing — reproducible evals.
 
         """
         from memory.experience import DEFAULT_LOG_PATH
@@ -98,28 +108,42 @@ class OnlineTrainer:
         self.every = every
         self.bank = bank
         self._embedder = embedder
-        self.training_data = training_data
         self.namespace = namespace
+        self.k = k
         self.config = config
-        self.min_queries = min_queries
+        self.confidence = confidence
+        if synchronous is None:
+            synchronous = os.environ.get("MEMENTO_POLICY_RETRAIN_SYNC", "").strip().lower() in ("1", "true", "yes")
+        self.synchronous = synchronous
         self.pending = 0
-        self.last: Promotion | None = None
+        self.last: Any = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Each retrain re-reads the whole log: questions embedded once are not encoded again.
+        self._query_cache: _MemoEmbedder | None = None
+        # One lock object per trainer: retraining from another thread or process waits for it.
+        self._file_lock = FileLock(str(self.policy_path) + ".lock", timeout=300)
 
     @classmethod
     def get(
         cls, policy_path: str | os.PathLike[str], experience_path: str | os.PathLike[str] | None = None, **kwargs: Any
     ) -> OnlineTrainer:
-        """The process-wide trainer of these paths (created with ``kwargs`` on first use)."""
-        key = (str(Path(policy_path).resolve()), str(Path(experience_path).resolve()) if experience_path else "")
+        """The process-wide trainer of these paths and namespace (created with ``kwargs`` on first use)."""
+        key = (
+            str(Path(policy_path).resolve()),
+            str(Path(experience_path).resolve()) if experience_path else "",
+            str(kwargs.get("namespace") or ""),
+        )
         with cls._instances_lock:
             trainer = cls._instances.get(key)
             if trainer is None:
                 trainer = cls(policy_path, experience_path, **kwargs)
                 cls._instances[key] = trainer
-            elif kwargs.get("bank") is not None and trainer.bank is None:
-                trainer.bank = kwargs["bank"]
+            else:
+                if kwargs.get("bank") is not None and trainer.bank is None:
+                    trainer.bank = kwargs["bank"]
+                if kwargs.get("k") is not None:
+                    trainer.k = int(kwargs["k"])
             return trainer
 
     @property
@@ -130,10 +154,10 @@ class OnlineTrainer:
     def notify_outcome(self, n: int = 1) -> bool:
         """Count ``n`` new judged outcomes; start a background retrain when due.
 
-        Cheap and non-blocking: safe to call from a graph node after every task.
+        Cheap and non-blocking (unless ``synchronous``): safe to call from a graph node after every task.
 
         Returns:
-            True when this call started a retraining thread.
+            True when this call started (or, synchronous, ran) a retrain.
 
         """
         if self.every == 0:
@@ -143,11 +167,14 @@ class OnlineTrainer:
             if self.pending < self.every or self.running:
                 return False
             self.pending = 0
-            self._thread = threading.Thread(target=self._run, name="memento-policy-retrain", daemon=True)
-            self._thread.start()
-            return True
+            if not self.synchronous:
+                self._thread = threading.Thread(target=self._run, name="memento-policy-retrain", daemon=True)
+                self._thread.start()
+                return True
+        self._run()
+        return True
 
-    def wait(self, timeout: float | None = None) -> Promotion | None:
+    def wait(self, timeout: float | None = None) -> Any:
         """Block until the current retrain (if any) ends; returns the latest decision."""
         thread = self._thread
         if thread is not None:
@@ -155,42 +182,100 @@ class OnlineTrainer:
         return self.last
 
     def _run(self) -> None:
+        from memory.policy.bandit_serving import RetrainDecision
+
         try:
             self.retrain()
         except Exception as exc:  # a background failure must never take the graph down
             log.exception("background policy retraining failed")
-            self.last = Promotion(False, f"failed: {type(exc).__name__}: {exc}", finished_at=time.time())
+            self.last = RetrainDecision(False, f"failed: {type(exc).__name__}: {exc}", 0, None, finished_at=time.time())
 
-    def _data(self):
+    def _embedder_now(self) -> Any:
         from memory.embeddings import get_embedder
-        from memory.experience import ExperienceLog
-        from memory.policy.data import concat, from_experience, load_training_data
 
         # The bank's own embedder: query vectors must live in the space its cases were stored in.
-        embedder = self._embedder or (
-            self.bank.embedder if self.bank is not None else get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+        if self._embedder is not None:
+            inner = self._embedder
+        elif self.bank is not None:
+            inner = self.bank.embedder
+        else:
+            inner = get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+        if self._query_cache is None or self._query_cache.inner is not inner:
+            self._query_cache = _MemoEmbedder(inner)
+        return self._query_cache
+
+    def retrain(self) -> Any:
+        """Fit a candidate now (in this thread); promote it by OPE or put it on canary.
+
+        Returns:
+            The `memory.policy.bandit_serving.RetrainDecision` (also appended to the history).
+
+        """
+        from memory.experience import ExperienceLog
+        from memory.policy.bandit_serving import (
+            DEFAULT_CONFIDENCE,
+            BanditCheckpointError,
+            RetrainDecision,
+            load_bandit,
+            logs_from_records,
+            retrain_from_log,
         )
-        parts = []
-        if self.experience_path.is_file():
-            records = list(ExperienceLog(self.experience_path).records(judged_only=True, namespace=self.namespace))
-            parts.append(from_experience(records, embedder, bank=self.bank, source=f"experience:{self.experience_path.name}"))
-        if self.training_data:
-            parts.append(load_training_data(self.training_data, embedder))
-        return concat(parts)
 
-    def retrain(self) -> Promotion:
-        """Train a candidate now (in this thread) and promote it if it beats similarity and the incumbent."""
-        from memory.policy.data import PolicyDataError
+        with self._file_lock:
+            records = []
+            if self.experience_path.is_file():
+                records = list(ExperienceLog(self.experience_path).records(judged_only=True, namespace=self.namespace))
+            if not records:
+                decision = RetrainDecision(False, "no judged retrieval in the experience log yet", 0, None, finished_at=time.time())
+                _append_history(self.policy_path, asdict(decision))
+                self.last = decision
+                return decision
+            if self.policy_path.is_file():
+                try:
+                    load_bandit(self.policy_path)
+                except BanditCheckpointError as exc:
+                    # Not a bandit (an MLP scorer of `memento policy train`) or damaged: keep the
+                    # file aside and let the candidate compete with the prior instead.
+                    aside = self.policy_path.with_name(self.policy_path.name + ".unusable")
+                    os.replace(self.policy_path, aside)
+                    reason = f"the checkpoint could not be used and was moved to {aside.name} ({exc}); the prior is the incumbent"
+                    _append_history(self.policy_path, asdict(RetrainDecision(False, reason, 0, None, finished_at=time.time())))
+                    log.warning("policy checkpoint unusable, moved to %s: %s", aside, exc)
+            logs = logs_from_records(records, self._embedder_now(), self.bank)
+            decision = retrain_from_log(logs, self.policy_path, k=self.k, config=self.config,
+                                        confidence=self.confidence or DEFAULT_CONFIDENCE)  # fmt: skip
+        level = logging.INFO if decision.promoted else logging.DEBUG
+        log.log(level, "policy retrained on %d retrievals: %s", decision.rows, decision.reason)
+        self.last = decision
+        return decision
 
-        try:
-            data = self._data()
-        except PolicyDataError as exc:
-            return self._record(Promotion(False, f"no data: {exc}"))
-        return self._record(train_and_promote(data, self.policy_path, self.config, min_queries=self.min_queries))
 
-    def _record(self, promotion: Promotion) -> Promotion:
-        self.last = record_promotion(self.policy_path, promotion)
-        return self.last
+class _MemoEmbedder:
+    """An embedder that remembers the vectors of texts it already embedded (one trainer's questions)."""
+
+    def __init__(self, inner: Any, limit: int = 200_000):
+        self.inner = inner
+        self.limit = limit
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            if len(self.vectors) + len(missing) > self.limit:
+                self.vectors.clear()
+            for text, vec in zip(missing, np.asarray(self.inner.embed(missing), np.float32), strict=True):
+                self.vectors[text] = vec
+        return np.stack([self.vectors[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+
+def _append_history(policy_path: Path, entry: dict[str, Any]) -> None:
+    history = policy_path.with_name(policy_path.name + ".history.jsonl")
+    try:
+        history.parent.mkdir(parents=True, exist_ok=True)
+        with open(history, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+    except OSError as exc:
+        log.warning("cannot append to %s: %s", history, exc)
 
 
 def record_promotion(policy_path: str | os.PathLike[str], promotion: Promotion) -> Promotion:

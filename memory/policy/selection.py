@@ -6,6 +6,10 @@ then falls back to similarity). `Selector.select` scores every candidate from ca
 (one query vector, no transformer pass per case), reranks only within the similarity range its
 training data covered, explores (local epsilon-greedy or Thompson sampling over dropout draws),
 and logs for every candidate the probability that it is shown.
+
+The graph's learned mode serves the case-value bandit instead (`load_bandit_selector`, same
+reload-on-change cache); the MLP `Selector` remains for checkpoints of `memento policy train` and
+the scorer benchmarks.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from memory.policy.model import FinetuneScorer
 
 __all__ = [
     "DEFAULT_EXPLORATION", "MIN_NULL_EXAMPLES", "STRATEGIES", "Choice", "Exploration", "Selector",
-    "clear_selector_cache", "load_selector",
+    "clear_selector_cache", "load_bandit_selector", "load_selector",
 ]  # fmt: skip
 _GAP = FEATURE_NAMES.index("similarity_gap")
 
@@ -216,7 +220,9 @@ class Selector:
         return [Choice(i, float(scores[i]), float(propensity[i]), bool(shown[i])) for i in range(n)]
 
 
-_cache: dict[str, tuple[tuple[int, int, int], Selector]] = {}
+# Loaded selectors per checkpoint path (MLP scorers and, under "bandit|<path>", the bandit), with
+# the file stamp(s) they were loaded from.
+_cache: dict[str, tuple[Any, Any]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -260,6 +266,54 @@ def load_selector(policy_path: str | os.PathLike[str] | None) -> Selector | None
         if cached is not None:
             log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
         _cache[key] = (stamp, selector)
+        return selector
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def load_bandit_selector(policy_path: str | os.PathLike[str] | None) -> Any:
+    """The case-value bandit serving learned mode: the checkpoint and its canary, cached per path.
+
+    Reloaded when the checkpoint or its canary changes (mtime, size or inode: a promotion or a new
+    canary written by the online trainer), so a running graph serves it from its next retrieval.
+
+    Returns:
+        A `memory.policy.bandit_serving.BanditSelector`; the prior (version ``prior``) when no
+        checkpoint exists yet.
+
+    Raises:
+        BanditCheckpointError: The checkpoint exists but cannot be used and no earlier version of
+            it was loaded (when one was, it keeps serving and the error is logged).
+
+    """
+    from memory.policy.bandit_serving import BanditCheckpointError, BanditSelector, canary_path
+
+    path = Path(policy_path).expanduser() if policy_path else None
+    if path is None:
+        return BanditSelector.load(None)
+    key = "bandit|" + str(path.resolve())
+    stamp = (_stamp(path), _stamp(canary_path(path)))
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            selector = BanditSelector.load(path)
+        except BanditCheckpointError:
+            if cached is None or stamp[0] is None:
+                raise
+            log.exception("policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version)
+            _cache[key] = (stamp, cached[1])  # type: ignore[assignment]
+            return cached[1]
+        if cached is not None and cached[1].version != selector.version:
+            log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
+        _cache[key] = (stamp, selector)  # type: ignore[assignment]
         return selector
 
 

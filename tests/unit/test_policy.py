@@ -312,43 +312,91 @@ def test_experience_rows(tmp_path):
     assert data.target.tolist() == data.features[:, FEATURE_NAMES.index("label_positive")].tolist()
 
 
-def test_online_trainer_promotes_only_without_regression(tmp_path):
+def _bandit_experience(path, bank, n: int, seed: int = 0) -> None:
+    """Judged retrievals logged by a uniform exploring policy: positive cases help, negative ones hurt.
+
+    Every retrieval could have shown any set of at most two of six stored cases, each with the
+    same probability, and logs that whole distribution (what off-policy evaluation needs).
+    """
+    from itertools import combinations
+
+    rng = np.random.default_rng(seed)
+    ids = sorted(bank.get_embeddings(_BANDIT_IDS, namespace="default"))
+    labels = {cid: ("positive" if i % 2 else "negative") for i, cid in enumerate(_BANDIT_IDS)}
+    slates = [list(c) for size in range(3) for c in combinations(range(len(ids)), size)]
+    log = ExperienceLog(path)
+    for i in range(n):
+        chosen = slates[int(rng.integers(len(slates)))]
+        cands = [{"case_id": cid, "similarity": float(rng.uniform(0.3, 0.8)), "label": labels[cid], "shown": j in chosen,
+                  "propensity": sum(j in st for st in slates) / len(slates), "score": None} for j, cid in enumerate(ids)]  # fmt: skip
+        rid = f"r{seed}-{i}"
+        log.log_retrieval(rid, namespace="default", query=f"question {i}", candidates=cands, selector="learned",
+                          slates=[(st, 1.0 / len(slates)) for st in slates])  # fmt: skip
+        helped = sum(1 if labels[ids[j]] == "positive" else -1 for j in chosen)
+        ok = rng.random() < min(1.0, max(0.0, 0.35 + 0.3 * helped))
+        log.log_outcome(rid, reward=float(ok), label="positive" if ok else "negative")
+
+
+_BANDIT_IDS = [f"case-{i}" for i in range(6)]
+
+
+@pytest.fixture
+def bandit_bank(tmp_path):
+    from memory.bank import CaseBank
     from memory.embeddings import HashEmbedder
+
+    bank = CaseBank(tmp_path / "bank", embedder=HashEmbedder(DIM))
+    bank.upsert([Case(id=cid, question=f"stored case {cid}", label="positive" if i % 2 else "negative", reward=float(i % 2))
+                 for i, cid in enumerate(_BANDIT_IDS)])  # fmt: skip
+    return bank
+
+
+def test_online_trainer_promotes_only_without_regression(tmp_path, bandit_bank):
+    from dataclasses import replace
+
+    from memory.embeddings import HashEmbedder
+    from memory.policy.bandit import BanditConfig
+    from memory.policy.selection import load_bandit_selector
 
     clear_selector_cache()
     exp = tmp_path / "exp.sqlite"
     policy = tmp_path / "policy.pt"
-    _experience(exp, 60)
-    trainer = OnlineTrainer(policy, exp, every=3, embedder=HashEmbedder(DIM), config=FAST)
-    assert load_selector(policy) is None
+    _bandit_experience(exp, bandit_bank, 200)
+    trainer = OnlineTrainer(policy, exp, every=3, bank=bandit_bank, embedder=HashEmbedder(DIM), namespace="default", k=2)
+    assert load_bandit_selector(policy).version == "prior"
     assert trainer.notify_outcome() is False
     assert trainer.notify_outcome() is False
     assert trainer.notify_outcome() is True
     first = trainer.wait(timeout=120)
+    # Off-policy evaluation on the log prefers the fitted bandit (it shows the cases that helped)
+    # to the prior (which shows next to nothing).
     assert first is not None and first.promoted, first
-    assert first.incumbent == "similarity" and first.candidate_auc >= first.incumbent_auc
-    live = load_selector(policy)
-    assert live is not None and live.version == first.version
+    assert first.candidate > first.incumbent and first.low > 0
+    live = load_bandit_selector(policy)
+    assert live.version == first.version and live.canary is None
 
-    # A crippled candidate (learning rate 0) cannot match the incumbent: the file is kept.
+    # A crippled candidate (it believes showing any case costs a lot) cannot beat the incumbent:
+    # the file is kept and the candidate only goes on canary.
     before = policy.read_bytes()
-    trainer.config = TrainConfig(epochs=1, lr=0.0, hidden=32)
+    trainer.config = replace(BanditConfig(), show_prior=-5.0, static_var=1e-8, case_var=1e-8, metric_var=1e-8)
     second = trainer.retrain()
-    assert not second.promoted and second.incumbent == first.version
-    assert second.candidate_auc < second.incumbent_auc
+    assert not second.promoted and second.candidate < second.incumbent
     assert policy.read_bytes() == before
-    assert load_selector(policy) is live
+    live = load_bandit_selector(policy)
+    assert live.version == first.version and live.canary is not None
 
     history = [json.loads(line) for line in (tmp_path / "policy.pt.history.jsonl").read_text().splitlines()]
     assert [h["promoted"] for h in history] == [True, False]
 
 
-def test_online_trainer_waits_for_enough_data(tmp_path):
+def test_online_trainer_waits_for_enough_data(tmp_path, bandit_bank):
     from memory.embeddings import HashEmbedder
 
-    _experience(tmp_path / "exp.sqlite", 4)
-    trainer = OnlineTrainer(tmp_path / "p.pt", tmp_path / "exp.sqlite", every=1, embedder=HashEmbedder(DIM), config=FAST)
+    trainer = OnlineTrainer(tmp_path / "p.pt", tmp_path / "exp.sqlite", every=1, bank=bandit_bank, embedder=HashEmbedder(DIM))
     result = trainer.retrain()
-    assert not result.promoted and "judged queries" in result.reason
+    assert not result.promoted and "no judged retrieval" in result.reason
+    _bandit_experience(tmp_path / "exp.sqlite", bandit_bank, 4)
+    result = trainer.retrain()
+    assert not result.promoted and "only 4 logged retrievals" in result.reason
     assert not (tmp_path / "p.pt").exists()
     assert OnlineTrainer(tmp_path / "p.pt", every=0).notify_outcome() is False
