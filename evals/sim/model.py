@@ -42,6 +42,7 @@ _CASE_BLOCK = re.compile(r"<case\b.*?</case>", re.S)
 _QUESTION = re.compile(r"^Question:\s*(?P<q>.+)$", re.M)
 _REFERENCES = re.compile(r"^Reference answers:\s*(?P<r>.*)$", re.M)
 _PREDICTED = re.compile(r"^Predicted answer:\s*(?P<a>.*)$", re.M)
+_ANSWER = re.compile(r"^Answer:\s*(.*)$", re.M)
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,16 @@ from memory.policy.bandit import (
     CandidateCase,
     CaseValueModel,
     LoggedRetrieval,
+    SimilarityPolicy,
     query_key,
 )
-from memory.policy.ope import compare_additive
+from memory.policy.learner import gate_decision
 
 log = logging.getLogger(__name__)
 
 KIND = "memento-case-value-bandit"
 FORMAT = 1
-DEFAULT_CANARY = 0.3
+DEFAULT_CANARY = 0.2
 DEFAULT_CONFIDENCE = 0.95
 
 
@@ -148,7 +149,10 @@ class BanditSelector:
             BanditCheckpointError: A checkpoint exists but cannot be used.
 
         """
-        model, version = CaseValueModel(), "prior"
+        # Before any bandit has been promoted, similarity serves (a bandit replaces it only once
+        # off-policy evaluation prefers it); the newest candidate explores as the canary.
+        model: CaseValueModel | SimilarityPolicy = SimilarityPolicy()
+        version = "similarity"
         if path and Path(path).is_file():
             model, version, _ = load_bandit(path)
         canary = None
@@ -230,8 +234,10 @@ def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: An
         slates = r.get("slates")
         if slates is not None and len(keep) != len(r.get("candidates") or []):
             slates = None  # candidate indices no longer line up with what was logged
+        dist = {tuple(sorted(int(i) for i in st)): float(p) for st, p in slates} if slates else {}
+        logged_p = dist.get(tuple(i for i, s in enumerate(shown) if s)) if slates else None
         out.append(LoggedRetrieval(query_key(r["query"]), qvec[r["query"]], cands, np.array(shown, bool), min(1.0, max(0.0, y)),
-                                   None, [(tuple(s), float(p)) for s, p in slates] if slates else None))  # fmt: skip
+                                   logged_p, [(tuple(s), float(p)) for s, p in slates] if slates else None))  # fmt: skip
     return out
 
 
@@ -269,17 +275,16 @@ def retrain_from_log(
     incumbent = BanditSelector.load(path).model
     candidate = CaseValueModel(config or BanditConfig(seed=len(logs))).fit(logs)
     fit_s = time.perf_counter() - started
+    retire = False
     if gate:
-        est = compare_additive(
-            logs,
-            lambda r: candidate.marginals(r.query_embedding, r.candidates, k),
-            lambda r: incumbent.marginals(r.query_embedding, r.candidates, k),
-            confidence=confidence,
-        )
-        promoted, reason = est.promote, est.reason
+        verdict = gate_decision(logs, candidate, incumbent, k, confidence=confidence)
+        est = verdict.estimate
+        promoted, retire, reason = verdict.promote, verdict.retire, verdict.reason
         numbers = {"candidate": _finite(est.candidate), "incumbent": _finite(est.incumbent), "low": _finite(est.low)}
     else:
         promoted, reason, numbers = True, "installed without a gate", {}
+    if retire and Path(path).is_file():
+        os.replace(path, str(path) + ".retired")
     meta = {"rows": len(logs), "decided_at": time.time(), "reason": reason}
     if promoted:
         version: str | None = save_bandit(candidate, path, meta)

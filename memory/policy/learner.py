@@ -61,6 +61,59 @@ class Decision:
         return out
 
 
+@dataclass
+class GateVerdict:
+    """Whether a candidate replaces the incumbent, or the incumbent gives way to similarity."""
+
+    promote: bool
+    retire: bool
+    reason: str
+    estimate: OpeEstimate
+
+
+def gate_decision(
+    logs: list[LoggedRetrieval],
+    candidate: CaseValueModel,
+    incumbent: CaseValueModel | SimilarityPolicy,
+    k: int,
+    *,
+    confidence: float = 0.95,
+    min_ess: float = 20.0,
+    seed: int = 0,
+    incumbent_probability: Any = None,
+) -> GateVerdict:
+    """The promotion rule, shared by the in-process learner and the served policy's retraining.
+
+    A candidate is promoted when self-normalised IPS on the log says it beats the incumbent at
+    ``confidence`` and, when the incumbent is a bandit, its estimate is not below similarity's.
+    An incumbent bandit that the log says is worse than similarity at ``confidence`` is retired.
+    """
+    similarity = SimilarityPolicy()
+
+    def cand(r: LoggedRetrieval) -> float:
+        return candidate.slate_probability(r.query_embedding, r.candidates, r.shown, k)
+
+    def inc(r: LoggedRetrieval) -> float:
+        return incumbent.slate_probability(r.query_embedding, r.candidates, r.shown, k)
+
+    def sim(r: LoggedRetrieval) -> float:
+        return similarity.slate_probability(r.query_embedding, r.candidates, r.shown, k)
+
+    inc_p = incumbent_probability or inc
+    est = compare(logs, cand, inc_p, confidence=confidence, min_ess=min_ess, seed=seed)
+    if isinstance(incumbent, SimilarityPolicy):
+        return GateVerdict(est.promote, False, est.reason, est)
+    if est.promote:
+        vs_sim = compare(logs, cand, sim, confidence=confidence, min_ess=min_ess, seed=seed)
+        if vs_sim.difference >= 0.0:
+            return GateVerdict(True, False, est.reason, est)
+        return GateVerdict(False, False, "better than the incumbent but not than similarity: " + vs_sim.reason, est)
+    back = compare(logs, sim, inc_p, confidence=confidence, min_ess=min_ess, seed=seed)
+    if back.promote:
+        return GateVerdict(False, True, "incumbent retired, similarity serves: " + back.reason, est)
+    return GateVerdict(False, False, est.reason, est)
+
+
 class BanditLearner:
     """The incumbent bandit, its log, and when to refit and promote."""
 
@@ -172,29 +225,12 @@ class BanditLearner:
                     cache[id(r)] = np.array([incumbent_model.slate_probability(r.query_embedding, r.candidates, r.shown, k)])
                 return float(cache[id(r)][0])
 
-            similarity = SimilarityPolicy()
-
-            def cand(r: LoggedRetrieval) -> float:
-                return candidate.slate_probability(r.query_embedding, r.candidates, r.shown, k)
-
-            def sim(r: LoggedRetrieval) -> float:
-                return similarity.slate_probability(r.query_embedding, r.candidates, r.shown, k)
-
-            est = compare(self.logs, cand, incumbent, confidence=self.confidence, min_ess=self.min_ess, seed=self.version)
-            decision = Decision(est.promote, est.reason, len(self.logs), fit_s, est)
-            if est.promote and not isinstance(self.model, SimilarityPolicy):
-                # Never install a bandit that the log says selects worse than similarity.
-                vs_sim = compare(self.logs, cand, sim, confidence=self.confidence, min_ess=self.min_ess, seed=self.version)
-                if not vs_sim.difference >= 0.0:
-                    decision = Decision(False, "better than the incumbent but not than similarity: " + vs_sim.reason,
-                                        len(self.logs), fit_s, est)  # fmt: skip
-            if not decision.promoted and not isinstance(self.model, SimilarityPolicy):
-                # An incumbent that the log now says is worse than similarity is retired.
-                back = compare(self.logs, sim, incumbent, confidence=self.confidence, min_ess=self.min_ess, seed=self.version)
-                if back.promote:
-                    self.model = similarity
-                    self._incumbent_marginals = {}
-                    decision.reason = "incumbent retired, similarity serves: " + back.reason
+            verdict = gate_decision(self.logs, candidate, incumbent_model, k, confidence=self.confidence,
+                                    min_ess=self.min_ess, seed=self.version, incumbent_probability=incumbent)  # fmt: skip
+            decision = Decision(verdict.promote, verdict.reason, len(self.logs), fit_s, verdict.estimate)
+            if verdict.retire:
+                self.model = SimilarityPolicy()
+                self._incumbent_marginals = {}
         if decision.promoted:
             self.model = candidate
             self.challenger = None
