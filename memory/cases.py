@@ -149,7 +149,10 @@ class Case:
     id: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("question", "answer", "judge_model", "judge_rationale", "trajectory_summary", "task_id", "source", "plan", "models"):
+        for name in (
+            "question", "answer", "judge_model", "judge_rationale", "trajectory_summary", "task_id", "source", "plan",
+            "models", "created_by", "attempt_log", "attempt_id",
+        ):
             setattr(self, name, clean_text(getattr(self, name)))
         if not self.question or not self.question.strip():
             raise ValueError("a case needs a non-empty question")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memory.cases import MAX_ATTEMPT_LOG, SOURCE_RANK, Case, label_for_reward, now
+from memory.cases import MAX_ATTEMPT_LOG, SOURCE_RANK, Case, clean_text, label_for_reward, now
 from memory.experience import ExperienceLog
 
 # Fields that describe the attempt the planner is shown (its plan, its answer and their verdict).
@@ -53,16 +53,22 @@ def attempt_record(
     answer: str,
     limit: int = 300,
 ) -> dict[str, Any]:
-    """One entry of a case's attempt log (the answer is truncated: the log is for bookkeeping)."""
-    return {
-        "id": attempt_id,
-        "retrieval_id": retrieval_id,
-        "reward": reward,
-        "label": label,
-        "reward_source": reward_source,
-        "answer": answer if len(answer) <= limit else answer[: limit - 1] + "…",
-        "at": now(),
-    }
+    """One entry of a case's attempt log (the answer is truncated: the log is for bookkeeping).
+
+    Its text is cleaned like the case's own fields (`memory.cases.clean_text`): the log is stored in
+    the case's Chroma metadata, which rejects lone surrogates (from escapes in a model's JSON).
+    """
+    return clean_text(
+        {
+            "id": attempt_id,
+            "retrieval_id": retrieval_id,
+            "reward": reward,
+            "label": label,
+            "reward_source": reward_source,
+            "answer": answer if len(answer) <= limit else answer[: limit - 1] + "…",
+            "at": now(),
+        }
+    )
 
 
 def merge_attempt(existing: Case | None, new: Case, attempt: dict[str, Any]) -> Case:

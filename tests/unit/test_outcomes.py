@@ -62,6 +62,18 @@ def test_unlabelled_attempts_do_not_replace_a_judged_case():
     assert later.label == "positive" and later.answer == "Stoker" and later.attempt_log[-1]["answer"] == "?"
 
 
+def test_attempt_log_text_is_cleaned_of_lone_surrogates():
+    # The log rides in the case's Chroma metadata, which cannot hold a lone surrogate.
+    rec = attempt_record("t1\udcff", retrieval_id="r1", reward=1.0, label="positive", reward_source="self_judge",
+                         answer="Lima \ud800")
+    assert rec["answer"] == "Lima \ufffd" and rec["id"] == "t1\ufffd"
+    case = merge_attempt(None, new("Lima", 1.0, "self_judge"), rec)
+    case.to_metadata()["record"].encode("utf-8")
+    # A record imported with a raw surrogate in its log is cleaned too.
+    imported = Case.from_dict({**case.to_dict(), "attempt_log": [{"id": "t2", "answer": "x \udfff"}]})
+    assert imported.attempt_log == [{"id": "t2", "answer": "x \ufffd"}]
+
+
 def test_record_outcome_keeps_the_most_trusted(tmp_path):
     log = ExperienceLog(tmp_path / "x.sqlite")
     log.log_retrieval("r1", namespace="default", query=Q, candidates=[], selector="similarity")
