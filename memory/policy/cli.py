@@ -148,43 +148,12 @@ def _bandit_logs(experience: Path, bank: Path | None, namespace: str | None) -> 
         return logs_from_records(records, embedder, case_bank)
 
 
-def _similarity_marginals(k: int):
-    """Similarity's policy on a logged retrieval: its top K candidates by similarity, always."""
-    import numpy as np
-
-    def marginals(r: Any) -> Any:
-        sims = np.array([c.similarity for c in r.candidates], dtype=np.float64)
-        out = np.zeros(sims.size)
-        out[np.argsort(-sims, kind="stable")[:k]] = 1.0
-        return out
-
-    return marginals
-
-
-def _coverage(logs: list[Any], marginals: Any) -> float:
-    """Share of a policy's expected shown cases that the logging policy could have shown."""
-    import numpy as np
-
-    covered = total = 0.0
-    for r in logs:
-        if not r.slates or not r.candidates:
-            continue
-        could = np.zeros(len(r.candidates), bool)
-        for st, p in r.slates:
-            if p > 0:
-                could[list(st)] = True
-        q = np.asarray(marginals(r), dtype=np.float64)
-        covered += float(q[could].sum())
-        total += float(q.sum())
-    return covered / total if total > 0 else float("nan")
-
-
 def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespace: str | None, k: int,
                  confidence: float, json_out: Path | None) -> None:  # fmt: skip
     """Off-policy estimates of the served bandit (and its canary) against similarity and the prior."""
     from memory.policy.bandit import CaseValueModel
     from memory.policy.bandit_serving import BanditCheckpointError, canary_path, load_bandit
-    from memory.policy.ope import compare_additive
+    from memory.policy.ope import compare
 
     policies: list[tuple[str, Any]] = []
     try:
@@ -201,44 +170,43 @@ def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespac
         policies.append(("prior (no checkpoint yet)", prior))
     logs = _bandit_logs(experience, bank, namespace)
 
-    def marginals_of(model: CaseValueModel):
-        return lambda r: model.marginals(r.query_embedding, r.candidates, k)
+    from memory.policy.bandit import SimilarityPolicy
 
-    similarity = _similarity_marginals(k)
+    def prob_of(model: Any):
+        return lambda r: model.slate_probability(r.query_embedding, r.candidates, r.shown, k)
+
+    similarity = SimilarityPolicy()
     rows: dict[str, dict[str, Any]] = {}
     for name, model in policies:
-        vs_sim = compare_additive(logs, marginals_of(model), similarity, confidence=confidence)
-        vs_prior = compare_additive(logs, marginals_of(model), marginals_of(prior), confidence=confidence)
-        if not math.isfinite(vs_sim.candidate):
+        vs_sim = compare(logs, prob_of(model), prob_of(similarity), confidence=confidence, min_ess=1.0)
+        vs_prior = compare(logs, prob_of(model), prob_of(prior), confidence=confidence, min_ess=1.0)
+        if vs_sim.rows == 0:
             raise _fail(f"cannot estimate from {experience}: {vs_sim.reason}")
-        rows[name] = {"estimate": vs_sim.candidate, "coverage": _coverage(logs, marginals_of(model)),
+        rows[name] = {"estimate": vs_sim.candidate, "ess": vs_sim.ess_candidate,
                       "vs_similarity": [vs_sim.difference, vs_sim.low, vs_sim.high],
                       "vs_prior": [vs_prior.difference, vs_prior.low, vs_prior.high], "retrievals": vs_sim.rows,
-                      "similarity": vs_sim.incumbent, "prior": vs_prior.incumbent}  # fmt: skip
+                      "similarity": vs_sim.incumbent, "similarity_ess": vs_sim.ess_incumbent,
+                      "prior": vs_prior.incumbent, "prior_ess": vs_prior.ess_incumbent}  # fmt: skip
     first = next(iter(rows.values()))
     console.print(f"experience log: {experience}")
     table = Table(title=f"off-policy estimates of task success ({first['retrievals']} judged retrievals, K={k})")
     table.add_column("policy")
     table.add_column("success (est.)", justify="right")
-    table.add_column("coverage", justify="right")
+    table.add_column("effective n", justify="right")
     table.add_column(f"vs similarity top-{k} [{confidence:.0%} interval]", justify="right")
     table.add_column("vs prior [interval]", justify="right")
 
     def diff(d: list[float]) -> str:
         return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" if all(math.isfinite(x) for x in d) else "—"
 
-    def share(x: float) -> str:
-        return f"{x:.0%}" if math.isfinite(x) else "—"
-
     for name, row in rows.items():
-        table.add_row(name, _fmt(row["estimate"]), share(row["coverage"]), diff(row["vs_similarity"]), diff(row["vs_prior"]))
-    table.add_row(f"similarity top-{k}", _fmt(first["similarity"]), share(_coverage(logs, similarity)), "", "")
-    table.add_row("prior", _fmt(first["prior"]), share(_coverage(logs, marginals_of(prior))), "", "")
+        table.add_row(name, _fmt(row["estimate"]), f"{row['ess']:.0f}", diff(row["vs_similarity"]), diff(row["vs_prior"]))
+    table.add_row(f"similarity top-{k}", _fmt(first["similarity"]), f"{first['similarity_ess']:.0f}", "", "")
+    table.add_row("prior", _fmt(first["prior"]), f"{first['prior_ess']:.0f}", "", "")
     console.print(table)
-    console.print("Pseudo-inverse slate estimates from the logged set distributions (retrievals logged without one are "
-                  "skipped). Coverage: share of a policy's shown cases that the log ever showed; effects of the rest "
-                  "are not identified (counted as zero), so low coverage means a rough estimate. Differences are paired "
-                  "and baseline-centred, so they need not equal the difference of the two estimates.")  # fmt: skip
+    console.print("Self-normalised IPS over whole shown sets, from the logged probability of each shown set (the same "
+                  "estimator the promotion gate uses; retrievals logged without one are skipped). Effective n: how many "
+                  "logged retrievals the estimate effectively rests on; a small one means a rough estimate.")  # fmt: skip
     if json_out is not None:
         plain = {n: {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in r.items()} for n, r in rows.items()}
         json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "k": k, "confidence": confidence, "policies": plain}, indent=2,

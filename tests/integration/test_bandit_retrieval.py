@@ -51,33 +51,21 @@ def _marginals_from_slates(slates, n):
     return out
 
 
-def test_learned_mode_without_a_checkpoint_serves_the_prior_with_exact_propensities(hash_bank, tmp_path):
+def test_learned_mode_without_a_checkpoint_serves_similarity_with_exact_propensities(hash_bank, tmp_path):
     policy = tmp_path / "policy.pt"
     got = retrieve_cases(hash_bank, "a new question", mode="learned", k=3, n_candidates=8, policy_path=str(policy), rng_seed=3)
-    assert got.selector == "learned" and got.policy_version == "prior" and not got.fallback
+    # Until off-policy evaluation prefers a bandit, similarity serves (it is not a fallback).
+    assert got.selector == "learned" and got.policy_version == "similarity" and not got.fallback
     assert len(got.candidates) == 8  # every candidate is logged, shown or not
-    # On its mean belief the prior shows nothing: no case is expected to help yet.
-    assert max(c["score"] for c in got.candidates) < 0
-    q = hash_bank.embedder.embed(["a new question"])[0]
-    hits = hash_bank.search(n=8, labels=("positive", "negative"), query_embedding=q, include_embeddings=True)
-    prior = CaseValueModel()
-    assert CaseValueModel.best_set(prior.effects(q, hit_candidates(hits))[0], 3).size == 0
-    # Propensities are the prior's exact marginals, and agree with the logged set distribution.
+    sims = [c["similarity"] for c in got.candidates]
+    top = set(np.argsort(sims)[::-1][:3].tolist())
+    assert {i for i, c in enumerate(got.candidates) if c["shown"]} == top
     props = np.array([c["propensity"] for c in got.candidates])
-    assert np.allclose(props, prior.marginals(q, hit_candidates(hits), 3))
+    assert props.tolist() == [1.0 if i in top else 0.0 for i in range(8)]
     assert sum(p for _, p in got.slates) == pytest.approx(1.0)
     assert np.allclose(_marginals_from_slates(got.slates, 8), props)
-    shown = sorted(i for i, c in enumerate(got.candidates) if c["shown"])
-    assert any(sorted(st) == shown and p > 0 for st, p in got.slates)
     assert all({"case_id", "question", "similarity", "label", "reward_source", "pair_successes", "pair_failures"} <= set(c)
                for c in got.candidates)  # fmt: skip
-    # Some seed explores a case; what it shows is logged as shown, best predicted first.
-    explored = next(r for s in range(60)
-                    if (r := retrieve_cases(hash_bank, "a new question", mode="learned", k=3, n_candidates=8,
-                                            policy_path=str(policy), rng_seed=s)).shown)  # fmt: skip
-    assert {c["id"] for c in explored.shown} == {c["case_id"] for c in explored.candidates if c["shown"]}
-    scores = [c["score"] for c in explored.shown]
-    assert scores == sorted(scores, reverse=True)
     # The slate distribution survives the experience log.
     log = ExperienceLog(tmp_path / "exp.sqlite")
     log.log_retrieval("r1", namespace="default", query="a new question", candidates=got.candidates, selector=got.selector,
@@ -112,14 +100,14 @@ def test_online_trainer_refits_from_the_log_and_running_retrieval_picks_it_up(ha
     (line,) = [json.loads(x) for x in history_path(policy).read_text().splitlines()]
     # The decision carries the off-policy estimates it was made on.
     assert line["rows"] == 30 and line["promoted"] == decision.promoted
-    assert 0.0 <= line["candidate"] <= 1.5 and line["incumbent"] is not None and line["low"] is not None
-    assert "candidate" in line["reason"] and "incumbent" in line["reason"]
+    assert line["candidate"] is None or 0.0 <= line["candidate"] <= 1.0
+    assert line["reason"]
     # The next retrieval serves what was written, without a restart.
     live = load_bandit_selector(policy)
     if decision.promoted:
-        assert live.version == decision.version and live.version != "prior"
+        assert live.version == decision.version and live.version != "similarity"
     else:
-        assert live.version == "prior" and live.canary is not None and live.canary.n_rows == 30
+        assert live.version == "similarity" and live.canary is not None and live.canary.n_rows == 30
     got = retrieve_cases(hash_bank, "task number 1", mode="learned", k=3, n_candidates=8, policy_path=str(policy), rng_seed=0)
     assert got.selector == "learned" and got.policy_version == live.version
     # Pair history of this question reaches the logged candidates.

@@ -1,4 +1,4 @@
-"""The simulated benchmark's learned mode: the bandit serves from pass 1 and retrains by off-policy evaluation."""
+"""The simulated benchmark's learned mode: similarity serves until off-policy evaluation promotes the bandit."""
 
 import json
 
@@ -21,10 +21,10 @@ def test_learned_mode_serves_the_bandit_and_retrains_through_the_ope_gate(tmp_pa
     assert any(d["rows"] == 20 and d["candidate"] is not None for d in decisions)
     records = read_records(tmp_path / "sim" / "results.jsonl")
     assert len(records) == 4 * 5 * 2 and not any(r["error"] for r in records)
-    # No fallback: before any checkpoint the bandit's prior serves.
+    # No fallback: before any checkpoint similarity serves as learned mode's first incumbent.
     assert {r["selector"] for r in records} == {"learned"}
     logged = list(ExperienceLog(tmp_path / "sim" / "experience" / "learned.sqlite").records())
-    assert len(logged) == 40 and logged[0]["policy_version"] == "prior"
+    assert len(logged) == 40 and logged[0]["policy_version"] == "similarity"
     for rec in logged:
         # Exact propensities and the whole set distribution, for the next off-policy evaluation.
         assert rec["slates"] and abs(sum(p for _, p in rec["slates"]) - 1.0) < 1e-6

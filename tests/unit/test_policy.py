@@ -361,15 +361,17 @@ def test_online_trainer_promotes_only_without_regression(tmp_path, bandit_bank):
     clear_selector_cache()
     exp = tmp_path / "exp.sqlite"
     policy = tmp_path / "policy.pt"
-    _bandit_experience(exp, bandit_bank, 200)
+    # Enough retrievals that each policy's sets were logged a few dozen times (whole-set IPS).
+    _bandit_experience(exp, bandit_bank, 700)
     trainer = OnlineTrainer(policy, exp, every=3, bank=bandit_bank, embedder=HashEmbedder(DIM), namespace="default", k=2)
-    assert load_bandit_selector(policy).version == "prior"
+    # Before any promotion similarity serves.
+    assert load_bandit_selector(policy).version == "similarity"
     assert trainer.notify_outcome() is False
     assert trainer.notify_outcome() is False
     assert trainer.notify_outcome() is True
     first = trainer.wait(timeout=120)
     # Off-policy evaluation on the log prefers the fitted bandit (it shows the cases that helped)
-    # to the prior (which shows next to nothing).
+    # to similarity (whose nearest cases here are as often harmful as helpful).
     assert first is not None and first.promoted, first
     assert first.candidate > first.incumbent and first.low > 0
     live = load_bandit_selector(policy)
@@ -397,6 +399,6 @@ def test_online_trainer_waits_for_enough_data(tmp_path, bandit_bank):
     assert not result.promoted and "no judged retrieval" in result.reason
     _bandit_experience(tmp_path / "exp.sqlite", bandit_bank, 4)
     result = trainer.retrain()
-    assert not result.promoted and "only 4 logged retrievals" in result.reason
+    assert not result.promoted and "too little overlap" in result.reason
     assert not (tmp_path / "p.pt").exists()
     assert OnlineTrainer(tmp_path / "p.pt", every=0).notify_outcome() is False
