@@ -21,11 +21,9 @@ from memory.bank import CaseBank
 from memory.cases import Case
 from memory.embeddings import HashEmbedder
 from memory.experience import ExperienceLog
-from memory.policy.bandit import CaseValueModel
 from memory.policy.bandit_serving import (
     canary_path,
     history_path,
-    hit_candidates,
     is_bandit_checkpoint,
 )
 from memory.policy.online import OnlineTrainer
