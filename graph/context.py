@@ -66,12 +66,16 @@ class Context:
         default="similarity",
         metadata={
             "description": "Case selection: none (no memory), similarity (nearest cases) or learned "
-            "(policy reranks the nearest N; falls back to similarity without a checkpoint)."
+            "(the case-value bandit chooses 0..K of the nearest N once off-policy evaluation prefers it "
+            "to similarity; until then similarity serves and the bandit explores on a canary share)."
         },
     )
     exploration: str = field(
         default="greedy",
-        metadata={"description": "Learned-mode exploration: greedy, epsilon[:rate] or thompson[:draws]."},
+        metadata={
+            "description": "Exploration of learned mode's similarity fallback (an unusable checkpoint): "
+            "greedy, epsilon[:rate] or thompson[:draws]. The bandit explores by Thompson sampling."
+        },
     )
     namespace: str = field(default="default", metadata={"description": "Case-bank namespace (per user or project)."})
     bank_path: str = field(
