@@ -1044,6 +1044,10 @@ class Sandbox:
             notes.append(f"CPU time limit ({limits['cpu_s']}s) reached")
         elif killed_by == "SIGXFSZ":
             notes.append(f"file size limit ({self.limits.file_size_mb} MB) reached")
+        if watch and not over_quota and not timed_out:
+            # A run that wrote past the quota between two checks and exited before the next one was
+            # not killed, but is over quota all the same: say so (its next write is refused).
+            over_quota = self._grew_past(workspace, *ceiling)
         if self.quota == "tmpfs" and not over_quota:
             # The program may have caught ENOSPC itself: say why its writes failed anyway.
             with contextlib.suppress(OSError):

@@ -190,7 +190,12 @@ def test_checked_quota_bounds_a_run_and_write_file(root):
     # This process has no private mount namespace, so the quota is checked rather than a tmpfs.
     box = Sandbox(root, limits=Limits(memory_mb=512, nproc=16, disk_mb=4, max_timeout_s=30))
     assert box.quota == "check" and "checked" in box.info()["disk_quota"]
-    code = "import os\nfor i in range(16):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\nprint('all written')"
+    # The writes span several checks (a pause after each MB): a run that writes all 16 MB within one
+    # check interval may overshoot by design (see the docstring), which says nothing about the watch.
+    code = (
+        "import os, time\nfor i in range(16):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\n"
+        "    time.sleep(0.05)\nprint('all written')"
+    )
     out = box.run([box.python, "-c", code], "quota", 20)
     assert "all written" not in out.stdout and any("disk quota" in n for n in out.notes), out
     used = sum(f.stat().st_size for f in (box.root / "quota").iterdir() if f.is_file())
@@ -198,6 +203,15 @@ def test_checked_quota_bounds_a_run_and_write_file(root):
     assert used < 16 * (1 << 20), used
     with pytest.raises(SandboxError, match="quota"):
         box.write_file("quota", "more.txt", "x" * (2 << 20))
+
+
+def test_checked_quota_reports_a_run_that_ends_over_quota_between_checks(root):
+    box = Sandbox(root, limits=Limits(memory_mb=512, nproc=16, disk_mb=4, max_timeout_s=30))
+    # 6 MB in two files, each under what is left, written and done well within one check interval.
+    out = box.run(["/bin/sh", "-c", "head -c 3000000 /dev/zero > a; head -c 3000000 /dev/zero > b"], "fast", 20)
+    assert any("disk quota" in n for n in out.notes), out
+    with pytest.raises(SandboxError, match="quota"):
+        box.write_file("fast", "more.txt", "x")
 
 
 def test_idle_workspaces_are_swept(root, monkeypatch):
