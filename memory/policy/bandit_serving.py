@@ -32,7 +32,7 @@ from memory.policy.bandit import (
     SimilarityPolicy,
     query_key,
 )
-from memory.policy.learner import gate_decision
+from memory.policy.learner import canary_share, gate_decision
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,8 @@ class BanditSelector:
         canary = None
         if path and canary_path(path).is_file():
             try:
-                canary, _, _ = load_bandit(canary_path(path))
+                canary, _, meta = load_bandit(canary_path(path))
+                canary_share = float(meta.get("canary_share", canary_share))
             except BanditCheckpointError as exc:
                 log.warning("ignoring the canary policy: %s", exc)
         return cls(model, version, canary, canary_share)
@@ -290,6 +291,7 @@ def retrain_from_log(
         version: str | None = save_bandit(candidate, path, meta)
         canary_path(path).unlink(missing_ok=True)
     else:
+        meta["canary_share"] = canary_share(DEFAULT_CANARY, est if gate else None)
         save_bandit(candidate, canary_path(path), meta)
         version = None
     decision = RetrainDecision(promoted, reason, len(logs), version, confidence=confidence, fit_seconds=fit_s,

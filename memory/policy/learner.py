@@ -61,6 +61,19 @@ class Decision:
         return out
 
 
+def canary_share(share: float, estimate: OpeEstimate | None) -> float:
+    """The canary's share: full while the candidate may be better, a quarter once the log says it is worse.
+
+    A candidate the log already shows to be worse than the incumbent (its upper bound below zero)
+    would only cost tasks; it keeps a small probe share so a later, better fit can still be judged.
+    """
+    if estimate is None:
+        return share
+    # With too little overlap for an interval, the point estimate decides (it is all there is).
+    bound = estimate.high if np.isfinite(estimate.high) else estimate.difference
+    return share / 4.0 if np.isfinite(bound) and bound < 0.0 else share
+
+
 @dataclass
 class GateVerdict:
     """Whether a candidate replaces the incumbent, or the incumbent gives way to similarity."""
@@ -157,6 +170,7 @@ class BanditLearner:
             SimilarityPolicy() if start == "similarity" and gate else CaseValueModel(self.config)
         )
         self.challenger: CaseValueModel | None = None
+        self.challenger_share = 0.0
         self.version = 0
         self.logs: list[LoggedRetrieval] = []
         self.decisions: list[Decision] = []
@@ -175,13 +189,13 @@ class BanditLearner:
 
         Pass candidates through `with_history` first, and log those (the features as selected).
         """
-        if self.challenger is None or self.canary <= 0:
+        if self.challenger is None or self.challenger_share <= 0:
             return self.model.select(query_embedding, candidates, self.k, rng)
-        use_challenger = rng.random() < self.canary
+        use_challenger = rng.random() < self.challenger_share
         inc = self.model.select(query_embedding, candidates, self.k, rng)
         cha = self.challenger.select(query_embedding, candidates, self.k, rng)
         sel = cha if use_challenger else inc
-        lam = self.canary
+        lam = self.challenger_share
         dist: dict[tuple[int, ...], float] = {}
         for slates, w in ((inc.slates, 1.0 - lam), (cha.slates, lam)):
             for st, p in slates:
@@ -234,10 +248,12 @@ class BanditLearner:
         if decision.promoted:
             self.model = candidate
             self.challenger = None
+            self.challenger_share = 0.0
             self._incumbent_marginals = {}
             self.version += 1
         elif self.gate:
             self.challenger = candidate
+            self.challenger_share = canary_share(self.canary, decision.estimate)
         decision.version = self.version
         self.decisions.append(decision)
         return decision
