@@ -164,3 +164,31 @@ def test_refit_is_cheap():
     CaseValueModel().fit(logs)
     # CPU seconds, not wall time: a budget (2 s per 1,000 retrievals), loose enough for slow CI.
     assert time.process_time() - started < 10
+
+
+def test_gate_promotes_a_bandit_over_similarity_only_when_the_log_says_it_is_better():
+    from memory.policy.bandit import SimilarityPolicy
+    from memory.policy.learner import gate_decision
+
+    logs, _, _ = _logs(2500, seed=5)
+    good = CaseValueModel(BanditConfig(dims=8, metric_var=0.05, temperature=0.01)).fit(logs)
+    # Similarity shows the nearer look-alikes here: the fitted bandit beats it on the log.
+    verdict = gate_decision(logs, good, SimilarityPolicy(), 3, confidence=0.95, min_ess=10)
+    assert verdict.promote and not verdict.retire, verdict.reason
+    assert verdict.estimate.candidate > verdict.estimate.incumbent
+    # A candidate no better than the incumbent (itself) is not promoted.
+    again = gate_decision(logs, good, good, 3, confidence=0.95, min_ess=10)
+    assert not again.promote and not again.retire
+
+
+def test_canary_share_shrinks_once_the_candidate_is_shown_worse():
+    from memory.policy.learner import canary_share
+    from memory.policy.ope import OpeEstimate
+
+    def est(diff: float, high: float) -> OpeEstimate:
+        return OpeEstimate(0.5, 0.5, diff, float("nan"), high, 0.95, 100, 50.0, 50.0, False, "")
+
+    assert canary_share(0.2, None) == 0.2
+    assert canary_share(0.2, est(0.01, 0.05)) == 0.2
+    assert canary_share(0.2, est(-0.1, -0.02)) == pytest.approx(0.05)
+    assert canary_share(0.2, est(-0.1, float("nan"))) == pytest.approx(0.05)
