@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 KIND = "memento-case-value-bandit"
 FORMAT = 1
-DEFAULT_CANARY = 0.2
+DEFAULT_CANARY = 0.1
 DEFAULT_CONFIDENCE = 0.95
 
 

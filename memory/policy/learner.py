@@ -138,7 +138,7 @@ class BanditLearner:
         retrain_every: int = 25,
         gate: bool = True,
         confidence: float = 0.95,
-        canary: float = 0.2,
+        canary: float = 0.1,
         min_ess: float = 20.0,
         start: str = "similarity",
     ):
