@@ -129,6 +129,12 @@ class MiniLMEmbedder:
         self._lock = threading.Lock()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        # The model reads 256 tokens, but a tokenizer still splits all of a huge text first (a
+        # 100 MB line took 7 GB): 16k characters cover 256 tokens of any real text.
+        texts = [t[:_MAX_EMBED_CHARS] for t in texts]
+        return self._encode_clamped(texts)
+
+    def _encode_clamped(self, texts: list[str]) -> np.ndarray:
         if self.backend == "onnx":
             if not texts:
                 return np.zeros((0, self.dim), np.float32)

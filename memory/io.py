@@ -139,6 +139,8 @@ def _check_storable(case: Case, embedding: Any) -> None:
     validate_namespace(case.namespace)
     case.to_metadata()  # the numeric fields are converted here
     if embedding is not None:
+        import numpy as np  # here, not at import: `memento --help` must not pay for numpy
+
         try:
             vector = np.asarray(embedding, dtype=np.float32)
         except (ValueError, TypeError):

@@ -117,13 +117,14 @@ def test_rewards_outside_zero_one_are_refused_in_every_format(tmp_path, hbank):
 
 def test_embedder_never_tokenizes_more_than_it_reads(embedder, monkeypatch):
     seen = []
-    real = embedder.tokenizer
+    real = embedder._encode_clamped
 
-    def spy(batch, **kwargs):
+    def spy(batch):
+        # What reaches the encoder (and its tokenizer), whichever backend runs.
         seen.extend(len(t) for t in batch)
-        return real(batch, **kwargs)
+        return real(batch)
 
-    monkeypatch.setattr(embedder, "tokenizer", spy)
+    monkeypatch.setattr(embedder, "_encode_clamped", spy)
     text = "word " * 400_000  # 2 MB
     vec = embedder.embed_uncached([text])[0]
     assert max(seen) <= 16_384
