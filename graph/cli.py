@@ -265,11 +265,11 @@ def ask(
             if approve is None and sys.stdin.isatty():
                 payload = Command(resume=_decision(typer.confirm("Run these tool calls?", default=False)))
                 continue
-            console.print(f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)")
+            console.print(f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)", soft_wrap=True, highlight=False)
             raise typer.Exit(EXIT_PAUSED)
     except ModelEndpointError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
-        console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
+        console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
         raise typer.Exit(EXIT_CONFIG) from None
     except CheckpointerError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -277,21 +277,28 @@ def ask(
     except (BankError, ExperienceLogError, OSError) as exc:
         # A store the run writes to (case bank, experience log) is unusable: name it, no traceback.
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        console.print(f"After fixing it, resume the run with: memento ask --thread {thread}")
+        console.print(f"After fixing it, resume the run with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
         raise typer.Exit(EXIT_CONFIG) from None
     except typer.Exit:
         raise
     except Exception as exc:
         # openai is imported only here: importing it up front delays the first output by ~1 s.
-        from openai import APIConnectionError, APIStatusError, AuthenticationError
+        from openai import APIConnectionError, APIStatusError, APITimeoutError, AuthenticationError
 
+        if isinstance(exc, APITimeoutError):  # reached, but no answer in time: not a setup problem
+            console.print(
+                f"[red]error:[/] the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'} did not answer within "
+                f"{ctx.request_timeout:g} s ({ctx.max_retries} retries); raise MEMENTO_REQUEST_TIMEOUT for slow models"
+            )
+            console.print(f"Resume with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
         if isinstance(exc, APIConnectionError | AuthenticationError):
             console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
-            console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}")
+            console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
             raise typer.Exit(EXIT_CONFIG) from None
         if isinstance(exc, APIStatusError):
             console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {escape(str(exc.message))}")
-            console.print(f"Resume with: memento ask --thread {thread}")
+            console.print(f"Resume with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
             raise typer.Exit(1) from None
         raise
 

@@ -41,13 +41,19 @@ def explain_endpoint_errors(node: Callable[..., Awaitable[dict]]) -> Callable[..
 
     The run still fails (and stays resumable from its last checkpoint); only the error changes,
     so every surface (CLI, eval, ``langgraph dev`` clients) shows the same configuration help.
+
+    A timeout (``APITimeoutError``, a subclass of ``APIConnectionError``) is not a setup problem:
+    the endpoint was reached but did not answer within ``Context.request_timeout``, so it
+    propagates unchanged.
     """
-    from openai import APIConnectionError, AuthenticationError
+    from openai import APIConnectionError, APITimeoutError, AuthenticationError
 
     @functools.wraps(node)
     async def wrapper(state: Any, runtime: Any) -> dict:
         try:
             return await node(state, runtime)
+        except APITimeoutError:
+            raise
         except (APIConnectionError, AuthenticationError) as exc:
             try:
                 where = Context.resolve(getattr(runtime, "context", None)).endpoint or "https://api.openai.com/v1"
@@ -56,6 +62,8 @@ def explain_endpoint_errors(node: Callable[..., Awaitable[dict]]) -> Callable[..
             raise ModelEndpointError(f"cannot use the model endpoint {where}: {exc}\n{CONFIG_HELP}") from exc
 
     return wrapper
+
+
 class ModelReplyError(RuntimeError):
     """The endpoint answered, but its reply could not be read (bad encoding, broken JSON)."""
 
