@@ -16,12 +16,17 @@ from tests.fakes import final, plan, tool_call, verdict
 
 def memento(*args: str, env: dict) -> tuple[int, str, str]:
     """Run `memento` as a new process, as a user does (stdio MCP servers need real file handles)."""
+    full = {**os.environ, **env}
+    # Plain piped output whatever the calling shell sets: these would make Rich treat the pipe
+    # as a terminal (colour codes inside the checked lines, the spinner).
+    for forced in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        full.pop(forced, None)
     proc = subprocess.run(
         [sys.executable, "-m", "graph", *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, **env},
+        env=full,
         stdin=subprocess.DEVNULL,  # not a terminal: the CLI pauses instead of prompting
     )
     return proc.returncode, proc.stdout, proc.stderr
