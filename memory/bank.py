@@ -276,8 +276,10 @@ def _check_folder(path: Path, create: bool) -> None:
             )
         if not create:
             raise BankError(f"{path} is not a case bank (no {SQLITE_FILE}); pass the bank folder")
-        ours = {LOCK_FILE, LOCK_FILE + ".holder", GENERATION}
-        if entries - ours:
+        # Lock, holder record (and its temporary file while a concurrent creator writes it) and
+        # generation stamp are ours: a bank another process is creating right now is not "foreign".
+        foreign = {e for e in entries if not e.startswith(LOCK_FILE) and e != GENERATION}
+        if foreign:
             raise BankError(
                 f"{path} is not empty and is not a case bank; pick an empty or new folder for the bank"
             )
