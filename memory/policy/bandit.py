@@ -526,6 +526,37 @@ class SimilarityPolicy:
         return float(set(np.flatnonzero(shown).tolist()) == set(self._top(candidates, k).tolist()))
 
 
+def select_mixture(
+    incumbent: CaseValueModel | SimilarityPolicy,
+    canary: CaseValueModel | None,
+    share: float,
+    query_embedding: np.ndarray,
+    candidates: Sequence[CandidateCase],
+    k: int,
+    rng: np.random.Generator,
+) -> Selection:
+    """The incumbent's choice, or with probability ``share`` the canary's, with exact mixture propensities.
+
+    Both policies' whole set distributions are mixed, so the logged probability of the shown set
+    (and of each candidate) is exact whichever of the two chose it.
+    """
+    if canary is None or share <= 0:
+        return incumbent.select(query_embedding, candidates, k, rng)
+    use_canary = rng.random() < share
+    inc = incumbent.select(query_embedding, candidates, k, rng)
+    cha = canary.select(query_embedding, candidates, k, rng)
+    sel = cha if use_canary else inc
+    dist: dict[tuple[int, ...], float] = {}
+    for slates, w in ((inc.slates, 1.0 - share), (cha.slates, share)):
+        for st, p in slates:
+            dist[st] = dist.get(st, 0.0) + w * p
+    chosen = tuple(sorted(np.flatnonzero(sel.shown).tolist()))
+    sel.propensity = (1.0 - share) * inc.propensity + share * cha.propensity
+    sel.slate_propensity = dist[chosen]
+    sel.slates = sorted(dist.items())
+    return sel
+
+
 def pair_history(logs: Sequence[LoggedRetrieval]) -> dict[str, tuple[float, float]]:
     """Per (question, case): summed outcomes of the retrievals that showed the case for that question."""
     counts: dict[str, tuple[float, float]] = {}

@@ -31,6 +31,7 @@ from memory.policy.bandit import (
     LoggedRetrieval,
     SimilarityPolicy,
     query_key,
+    select_mixture,
 )
 from memory.policy.learner import canary_share, gate_decision
 
@@ -181,20 +182,8 @@ class BanditSelector:
         """`select` on candidates already built (e.g. with their pair history filled in)."""
         cands = list(cands)
         q = np.asarray(query_embedding, np.float32)
-        inc = self.model.select(q, cands, k, rng)
-        if self.canary is None or self.canary_share <= 0:
-            return BanditChoice(inc.shown, inc.effects, inc.propensity, inc.slate_propensity, inc.slates, inc.order)
-        lam = self.canary_share
-        use_canary = rng.random() < lam
-        cha = self.canary.select(q, cands, k, rng)
-        sel = cha if use_canary else inc
-        dist: dict[tuple[int, ...], float] = {}
-        for slates, w in ((inc.slates, 1.0 - lam), (cha.slates, lam)):
-            for st, p in slates:
-                dist[st] = dist.get(st, 0.0) + w * p
-        chosen = tuple(sorted(np.flatnonzero(sel.shown).tolist()))
-        return BanditChoice(sel.shown, sel.effects, (1 - lam) * inc.propensity + lam * cha.propensity, dist[chosen],
-                            sorted(dist.items()), sel.order)  # fmt: skip
+        sel = select_mixture(self.model, self.canary, self.canary_share, q, cands, k, rng)
+        return BanditChoice(sel.shown, sel.effects, sel.propensity, sel.slate_propensity, sel.slates, sel.order)
 
 
 def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: Any = None) -> list[LoggedRetrieval]:

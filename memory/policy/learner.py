@@ -37,6 +37,7 @@ from memory.policy.bandit import (
     Selection,
     SimilarityPolicy,
     query_key,
+    select_mixture,
 )
 from memory.policy.ope import OpeEstimate, compare
 
@@ -189,22 +190,7 @@ class BanditLearner:
 
         Pass candidates through `with_history` first, and log those (the features as selected).
         """
-        if self.challenger is None or self.challenger_share <= 0:
-            return self.model.select(query_embedding, candidates, self.k, rng)
-        use_challenger = rng.random() < self.challenger_share
-        inc = self.model.select(query_embedding, candidates, self.k, rng)
-        cha = self.challenger.select(query_embedding, candidates, self.k, rng)
-        sel = cha if use_challenger else inc
-        lam = self.challenger_share
-        dist: dict[tuple[int, ...], float] = {}
-        for slates, w in ((inc.slates, 1.0 - lam), (cha.slates, lam)):
-            for st, p in slates:
-                dist[st] = dist.get(st, 0.0) + w * p
-        chosen = tuple(sorted(np.flatnonzero(sel.shown).tolist()))
-        sel.propensity = (1.0 - lam) * inc.propensity + lam * cha.propensity
-        sel.slate_propensity = dist[chosen]
-        sel.slates = sorted(dist.items())
-        return sel
+        return select_mixture(self.model, self.challenger, self.challenger_share, query_embedding, candidates, self.k, rng)
 
     def observe(self, record: LoggedRetrieval) -> Decision | None:
         """Log an outcome; refit (and maybe promote) when due. Returns the decision if one was made."""
