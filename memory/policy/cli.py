@@ -268,6 +268,11 @@ def info(
     if _is_bandit(checkpoint):
         _bandit_info(checkpoint, as_json)
         return
+    if not checkpoint.exists():
+        raise _fail(
+            f"no policy checkpoint at {checkpoint} yet: in learned mode similarity serves until off-policy "
+            "evaluation promotes a bandit, which is then written there (`memento policy train` builds the MLP scorer)"
+        )
     from memory.policy.checkpoint import PolicyCheckpointError, read_checkpoint
 
     try:
