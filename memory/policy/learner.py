@@ -176,7 +176,7 @@ class BanditLearner:
         self.logs: list[LoggedRetrieval] = []
         self.decisions: list[Decision] = []
         self._pending = 0
-        self._incumbent_marginals: dict[int, np.ndarray] = {}
+        self._incumbent_slate_p: dict[int, np.ndarray] = {}
         self._pairs: dict[str, tuple[float, float]] = {}
 
     def with_history(self, query: str, candidates: list[CandidateCase]) -> list[CandidateCase]:
@@ -216,7 +216,7 @@ class BanditLearner:
             decision = Decision(True, "installed without a gate", len(self.logs), fit_s)
         else:
             k = self.k
-            cache = self._incumbent_marginals
+            cache = self._incumbent_slate_p
             incumbent_model = self.model
 
             def incumbent(r: LoggedRetrieval) -> float:
@@ -230,12 +230,12 @@ class BanditLearner:
             decision = Decision(verdict.promote, verdict.reason, len(self.logs), fit_s, verdict.estimate)
             if verdict.retire:
                 self.model = SimilarityPolicy()
-                self._incumbent_marginals = {}
+                self._incumbent_slate_p = {}
         if decision.promoted:
             self.model = candidate
             self.challenger = None
             self.challenger_share = 0.0
-            self._incumbent_marginals = {}
+            self._incumbent_slate_p = {}
             self.version += 1
         elif self.gate:
             self.challenger = candidate
