@@ -311,9 +311,10 @@ class CaseValueModel:
         y = np.zeros(len(logs), np.float32)
         for t, r in enumerate(logs):
             x[t, : lay["static"].start] = self._query_row(r.query_embedding, r.query_key)
-            shown = [cand for cand, s in zip(r.candidates, r.shown, strict=True) if s]
-            if shown:
-                x[t, lay["static"].start :] = self.case_features(r.query_embedding, shown).sum(0)
+            if r.shown.any():
+                # Features over the whole candidate list, as at selection time: the gap to the best
+                # candidate and the rank depend on the cases that were not shown too.
+                x[t, lay["static"].start :] = self.case_features(r.query_embedding, r.candidates)[r.shown].sum(0)
             y[t] = float(r.reward)
         self.pair_counts = pair_history(logs)
         prior_mean, prior_var = self._prior()
