@@ -24,8 +24,6 @@ from memory.policy.bandit import BanditConfig, CandidateCase, LoggedRetrieval, q
 from memory.policy.learner import BanditLearner
 
 MODES = ("none", "similarity", "learned", "oracle")
-# Extra `BanditLearner` options for experiments (start, confidence, canary); empty by default.
-LEARNER_OPTIONS: dict = {}
 
 
 @dataclass
@@ -64,6 +62,7 @@ def run_stream(
     retrain_every: int = 10,
     gate: bool = True,
     bandit: BanditConfig | None = None,
+    learner_options: dict | None = None,
 ) -> StreamResult:
     """Run ``passes`` passes over the task stream in one memory mode.
 
@@ -79,13 +78,14 @@ def run_stream(
         retrain_every: Learned mode refits after this many outcomes.
         gate: Learned mode promotes refits only by off-policy evaluation.
         bandit: Learned mode's priors.
+        learner_options: Extra `BanditLearner` settings for experiments (start, confidence, canary).
 
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bank: dict[str, _StoredCase] = {}
     order: list[str] = []
-    learner = BanditLearner(bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate, **LEARNER_OPTIONS)
+    learner = BanditLearner(bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate, **(learner_options or {}))
     rng = np.random.default_rng(seed)
     result = StreamResult(mode)
     for it in range(1, passes + 1):
