@@ -75,8 +75,6 @@ class LoggedRetrieval:
         reward: The task's outcome in [0, 1].
         slate_propensity: Probability, under the logging policy, of showing exactly this set
             (None when unknown, e.g. logs written before it was recorded).
-        slates: The logging policy's whole distribution: every set it could have shown (candidate
-            indices) with its probability. Off-policy evaluation of additive slates needs it.
 
     """
 
@@ -86,9 +84,6 @@ class LoggedRetrieval:
     shown: np.ndarray
     reward: float
     slate_propensity: float | None = None
-    slates: list[tuple[tuple[int, ...], float]] | None = None
-    # Off-policy evaluation's per-retrieval term, which depends on the log alone: computed once.
-    ope_terms: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -409,16 +404,6 @@ class CaseValueModel:
         return Selection(shown, counts / len(sets), slate, mean, order, member,
                          [(st, c / len(sets)) for st, c in sorted(dist.items())])  # fmt: skip
 
-    def marginals(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], k: int) -> np.ndarray:
-        """Exact probability that this model's exploring policy shows each candidate."""
-        _, draws = self.effects(query_embedding, candidates)
-        counts = np.zeros(len(candidates))
-        if draws.shape[0] == 0:
-            return counts
-        for d in draws:
-            counts[self.best_set(d, k)] += 1
-        return counts / draws.shape[0]
-
     def slate_probability(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int) -> float:
         """Probability that this model's exploring policy shows exactly ``shown`` (for off-policy evaluation)."""
         _, draws = self.effects(query_embedding, candidates)
@@ -515,12 +500,6 @@ class SimilarityPolicy:
         shown[chosen] = True
         sims = np.array([c.similarity for c in candidates], np.float32)
         return Selection(shown, shown.astype(float), 1.0, sims, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)])
-
-    def marginals(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], k: int) -> np.ndarray:
-        """1 for the top K, 0 otherwise."""
-        out = np.zeros(len(candidates))
-        out[self._top(candidates, k)] = 1.0
-        return out
 
     def slate_probability(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int) -> float:
         """1 when ``shown`` is the top K, else 0."""

@@ -224,10 +224,11 @@ def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: An
         slates = r.get("slates")
         if slates is not None and len(keep) != len(r.get("candidates") or []):
             slates = None  # candidate indices no longer line up with what was logged
+        # The probability with which the logging policy showed exactly this set (IPS needs it).
         dist = {tuple(sorted(int(i) for i in st)): float(p) for st, p in slates} if slates else {}
         logged_p = dist.get(tuple(i for i, s in enumerate(shown) if s)) if slates else None
         out.append(LoggedRetrieval(query_key(r["query"]), qvec[r["query"]], cands, np.array(shown, bool), min(1.0, max(0.0, y)),
-                                   logged_p, [(tuple(s), float(p)) for s, p in slates] if slates else None))  # fmt: skip
+                                   logged_p))  # fmt: skip
     return out
 
 

@@ -9,9 +9,9 @@ is installed. Each decision is kept in ``decisions``. The first incumbent is sim
 learned mode never serves a bandit the log says is worse than showing the nearest cases; a bandit
 that later falls behind similarity is retired.
 
-(The pseudo-inverse slate estimator, `compare_additive`, needs far fewer logged matches but trusts
-that cases add up; where a floor or a cap on success breaks that, it promoted candidates that were
-much worse, so it is reported, not gated on.)
+(A pseudo-inverse slate estimator, which needs far fewer logged matches but trusts that cases add
+up, was tried first: where success is capped or floored it promoted candidates that were much
+worse, so it was removed.)
 
 Off-policy evaluation can only judge a candidate on cases the log has seen shown. A cautious
 incumbent rarely shows the cases a better candidate wants, so the newest candidate serves a

@@ -70,8 +70,7 @@ def policy_path(tmp_path, embedder):
             helped = sum(1 if labels[j] == "positive" else -1 for j in chosen)
             reward = float(rng.random() < min(1.0, max(0.0, 0.4 + 0.25 * helped)))
             shown = np.isin(np.arange(6), chosen)
-            logs.append(LoggedRetrieval(query_key(queries[i]), q_emb[i], cands, shown, reward, 1 / len(slates),
-                                        [(st, 1 / len(slates)) for st in slates]))  # fmt: skip
+            logs.append(LoggedRetrieval(query_key(queries[i]), q_emb[i], cands, shown, reward, 1 / len(slates)))
     path = tmp_path / "policy.pt"
     save_bandit(CaseValueModel(BanditConfig(dims=8)).fit(logs), path)
     clear_selector_cache()
@@ -108,7 +107,9 @@ def test_learned_retrieval_chooses_among_cached_candidates(filled_bank, policy_p
     log.log_outcome("r1", reward=1.0, label="positive")
     (row,) = logs_from_records(log.records(), filled_bank.embedder, bank=filled_bank)
     assert row.reward == 1.0 and row.shown.tolist() == [c["shown"] for c in got.candidates]
-    assert row.slates == [(tuple(st), p) for st, p in got.slates]
+    # The logged set distribution gives back the exact probability of the set that was shown.
+    shown_set = tuple(i for i, c in enumerate(got.candidates) if c["shown"])
+    assert row.slate_propensity == pytest.approx(dict((tuple(sorted(st)), p) for st, p in got.slates)[shown_set])
     stored = filled_bank.get_embeddings([c["id"] for c in got.shown])
     shown_vecs = [c.embedding for c, s in zip(row.candidates, row.shown, strict=True) if s]
     assert all(any(np.allclose(v, w, atol=1e-6) for w in stored.values()) for v in shown_vecs)
