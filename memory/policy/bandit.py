@@ -334,12 +334,7 @@ class CaseValueModel:
 
     def with_history(self, query: str, candidates: Sequence[CandidateCase]) -> list[CandidateCase]:
         """The candidates with this question's earlier outcomes per case, as of the last fit."""
-        key = query_key(query)
-        out = []
-        for c in candidates:
-            s, f = self.pair_counts.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))
-            out.append(replace(c, pair_successes=s, pair_failures=f))
-        return out
+        return fill_pair_history(self.pair_counts, query, candidates)
 
     # ----- prediction and selection ---------------------------------------------------------------
     def effects(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]) -> tuple[np.ndarray, np.ndarray]:
@@ -537,16 +532,33 @@ def select_mixture(
     return sel
 
 
+def add_pair_outcomes(counts: dict[str, tuple[float, float]], record: LoggedRetrieval) -> None:
+    """Add one retrieval's outcome to the (question, case) counts of every case it showed."""
+    for cand, shown in zip(record.candidates, record.shown, strict=True):
+        if shown:
+            key = f"{record.query_key}\x1f{cand.case_id}"
+            s, f = counts.get(key, (0.0, 0.0))
+            counts[key] = (s + record.reward, f + 1.0 - record.reward)
+
+
 def pair_history(logs: Sequence[LoggedRetrieval]) -> dict[str, tuple[float, float]]:
     """Per (question, case): summed outcomes of the retrievals that showed the case for that question."""
     counts: dict[str, tuple[float, float]] = {}
     for r in logs:
-        for cand, shown in zip(r.candidates, r.shown, strict=True):
-            if shown:
-                key = f"{r.query_key}\x1f{cand.case_id}"
-                s, f = counts.get(key, (0.0, 0.0))
-                counts[key] = (s + r.reward, f + 1.0 - r.reward)
+        add_pair_outcomes(counts, r)
     return counts
+
+
+def fill_pair_history(
+    counts: dict[str, tuple[float, float]], question: str, candidates: Sequence[CandidateCase]
+) -> list[CandidateCase]:
+    """The candidates with the counts of this question's earlier outcomes with each of them."""
+    key = query_key(question)
+    out = []
+    for c in candidates:
+        s, f = counts.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))
+        out.append(replace(c, pair_successes=s, pair_failures=f))
+    return out
 
 
 def query_key(question: str) -> str:

@@ -36,7 +36,8 @@ from memory.policy.bandit import (
     LoggedRetrieval,
     Selection,
     SimilarityPolicy,
-    query_key,
+    add_pair_outcomes,
+    fill_pair_history,
     select_mixture,
 )
 from memory.policy.ope import OpeEstimate, compare
@@ -181,9 +182,7 @@ class BanditLearner:
 
     def with_history(self, query: str, candidates: list[CandidateCase]) -> list[CandidateCase]:
         """The candidates with every earlier outcome of this question per case (exact, up to now)."""
-        key = query_key(query)
-        return [replace(c, pair_successes=self._pairs.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))[0],
-                        pair_failures=self._pairs.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))[1]) for c in candidates]  # fmt: skip
+        return fill_pair_history(self._pairs, query, candidates)
 
     def select(self, query_embedding: np.ndarray, candidates: list[CandidateCase], rng: np.random.Generator) -> Selection:
         """The incumbent's exploring choice, or the canary's, with exact propensities of the mixture.
@@ -195,11 +194,7 @@ class BanditLearner:
     def observe(self, record: LoggedRetrieval) -> Decision | None:
         """Log an outcome; refit (and maybe promote) when due. Returns the decision if one was made."""
         self.logs.append(record)
-        for cand, shown in zip(record.candidates, record.shown, strict=True):
-            if shown:
-                key = f"{record.query_key}\x1f{cand.case_id}"
-                s, f = self._pairs.get(key, (0.0, 0.0))
-                self._pairs[key] = (s + record.reward, f + 1.0 - record.reward)
+        add_pair_outcomes(self._pairs, record)
         self._pending += 1
         if self.retrain_every and self._pending >= self.retrain_every:
             self._pending = 0
