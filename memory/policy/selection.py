@@ -244,13 +244,11 @@ def load_selector(policy_path: str | os.PathLike[str] | None) -> Selector | None
         return None
     path = Path(policy_path).expanduser()
     key = str(path.resolve())
-    try:
-        st = path.stat()
-    except FileNotFoundError:
+    stamp = _stamp(path)
+    if stamp is None:
         with _cache_lock:
             _cache.pop(key, None)
         return None
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None and cached[0] == stamp:
@@ -284,8 +282,8 @@ def load_bandit_selector(policy_path: str | os.PathLike[str] | None) -> Any:
     canary written by the online trainer), so a running graph serves it from its next retrieval.
 
     Returns:
-        A `memory.policy.bandit_serving.BanditSelector`; the prior (version ``prior``) when no
-        checkpoint exists yet.
+        A `memory.policy.bandit_serving.BanditSelector`; similarity (version ``similarity``) serves
+        while no bandit has been promoted yet.
 
     Raises:
         BanditCheckpointError: The checkpoint exists but cannot be used and no earlier version of
