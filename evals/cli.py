@@ -35,9 +35,12 @@ def _parse_prices(items: list[str]) -> dict[str, float]:
 
 def eval_command(
     dataset: Annotated[
-        Path | None, typer.Argument(help="Dataset file (JSONL, DeepResearcher, SimpleQA/FRAMES CSV, GAIA metadata.jsonl).")
+        Path | None,
+        typer.Argument(help="Dataset file (JSONL, DeepResearcher, SimpleQA/FRAMES CSV, GAIA metadata.jsonl)."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help=f"Dataset format: auto or one of {', '.join(FORMATS)}.")] = "auto",
+    fmt: Annotated[
+        str, typer.Option("--format", help=f"Dataset format: auto or one of {', '.join(FORMATS)}.")
+    ] = "auto",
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
     iterations: Annotated[int, typer.Option(help="Passes over the stream; memory accumulates across them.")] = 1,
     memory: Annotated[
@@ -48,11 +51,19 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Seed of the train/test split (and of the simulator).")] = 0,
     test_fraction: Annotated[
         float,
-        typer.Option(help="Share of tasks held out as test: run after each pass's train tasks, leakage guard on, never written to memory."),
+        typer.Option(
+            help="Share of tasks held out as test: run after each pass's train tasks, leakage guard on, never written to memory."
+        ),
     ] = 0.0,
-    out: Annotated[Path, typer.Option("--out", help="Output folder; rerunning with it resumes.")] = Path("results/eval"),
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Load the valid rows and report the malformed ones.")] = False,
-    planner: Annotated[str | None, typer.Option(help="Planner model (default: MEMENTO_PLANNER_MODEL or gpt-4.1).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder; rerunning with it resumes.")] = Path(
+        "results/eval"
+    ),
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Load the valid rows and report the malformed ones.")
+    ] = False,
+    planner: Annotated[
+        str | None, typer.Option(help="Planner model (default: MEMENTO_PLANNER_MODEL or gpt-4.1).")
+    ] = None,
     executor: Annotated[str | None, typer.Option(help="Executor model.")] = None,
     judge: Annotated[str | None, typer.Option(help="Judge model.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint.")] = None,
@@ -60,16 +71,23 @@ def eval_command(
     price: Annotated[
         list[str] | None, typer.Option("--price", help="MODEL=USD per 1k tokens (repeatable; default 0).")
     ] = None,
-    simulate: Annotated[bool, typer.Option("--simulate", help="Run the offline simulated-LLM benchmark instead of a dataset.")] = False,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Run the offline simulated-LLM benchmark instead of a dataset.")
+    ] = False,
     families: Annotated[int, typer.Option(help="--simulate: task families.")] = 10,
     per_family: Annotated[int, typer.Option(help="--simulate: tasks per family.")] = 12,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Keep results local even when LANGSMITH_API_KEY is set (no upload, no tracing).")
+        bool,
+        typer.Option(
+            "--offline", help="Keep results local even when LANGSMITH_API_KEY is set (no upload, no tracing)."
+        ),
     ] = False,
     self_judge_accuracy: Annotated[
         float | None,
-        typer.Option(help="--simulate: no ground truth; a self-judge right with this probability (e.g. 0.8) labels the cases."),
+        typer.Option(
+            help="--simulate: no ground truth; a self-judge right with this probability (e.g. 0.8) labels the cases."
+        ),
     ] = None,
 ) -> None:
     """Run the agent over a dataset with one or more memory modes and report learning curves.
@@ -103,12 +121,24 @@ def eval_command(
 
         sim_out = out if out != Path("results/eval") else Path("results/sim")
         if self_judge_accuracy is not None and not 0.0 <= self_judge_accuracy <= 1.0:
-            raise typer.BadParameter(f"--self-judge-accuracy must be a probability in [0, 1], got {self_judge_accuracy}")
+            raise typer.BadParameter(
+                f"--self-judge-accuracy must be a probability in [0, 1], got {self_judge_accuracy}"
+            )
         try:
             summary = run_simulation(
-                SimConfig(out_dir=sim_out, families=families, per_family=per_family, iterations=iterations, modes=modes,
-                          k=k, seed=seed, concurrency=concurrency, test_fraction=test_fraction, progress=not quiet,
-                          self_judge_accuracy=self_judge_accuracy)
+                SimConfig(
+                    out_dir=sim_out,
+                    families=families,
+                    per_family=per_family,
+                    iterations=iterations,
+                    modes=modes,
+                    k=k,
+                    seed=seed,
+                    concurrency=concurrency,
+                    test_fraction=test_fraction,
+                    progress=not quiet,
+                    self_judge_accuracy=self_judge_accuracy,
+                )
             )
         except ValueError as exc:
             console.print(f"[red]error:[/red] {exc}")
@@ -128,29 +158,46 @@ def eval_command(
     context = {
         key: value
         for key, value in {
-            "planner_model": planner, "executor_model": executor, "judge_model": judge,
-            "base_url": base_url, "mcp_config": mcp_config,
+            "planner_model": planner,
+            "executor_model": executor,
+            "judge_model": judge,
+            "base_url": base_url,
+            "mcp_config": mcp_config,
         }.items()
         if value is not None
     }
     try:
         config = EvalConfig(
-            out_dir=out, modes=modes, iterations=iterations, k=k, concurrency=concurrency, seed=seed,
-            test_fraction=test_fraction, prices=_parse_prices(price or []), context=context,
-            dataset_name=f"{Path(dataset).stem}-{data.format}", progress=not quiet,
+            out_dir=out,
+            modes=modes,
+            iterations=iterations,
+            k=k,
+            concurrency=concurrency,
+            seed=seed,
+            test_fraction=test_fraction,
+            prices=_parse_prices(price or []),
+            context=context,
+            dataset_name=f"{Path(dataset).stem}-{data.format}",
+            progress=not quiet,
             langsmith_upload=False if offline else None,
         )
         check_resume(config, data.examples)
         notes: list[str] = [f"{len(data.errors)} malformed row(s) skipped"] if data.errors else []
-        runner = EvalRunner(config, data.examples, before_pass=functools.partial(train_policy_before_pass, seed=seed, notes=notes))
+        runner = EvalRunner(
+            config, data.examples, before_pass=functools.partial(train_policy_before_pass, seed=seed, notes=notes)
+        )
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
-        console.print(f"[red]error:[/red] cannot use the output folder {escape(str(out))}: {escape(str(exc))}", soft_wrap=True)
+        console.print(
+            f"[red]error:[/red] cannot use the output folder {escape(str(out))}: {escape(str(exc))}", soft_wrap=True
+        )
         raise typer.Exit(2) from None
     if runner.upload_note:
-        console.print(f"[yellow]warning:[/yellow] {escape(runner.upload_note)} (--offline skips this check)", soft_wrap=True)
+        console.print(
+            f"[yellow]warning:[/yellow] {escape(runner.upload_note)} (--offline skips this check)", soft_wrap=True
+        )
     from nodes.models import ModelConfigError, check_endpoint
 
     try:
@@ -164,14 +211,25 @@ def eval_command(
     if runner.upload_note and runner.upload_note != shown_note:
         console.print(f"[yellow]warning:[/yellow] {escape(runner.upload_note)}", soft_wrap=True)
     records = [r for r in records if r["mode"] in modes and int(r["iteration"]) <= iterations]
-    meta = {"dataset": str(dataset), "format": data.format, "examples": len(data.examples), "modes": modes,
-            "iterations": iterations, "k": k, "seed": seed, "test_fraction": test_fraction,
-            "models": models_of(make_context(config, modes[0], "train")), "langsmith_upload": runner.upload,
-            "notes": notes}
+    meta = {
+        "dataset": str(dataset),
+        "format": data.format,
+        "examples": len(data.examples),
+        "modes": modes,
+        "iterations": iterations,
+        "k": k,
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "models": models_of(make_context(config, modes[0], "train")),
+        "langsmith_upload": runner.upload,
+        "notes": notes,
+    }
     summary = summarize(records, meta=meta)
     write_summary(summary, out)
     try:
-        plot_learning_curves(learning_curves(summary), out / "learning_curve.png", title=f"{Path(dataset).name}: accuracy across passes")
+        plot_learning_curves(
+            learning_curves(summary), out / "learning_curve.png", title=f"{Path(dataset).name}: accuracy across passes"
+        )
     except ValueError as exc:
         console.print(f"[yellow]no plot:[/yellow] {exc}")
     print_summary(summary, console)

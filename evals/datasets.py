@@ -314,9 +314,7 @@ def detect_format(path: str | Path) -> str:
             return "frames"
         if "question" in header:
             return "csv"
-        raise DatasetError(
-            path, [RowError(1, f"unrecognised CSV header {sorted(header)}; pass --format")]
-        )
+        raise DatasetError(path, [RowError(1, f"unrecognised CSV header {sorted(header)}; pass --format")])
     raise DatasetError(path, [RowError(0, f"unrecognised extension {suffix!r}; pass --format ({', '.join(FORMATS)})")])
 
 
@@ -390,7 +388,9 @@ def load_dataset(
             task_id = fields_.pop("task_id")
             if task_id:
                 if task_id in given_ids:
-                    errors.append(RowError(lineno, f"duplicate task_id {task_id!r} (first on line {given_ids[task_id]})"))
+                    errors.append(
+                        RowError(lineno, f"duplicate task_id {task_id!r} (first on line {given_ids[task_id]})")
+                    )
                     continue
                 given_ids[task_id] = lineno
             else:

@@ -116,6 +116,5 @@ def breakdown(records: list[dict], by: str | tuple[str, ...] = "source") -> dict
 def _sort_key(key: tuple) -> tuple:
     # Numbers (pass numbers) sort numerically, everything else as text, None last.
     return tuple(
-        (0, x, "") if isinstance(x, int | float) else (1, 0, str(x)) if x is not None else (2, 0, "")
-        for x in key
+        (0, x, "") if isinstance(x, int | float) else (1, 0, str(x)) if x is not None else (2, 0, "") for x in key
     )

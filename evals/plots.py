@@ -59,9 +59,15 @@ def plot_learning_curves(
             xs = [p for p, _ in points]
             ys = [a for _, a in points]
             passes.update(xs)
-            ax.plot(xs, ys, label=labels.get(mode, mode), linewidth=_WIDTHS[min(layer, len(_WIDTHS) - 1)],
-                    markersize=_MARKER_SIZES[min(layer, len(_MARKER_SIZES) - 1)], zorder=2 + layer,
-                    **_STYLE.get(mode, {}))
+            ax.plot(
+                xs,
+                ys,
+                label=labels.get(mode, mode),
+                linewidth=_WIDTHS[min(layer, len(_WIDTHS) - 1)],
+                markersize=_MARKER_SIZES[min(layer, len(_MARKER_SIZES) - 1)],
+                zorder=2 + layer,
+                **_STYLE.get(mode, {}),
+            )
         ax.set_xticks(sorted(passes))
         ax.set_xlabel("pass over the stream")
         ax.set_ylabel("accuracy")

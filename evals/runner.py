@@ -47,8 +47,20 @@ logger = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("none", "similarity", "learned")
 # Passed to Context verbatim when set; everything else stays at Context's (env-aware) defaults.
-_CONTEXT_KEYS = ("planner_model", "executor_model", "judge_model", "base_url", "api_key_env", "mcp_config",
-                 "chroma_url", "max_cycles", "n_candidates", "exploration", "temperature", "leakage_threshold")
+_CONTEXT_KEYS = (
+    "planner_model",
+    "executor_model",
+    "judge_model",
+    "base_url",
+    "api_key_env",
+    "mcp_config",
+    "chroma_url",
+    "max_cycles",
+    "n_candidates",
+    "exploration",
+    "temperature",
+    "leakage_threshold",
+)
 
 PassHook = Callable[[str, int, Any], Awaitable[None] | None]
 
@@ -150,7 +162,11 @@ def correctness(inputs: dict, outputs: dict, reference_outputs: dict) -> dict:
     reward = outputs.get("reward")
     ok = is_correct(reward, exact_match(outputs.get("answer"), reference_outputs.get("ground_truth")))
     judge = outputs.get("judge_model") or outputs.get("reward_source") or "none"
-    return {"key": "correctness", "score": None if ok is None else float(ok), "comment": f"[{judge}] {outputs.get('judge_rationale') or ''}".strip()}
+    return {
+        "key": "correctness",
+        "score": None if ok is None else float(ok),
+        "comment": f"[{judge}] {outputs.get('judge_rationale') or ''}".strip(),
+    }
 
 
 def exact_match_evaluator(inputs: dict, outputs: dict, reference_outputs: dict) -> dict:
@@ -180,7 +196,9 @@ def langsmith_client(upload: bool | None = None):
     online = bool(os.environ.get("LANGSMITH_API_KEY")) if upload is None else upload
     if online:
         return Client(), True
-    return Client(api_key="offline", api_url="http://127.0.0.1:9", auto_batch_tracing=False, tracing_sampling_rate=0.0), False
+    return Client(
+        api_key="offline", api_url="http://127.0.0.1:9", auto_batch_tracing=False, tracing_sampling_rate=0.0
+    ), False
 
 
 def langsmith_unreachable(dataset_name: str) -> str | None:
@@ -231,7 +249,9 @@ def to_langsmith_examples(examples: Sequence[Example], dataset_id: uuid.UUID) ->
 
 def _upload_examples(client, name: str, examples: list) -> list:
     """Upsert the examples into a LangSmith dataset (online runs only); returns them re-bound to it."""
-    dataset = client.read_dataset(dataset_name=name) if client.has_dataset(dataset_name=name) else client.create_dataset(name)
+    dataset = (
+        client.read_dataset(dataset_name=name) if client.has_dataset(dataset_name=name) else client.create_dataset(name)
+    )
     existing = {str(e.id) for e in client.list_examples(dataset_id=dataset.id)}
     fresh = [e for e in examples if str(_example_uuid(str(dataset.id), e.inputs["task_id"])) not in existing]
     if fresh:
@@ -400,20 +420,55 @@ class EvalRunner:
                     context=ctx,
                 )
                 latency = time.perf_counter() - started
-                outputs = {k: state.get(k) for k in (
-                    "answer", "status", "reward", "reward_source", "judge_model", "judge_rationale",
-                    "exact_match", "f1", "usage", "retrieval", "errors", "case_id",
-                )}
-                outputs["cases"] = [{k: c.get(k) for k in ("id", "label", "similarity")} for c in state.get("cases") or []]
+                outputs = {
+                    k: state.get(k)
+                    for k in (
+                        "answer",
+                        "status",
+                        "reward",
+                        "reward_source",
+                        "judge_model",
+                        "judge_rationale",
+                        "exact_match",
+                        "f1",
+                        "usage",
+                        "retrieval",
+                        "errors",
+                        "case_id",
+                    )
+                }
+                outputs["cases"] = [
+                    {k: c.get(k) for k in ("id", "label", "similarity")} for c in state.get("cases") or []
+                ]
                 outputs["latency_s"] = latency
-                record = build_record(ex, mode=mode, iteration=iteration, split=split, outputs=outputs, error=None,
-                                      models=models, prices=self.config.prices, k=self.config.k,
-                                      hidden_truth=self.config.hide_ground_truth)
+                record = build_record(
+                    ex,
+                    mode=mode,
+                    iteration=iteration,
+                    split=split,
+                    outputs=outputs,
+                    error=None,
+                    models=models,
+                    prices=self.config.prices,
+                    k=self.config.k,
+                    hidden_truth=self.config.hide_ground_truth,
+                )
             except Exception as exc:
                 # First line only: an endpoint error carries the configuration help after it.
-                logger.warning("task %s failed in %s pass %d: %s", ex.task_id, mode, iteration, str(exc).split("\n", 1)[0])
-                record = build_record(ex, mode=mode, iteration=iteration, split=split, outputs=None,
-                                      error=f"{type(exc).__name__}: {exc}", models=models, prices=self.config.prices, k=self.config.k)
+                logger.warning(
+                    "task %s failed in %s pass %d: %s", ex.task_id, mode, iteration, str(exc).split("\n", 1)[0]
+                )
+                record = build_record(
+                    ex,
+                    mode=mode,
+                    iteration=iteration,
+                    split=split,
+                    outputs=None,
+                    error=f"{type(exc).__name__}: {exc}",
+                    models=models,
+                    prices=self.config.prices,
+                    k=self.config.k,
+                )
                 outputs = {"answer": None, "error": record["error"]}
             # Written here, as each task finishes, not after the whole experiment: a crash
             # mid-pass keeps every finished task.
@@ -425,8 +480,11 @@ class EvalRunner:
         ls_examples = to_langsmith_examples(exs, dataset_id)
         if self.upload:
             try:
-                ls_examples = [e for e in _upload_examples(self.client, self.config.dataset_name, ls_examples)
-                               if e.inputs.get("task_id") in by_id]
+                ls_examples = [
+                    e
+                    for e in _upload_examples(self.client, self.config.dataset_name, ls_examples)
+                    if e.inputs.get("task_id") in by_id
+                ]
             except Exception as exc:  # the endpoint went away after the start-up check
                 self._go_offline(f"{type(exc).__name__} from {self.client.api_url}")
         metadata = {
@@ -457,11 +515,22 @@ class EvalRunner:
     def write_config(self, extra: dict[str, Any] | None = None) -> None:
         """Record the run's settings next to its results (atomically)."""
         cfg = self.config
-        write_json_atomic(cfg.out_dir / "config.json", {
-            "modes": cfg.modes, "iterations": cfg.iterations, "k": cfg.k, "concurrency": cfg.concurrency,
-            "seed": cfg.seed, "test_fraction": cfg.test_fraction, "dataset": cfg.dataset_name,
-            "context": cfg.context, "prices": cfg.prices, "langsmith_upload": self.upload, **(extra or {}),
-        })
+        write_json_atomic(
+            cfg.out_dir / "config.json",
+            {
+                "modes": cfg.modes,
+                "iterations": cfg.iterations,
+                "k": cfg.k,
+                "concurrency": cfg.concurrency,
+                "seed": cfg.seed,
+                "test_fraction": cfg.test_fraction,
+                "dataset": cfg.dataset_name,
+                "context": cfg.context,
+                "prices": cfg.prices,
+                "langsmith_upload": self.upload,
+                **(extra or {}),
+            },
+        )
 
 
 @contextlib.contextmanager
@@ -478,7 +547,7 @@ def _quiet_langsmith() -> Iterator[None]:
     banner = io.StringIO()
     with contextlib.ExitStack() as stack:
         if hasattr(_arunner, "_load_tqdm"):
-            stack.enter_context(mock.patch.object(_arunner, "_load_tqdm", lambda: (lambda it: it)))
+            stack.enter_context(mock.patch.object(_arunner, "_load_tqdm", lambda: lambda it: it))
         stack.enter_context(contextlib.redirect_stdout(banner))
         stack.enter_context(warnings.catch_warnings())
         # aevaluate flags its `upload_results`/`upload_runs` switches as beta on every call.
@@ -515,8 +584,14 @@ def check_resume(config: EvalConfig, examples: Sequence[Example]) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text(encoding="utf-8"))
-    now = {"k": config.k, "seed": config.seed, "test_fraction": config.test_fraction, "dataset": config.dataset_name,
-           "context": config.context, "modes": sorted(config.modes)}
+    now = {
+        "k": config.k,
+        "seed": config.seed,
+        "test_fraction": config.test_fraction,
+        "dataset": config.dataset_name,
+        "context": config.context,
+        "modes": sorted(config.modes),
+    }
     if isinstance(old.get("modes"), list):
         # The summary covers the folder's modes: another set would rewrite it without the others.
         old["modes"] = sorted(old["modes"])
@@ -529,8 +604,9 @@ def check_resume(config: EvalConfig, examples: Sequence[Example]) -> None:
         )
 
 
-
-def train_policy_before_pass(mode: str, iteration: int, ctx: Any, *, seed: int = 0, notes: list[str] | None = None) -> None:
+def train_policy_before_pass(
+    mode: str, iteration: int, ctx: Any, *, seed: int = 0, notes: list[str] | None = None
+) -> None:
     """Learned mode, before passes 2, 3, ...: refit the bandit on this mode's experience log.
 
     The candidate is promoted only when off-policy evaluation on the log prefers it to the
@@ -555,7 +631,10 @@ def train_policy_before_pass(mode: str, iteration: int, ctx: Any, *, seed: int =
         _note(notes, f"learned pass {iteration}: policy not trained ({exc}); the current policy keeps serving")
         return
     if result.promoted:
-        _note(notes, f"learned pass {iteration}: policy {result.version} promoted on {result.rows} retrievals ({result.reason})")
+        _note(
+            notes,
+            f"learned pass {iteration}: policy {result.version} promoted on {result.rows} retrievals ({result.reason})",
+        )
     else:
         _note(notes, f"learned pass {iteration}: candidate not promoted ({result.reason})")
 

@@ -92,7 +92,12 @@ def to_markdown(summary: dict[str, Any]) -> str:
     if settings:
         parts += [f"- **{k}**: {v}" for k, v in settings.items()]
         parts.append("")
-    parts += ["## Per memory mode and pass", "", _markdown_table(*_rows(summary["overall"], ("mode", "iteration", "split"))), ""]
+    parts += [
+        "## Per memory mode and pass",
+        "",
+        _markdown_table(*_rows(summary["overall"], ("mode", "iteration", "split"))),
+        "",
+    ]
     sources = {r["source"] for r in summary["per_source"]}
     if len(sources) > 1:
         parts += [

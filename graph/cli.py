@@ -77,10 +77,14 @@ def _show_update(node: str, update: dict[str, Any], progress: dict[str, int] | N
         cases = update.get("cases", [])
         note = (update.get("retrieval") or {}).get("note")
         selector = (update.get("retrieval") or {}).get("selector", "none")
-        console.print(f"[bold]cases[/] {len(cases)} shown ({escape(str(selector))})" + (f" — {escape(note)}" if note else ""))
+        console.print(
+            f"[bold]cases[/] {len(cases)} shown ({escape(str(selector))})" + (f" — {escape(note)}" if note else "")
+        )
         for c in cases:
             source = (c.get("reward_source") or "none").replace("_", " ")
-            console.print(f"  [{'green' if c['label'] == 'positive' else 'red'}]{c['label']:8}[/] {c['similarity']:.2f}  [dim]{source:18}[/] {escape(c['question'][:80])}")
+            console.print(
+                f"  [{'green' if c['label'] == 'positive' else 'red'}]{c['label']:8}[/] {c['similarity']:.2f}  [dim]{source:18}[/] {escape(c['question'][:80])}"
+            )
     elif node == "plan":
         if update.get("plan"):
             console.print(f"[bold]plan[/] (cycle {update.get('cycle')})")
@@ -107,9 +111,13 @@ def _show_update(node: str, update: dict[str, Any], progress: dict[str, int] | N
         for call in update.get("tool_calls", [])[-5:]:
             style = "red" if call["status"] == "error" else "cyan"
             args = escape(json.dumps(call["args"], ensure_ascii=False)[:120])
-            console.print(f"  [{style}]tool {escape(call['name'])}[/] {args} -> {_block(call['result'][:120], '      ')}")
+            console.print(
+                f"  [{style}]tool {escape(call['name'])}[/] {args} -> {_block(call['result'][:120], '      ')}"
+            )
     elif node == "judge" and update.get("reward") is not None:
-        console.print(f"[bold]judge[/] reward {update['reward']} ({update.get('reward_source')}) {escape(update.get('judge_rationale') or '')}")
+        console.print(
+            f"[bold]judge[/] reward {update['reward']} ({update.get('reward_source')}) {escape(update.get('judge_rationale') or '')}"
+        )
     elif node == "write_back" and update.get("case_written"):
         console.print(f"[bold]memory[/] case {update['case_id']} written")
 
@@ -180,10 +188,18 @@ def _decision(approved: bool) -> dict[str, Any]:
 
 @app.command()
 def ask(
-    question: Annotated[str | None, typer.Argument(help="The task. Omit it with --thread to resume a paused run.")] = None,
-    thread: Annotated[str | None, typer.Option("--thread", "-t", help="Thread id: resume an interrupted or approval-paused run.")] = None,
-    approve: Annotated[bool | None, typer.Option("--approve/--reject", help="Answer a pending tool-approval request.")] = None,
-    ground_truth: Annotated[str | None, typer.Option(help="Reference answer(s) ('<|answer_split|>'-separated) to judge against.")] = None,
+    question: Annotated[
+        str | None, typer.Argument(help="The task. Omit it with --thread to resume a paused run.")
+    ] = None,
+    thread: Annotated[
+        str | None, typer.Option("--thread", "-t", help="Thread id: resume an interrupted or approval-paused run.")
+    ] = None,
+    approve: Annotated[
+        bool | None, typer.Option("--approve/--reject", help="Answer a pending tool-approval request.")
+    ] = None,
+    ground_truth: Annotated[
+        str | None, typer.Option(help="Reference answer(s) ('<|answer_split|>'-separated) to judge against.")
+    ] = None,
     task_id: Annotated[str | None, typer.Option(help="Stable task id (re-asking it updates its case).")] = None,
     planner: Annotated[str | None, typer.Option(help="Planner model name.")] = None,
     executor: Annotated[str | None, typer.Option(help="Executor model name.")] = None,
@@ -197,9 +213,16 @@ def ask(
     chroma_url: Annotated[str | None, typer.Option(help="Chroma server URL instead of the embedded bank.")] = None,
     mcp_config: Annotated[str | None, typer.Option(help="MCP servers JSON ('' for no tools).")] = None,
     sensitive: Annotated[list[str] | None, typer.Option(help="Tool (or server_) needing approval; repeatable.")] = None,
-    checkpoint_url: Annotated[str | None, typer.Option(help="postgresql://... or a SQLite path (default .memento/checkpoints.sqlite).")] = None,
+    checkpoint_url: Annotated[
+        str | None, typer.Option(help="postgresql://... or a SQLite path (default .memento/checkpoints.sqlite).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON on stdout.")] = False,
-    self_judge: Annotated[bool | None, typer.Option("--self-judge/--no-self-judge", help="Without a ground truth, let the judge grade the run (default on).")] = None,
+    self_judge: Annotated[
+        bool | None,
+        typer.Option(
+            "--self-judge/--no-self-judge", help="Without a ground truth, let the judge grade the run (default on)."
+        ),
+    ] = None,
 ) -> None:
     """Ask the agent one question, showing cases, plan, subtasks and tool calls as they happen."""
     from langgraph.types import Command
@@ -261,15 +284,25 @@ def ask(
             if not interrupts:
                 break
             request = interrupts[0].value if hasattr(interrupts[0], "value") else interrupts[0]
-            console.print(Panel(escape(json.dumps(request, indent=2, default=str)), title="approval needed", expand=False))
+            console.print(
+                Panel(escape(json.dumps(request, indent=2, default=str)), title="approval needed", expand=False)
+            )
             if approve is None and sys.stdin.isatty():
                 payload = Command(resume=_decision(typer.confirm("Run these tool calls?", default=False)))
                 continue
-            console.print(f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)", soft_wrap=True, highlight=False)
+            console.print(
+                f"Paused. Resume with: memento ask --thread {thread} --approve (or --reject)",
+                soft_wrap=True,
+                highlight=False,
+            )
             raise typer.Exit(EXIT_PAUSED)
     except ModelEndpointError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
-        console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
+        console.print(
+            f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}",
+            soft_wrap=True,
+            highlight=False,
+        )
         raise typer.Exit(EXIT_CONFIG) from None
     except CheckpointerError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -277,7 +310,9 @@ def ask(
     except (BankError, ExperienceLogError, OSError) as exc:
         # A store the run writes to (case bank, experience log) is unusable: name it, no traceback.
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        console.print(f"After fixing it, resume the run with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
+        console.print(
+            f"After fixing it, resume the run with: memento ask --thread {thread}", soft_wrap=True, highlight=False
+        )
         raise typer.Exit(EXIT_CONFIG) from None
     except typer.Exit:
         raise
@@ -293,8 +328,14 @@ def ask(
             console.print(f"Resume with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
             raise typer.Exit(1) from None
         if isinstance(exc, APIConnectionError | AuthenticationError):
-            console.print(f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}")
-            console.print(f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}", soft_wrap=True, highlight=False)
+            console.print(
+                f"[red]error:[/] cannot use the model endpoint {ctx.endpoint or 'https://api.openai.com/v1'}: {exc}\n{CONFIG_HELP}"
+            )
+            console.print(
+                f"The run is saved; after fixing the setup resume it with: memento ask --thread {thread}",
+                soft_wrap=True,
+                highlight=False,
+            )
             raise typer.Exit(EXIT_CONFIG) from None
         if isinstance(exc, APIStatusError):
             console.print(f"[red]error:[/] the model endpoint answered {exc.status_code}: {escape(str(exc.message))}")
@@ -319,10 +360,14 @@ def ask(
 
 @app.command()
 def feedback(
-    target: Annotated[str, typer.Argument(help="The thread id of a run (printed by `memento ask`) or a case id (case-…).")],
+    target: Annotated[
+        str, typer.Argument(help="The thread id of a run (printed by `memento ask`) or a case id (case-…).")
+    ],
     good: Annotated[bool | None, typer.Option("--good/--bad", help="Your verdict on the run's answer.")] = None,
     note: Annotated[str | None, typer.Option(help="Why (stored with the label).")] = None,
-    namespace: Annotated[str | None, typer.Option(help="Case-bank namespace (default MEMENTO_NAMESPACE or 'default').")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Case-bank namespace (default MEMENTO_NAMESPACE or 'default').")
+    ] = None,
     bank: Annotated[str | None, typer.Option(help="Embedded case-bank folder.")] = None,
     chroma_url: Annotated[str | None, typer.Option(help="Chroma server URL instead of the embedded bank.")] = None,
     checkpoint_url: Annotated[str | None, typer.Option(help="Where the thread's run is saved (as for `ask`).")] = None,
@@ -368,6 +413,8 @@ async def _feedback_on_thread(ctx, thread: str, good: bool, note: str | None, ch
             raise ValueError(f"no run found for thread {thread} (or pass a case id)")
         # A paused run must finish first; a feedback run that failed (say, a wrong namespace) may be retried.
         if snapshot.next and tuple(snapshot.next) != ("feedback",):
-            raise ValueError(f"the run on thread {thread} has not finished; finish it with `memento ask --thread {thread}` first")
+            raise ValueError(
+                f"the run on thread {thread} has not finished; finish it with `memento ask --thread {thread}` first"
+            )
         state = await graph.ainvoke({"feedback": {"good": good, "note": note}}, config, context=ctx)
     return {"case_id": state.get("case_id"), "label": state.get("label")}

@@ -48,16 +48,18 @@ class Context:
     temperature: float = field(default=0.0, metadata={"description": "Sampling temperature of all models."})
     request_timeout: float = field(
         default=60.0,
-        metadata={"description": "Seconds one LLM request may take before it is abandoned (a hung endpoint costs at most this x (retries + 1))."},
+        metadata={
+            "description": "Seconds one LLM request may take before it is abandoned (a hung endpoint costs at most this x (retries + 1))."
+        },
     )
-    max_retries: int = field(default=2, metadata={"description": "Retries per LLM request on transient errors and timeouts."})
+    max_retries: int = field(
+        default=2, metadata={"description": "Retries per LLM request on transient errors and timeouts."}
+    )
     k: int = field(default=4, metadata={"description": "Cases shown to the planner (top K)."})
     n_candidates: int = field(
         default=32, metadata={"description": "Nearest cases fetched before the policy reranks them (N)."}
     )
-    max_cycles: int = field(
-        default=3, metadata={"description": "Plan-execute cycles before a forced final answer."}
-    )
+    max_cycles: int = field(default=3, metadata={"description": "Plan-execute cycles before a forced final answer."})
     max_executor_steps: int = field(
         default=6, metadata={"description": "Executor model calls per subtask before it is cut off."}
     )
@@ -94,7 +96,9 @@ class Context:
     write_back: bool = field(default=True, metadata={"description": "Store each finished task as a new case."})
     case_answer_chars: int = field(
         default=ANSWER_CHARS,
-        metadata={"description": "Longest answer stored in a case (the rest is cut; the run's state keeps it all). 0: no cap."},
+        metadata={
+            "description": "Longest answer stored in a case (the rest is cut; the run's state keeps it all). 0: no cap."
+        },
     )
     case_plan_chars: int = field(
         default=PLAN_CHARS, metadata={"description": "Most plan characters stored in a case. 0: no cap."}

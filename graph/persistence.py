@@ -55,7 +55,9 @@ async def open_checkpointer(url: str | None = None) -> AsyncIterator[object]:
         except (psycopg.Error, OSError) as exc:
             await stack.aclose()
             reason = " ".join(str(exc).split())
-            raise CheckpointerError(f"cannot open the Postgres checkpoint store {_redact(url)}: {reason} ({help_})") from None
+            raise CheckpointerError(
+                f"cannot open the Postgres checkpoint store {_redact(url)}: {reason} ({help_})"
+            ) from None
         async with stack:
             yield saver
         return

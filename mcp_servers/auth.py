@@ -40,7 +40,9 @@ def is_loopback(host: str) -> bool:
 
 def _client_name(name: str, origin: str) -> str:
     if not CLIENT_NAME.match(name):
-        raise AuthConfigError(f"{origin}: client name {name!r} must be 1-64 characters of letters, digits, '.', '_', '-'")
+        raise AuthConfigError(
+            f"{origin}: client name {name!r} must be 1-64 characters of letters, digits, '.', '_', '-'"
+        )
     return name
 
 

@@ -71,9 +71,7 @@ def _check_code(text: str, what: str) -> None:
         raise ValueError(f"{what} contains a NUL byte")
 
 
-async def _run(
-    argv: list[str], workspace: str | None, timeout_s: float, ctx: Context | None
-) -> dict[str, Any]:
+async def _run(argv: list[str], workspace: str | None, timeout_s: float, ctx: Context | None) -> dict[str, Any]:
     box = await anyio.to_thread.run_sync(sandbox)
     ws, owner = _workspace_id(workspace, ctx)
     result = await anyio.to_thread.run_sync(lambda: box.run(argv, ws, timeout_s, owner=owner))
@@ -83,9 +81,7 @@ async def _run(
 async def _files(method: str, workspace: str | None, ctx: Context | None, *args: Any) -> dict:
     box = await anyio.to_thread.run_sync(sandbox)
     ws, owner = _workspace_id(workspace, ctx)
-    result = await anyio.to_thread.run_sync(
-        functools.partial(getattr(box, method), ws, *args, owner=owner)
-    )
+    result = await anyio.to_thread.run_sync(functools.partial(getattr(box, method), ws, *args, owner=owner))
     return {"workspace": ws, **result}
 
 
@@ -130,9 +126,7 @@ async def run_shell(
 
 
 @mcp.tool()
-async def list_files(
-    path: str = ".", workspace: str | None = None, *, ctx: Context
-) -> dict[str, Any]:
+async def list_files(path: str = ".", workspace: str | None = None, *, ctx: Context) -> dict[str, Any]:
     """List the files under a folder of the workspace (recursive, at most 500 entries).
 
     Args:
@@ -158,9 +152,7 @@ async def read_file(path: str, workspace: str | None = None, *, ctx: Context) ->
 
 
 @mcp.tool()
-async def write_file(
-    path: str, content: str, workspace: str | None = None, *, ctx: Context
-) -> dict[str, Any]:
+async def write_file(path: str, content: str, workspace: str | None = None, *, ctx: Context) -> dict[str, Any]:
     """Write a text file in the workspace, creating parent folders; replaces an existing file.
 
     Args:

@@ -25,7 +25,51 @@ _HEADING = re.compile(r"^#{1,6}\s+\S")
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words so frequent that they only add noise to BM25 on short chunks.
 _STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "what", "when", "where", "which", "who", "why", "how", "with", "do", "does", "did", "i", "you", "he", "she", "we", "they", "not"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "how",
+        "with",
+        "do",
+        "does",
+        "did",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "they",
+        "not",
+    ]
 )
 
 
@@ -195,7 +239,9 @@ def score_chunks(
 
     if not chunks:
         return np.zeros(0), np.zeros(0, dtype=bool)
-    docs = [tokenize(c.text if not c.heading or c.text.startswith(c.heading) else f"{c.heading}\n{c.text}") for c in chunks]
+    docs = [
+        tokenize(c.text if not c.heading or c.text.startswith(c.heading) else f"{c.heading}\n{c.text}") for c in chunks
+    ]
     query_tokens = tokenize(query)
     if query_tokens and any(docs):
         # An empty document would make BM25's average length lie; a placeholder token keeps it honest.

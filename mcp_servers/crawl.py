@@ -264,7 +264,9 @@ async def fetch_markdown(url: str, settings: CrawlSettings) -> tuple[str, str, s
                 async with crawler:
                     result = await crawler.arun(url, config=run_config)
         except TimeoutError:
-            raise RuntimeError(f"crawl of {url} timed out after {settings.timeout_s:g} s (MEMENTO_CRAWL_TIMEOUT)") from None
+            raise RuntimeError(
+                f"crawl of {url} timed out after {settings.timeout_s:g} s (MEMENTO_CRAWL_TIMEOUT)"
+            ) from None
     for failure in failures:
         if isinstance(failure, BlockedURLError | ResponseTooLargeError):
             raise failure

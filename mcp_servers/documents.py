@@ -133,7 +133,11 @@ def resolve_path(path: str) -> Path:
         real = os.path.realpath(candidate)
         if not any(_inside(real, root) for root in roots):
             via_link = real != os.path.abspath(candidate)
-            hint = " (it is, or passes through, a symlink to outside)" if via_link and _is_under_roots_lexically(candidate, roots) else ""
+            hint = (
+                " (it is, or passes through, a symlink to outside)"
+                if via_link and _is_under_roots_lexically(candidate, roots)
+                else ""
+            )
             raise DocumentError(
                 f"refused: {path!r} is outside the allowed document folders{hint}; "
                 f"allowed: {os.pathsep.join(map(str, roots))} (MEMENTO_DOCUMENTS_ROOTS)"
@@ -506,7 +510,8 @@ def xlsx_to_markdown(path: Path, max_chars: int, max_rows: int = MAX_ROWS, max_c
         raise DocumentError(f"{path.name} is not a readable XLSX: {exc}") from None
     try:
         return "\n\n".join(
-            _table_section(sheet.title, sheet.iter_rows(values_only=True), max_rows, max_cols) for sheet in workbook.worksheets
+            _table_section(sheet.title, sheet.iter_rows(values_only=True), max_rows, max_cols)
+            for sheet in workbook.worksheets
         )
     finally:
         workbook.close()
@@ -644,7 +649,9 @@ def _openai_client():
     from openai import AsyncOpenAI
 
     # Explicit default: the client would take an empty OPENAI_BASE_URL literally.
-    base_url = os.environ.get("MEMENTO_MEDIA_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    base_url = (
+        os.environ.get("MEMENTO_MEDIA_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    )
     api_key = os.environ.get("MEMENTO_MEDIA_API_KEY") or os.environ.get("OPENAI_API_KEY") or "not-set"
     return AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=120)
 
@@ -663,7 +670,12 @@ async def describe_image(path: Path, question: str) -> str:
     prompt = question.strip() or "Describe this image in detail. Transcribe any text, numbers and labels it contains."
     response = await _openai_client().chat.completions.create(
         model=model,
-        messages=[{"role": "user", "content": [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}],
+            }
+        ],
     )
     content = response.choices[0].message.content or ""
     return f"Image ({mime}), described by {model}:\n\n{content.strip()}"
@@ -689,7 +701,10 @@ async def transcribe(path: Path, kind: str) -> str:
 def _truncate(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
-    return text[:max_chars].rstrip() + f"\n\n[truncated: showing {max_chars} of {len(text)} characters; call again with a larger max_chars]"
+    return (
+        text[:max_chars].rstrip()
+        + f"\n\n[truncated: showing {max_chars} of {len(text)} characters; call again with a larger max_chars]"
+    )
 
 
 def _max_bytes() -> int:
@@ -715,7 +730,9 @@ async def read_document(path: str, max_chars: int = 20000, question: str = "") -
     if not stat.S_ISREG(info.st_mode):
         raise DocumentError(f"{path!r} is not a regular file")
     if info.st_size > _max_bytes():
-        raise DocumentError(f"{path!r} is {info.st_size} bytes, over the {_max_bytes()}-byte limit (MEMENTO_DOCUMENTS_MAX_BYTES)")
+        raise DocumentError(
+            f"{path!r} is {info.st_size} bytes, over the {_max_bytes()}-byte limit (MEMENTO_DOCUMENTS_MAX_BYTES)"
+        )
     kind = detect_kind(real)
     if kind == "image":
         body = await describe_image(real, question)

@@ -79,9 +79,7 @@ def check_syntax(expression: str) -> str:
     if not expression or not expression.strip():
         raise MathError("the expression is empty")
     if len(expression) > MAX_EXPRESSION_CHARS:
-        raise MathError(
-            f"the expression is {len(expression)} characters, over the {MAX_EXPRESSION_CHARS} limit"
-        )
+        raise MathError(f"the expression is {len(expression)} characters, over the {MAX_EXPRESSION_CHARS} limit")
     for pattern, what in _FORBIDDEN:
         if pattern.search(expression):
             raise MathError(f"{what} not allowed in a math expression: {expression!r}")
@@ -99,9 +97,7 @@ def parse(expression: str, evaluate: bool = True):
     text = check_syntax(expression)
     transformations = (*standard_transformations, implicit_multiplication_application)
     try:
-        return parse_expr(
-            text, transformations=transformations, global_dict=_namespace(), evaluate=evaluate
-        )
+        return parse_expr(text, transformations=transformations, global_dict=_namespace(), evaluate=evaluate)
     except Exception as exc:  # the tokenizer and sympy raise many types for malformed input
         raise MathError(f"cannot parse {expression!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -117,11 +113,7 @@ def _log10_bound(node) -> float | None:
 
     if node.is_Number:
         if node.is_Integer or node.is_Float:
-            return (
-                math.log10(abs(float(node)) + 1)
-                if abs(node) < 10**300
-                else len(str(abs(int(node))))
-            )
+            return math.log10(abs(float(node)) + 1) if abs(node) < 10**300 else len(str(abs(int(node))))
         if node.is_Rational:
             return max(_log10_bound(sympy.Integer(node.p)), _log10_bound(sympy.Integer(node.q)))
         return None

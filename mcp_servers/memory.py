@@ -120,9 +120,7 @@ def _search(query: str, k: int, label: str | None, namespace: str | None) -> dic
         }
         for h in hits
     ]
-    experience().log_retrieval(
-        retrieval_id, namespace=ns, query=query, candidates=candidates, selector="similarity"
-    )
+    experience().log_retrieval(retrieval_id, namespace=ns, query=query, candidates=candidates, selector="similarity")
     return {
         "retrieval_id": retrieval_id,
         "namespace": ns,
@@ -135,8 +133,7 @@ def _find_retrieval(retrieval_id: str) -> dict[str, Any]:
     rec = experience().get(retrieval_id) if retrieval_id.startswith(RETRIEVAL_PREFIX) else None
     if rec is None or rec["namespace"] not in served_namespaces():
         raise ValueError(
-            f"no retrieval {retrieval_id!r} logged by this server: pass the retrieval_id a "
-            "search_cases call returned"
+            f"no retrieval {retrieval_id!r} logged by this server: pass the retrieval_id a search_cases call returned"
         )
     shown = [c["case_id"] for c in rec["candidates"] if c.get("shown", True)]
     return {"namespace": rec["namespace"], "case_ids": shown}
@@ -151,8 +148,7 @@ def _report(
     reward = _check_reward(reward)
     if not retrieval_id:
         raise ValueError(
-            "give the retrieval_id of a search_cases call: an outcome must name a retrieval this "
-            "server logged"
+            "give the retrieval_id of a search_cases call: an outcome must name a retrieval this server logged"
         )
     found = _find_retrieval(retrieval_id)
     ns = found["namespace"]

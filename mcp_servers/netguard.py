@@ -204,7 +204,9 @@ class GuardedResolver(AbstractResolver):
         self.policy = policy
         self.inner = inner or DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         """Resolve and check every address; all must pass."""
         results = await self.inner.resolve(host, port, family)
         for result in results:

@@ -167,9 +167,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _mount(
-    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
-) -> None:
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     libc = _libc()
     enc = [None if s is None else s.encode() for s in (source, target, fstype, data)]
     if libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]) != 0:
@@ -303,8 +301,12 @@ def _build_root(spec: dict[str, Any]) -> None:
     _mount("tmpfs", new_root + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     for name, fd in devices.items():
         bind(fd, f"/dev/{name}", is_dir=False)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, f"{new_root}/dev/{name}")
     os.makedirs(new_root + "/dev/shm")
     _mount("tmpfs", new_root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
@@ -454,10 +456,7 @@ class _Capture:
         text = self.data.decode("utf-8", errors="replace")
         cut = len(text) > chars or self.total > len(self.data)
         if cut:
-            text = (
-                text[:chars]
-                + f"\n[... output truncated: {self.total} bytes in all, first {chars} characters kept]"
-            )
+            text = text[:chars] + f"\n[... output truncated: {self.total} bytes in all, first {chars} characters kept]"
         return text, cut
 
 
@@ -481,9 +480,7 @@ class Sandbox:
 
         """
         root = (
-            root
-            or os.environ.get("MEMENTO_CODE_WORKSPACE_ROOT")
-            or os.path.join(tempfile.gettempdir(), "memento-code")
+            root or os.environ.get("MEMENTO_CODE_WORKSPACE_ROOT") or os.path.join(tempfile.gettempdir(), "memento-code")
         )
         self.root = Path(os.path.realpath(root))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -494,9 +491,7 @@ class Sandbox:
             os.chmod(self.root, 0o711)
         self.requested = mode or os.environ.get("MEMENTO_CODE_SANDBOX", "auto")
         if self.requested not in ("auto", "namespaces", "userns", "rlimits"):
-            raise SandboxError(
-                f"unknown sandbox mode {self.requested!r}: use auto, namespaces, userns or rlimits"
-            )
+            raise SandboxError(f"unknown sandbox mode {self.requested!r}: use auto, namespaces, userns or rlimits")
         self.python = os.environ.get("MEMENTO_CODE_PYTHON") or sys.executable
         self.notes: list[str] = []
         # Idle workspaces are removed after this long; never before a command could have ended.
@@ -553,9 +548,7 @@ class Sandbox:
                 continue
             if result.exit_code == 0 and result.stdout.strip() == "ok":
                 return mode
-            self.notes.append(
-                f"{mode}: probe failed ({result.exit_code}): {result.stderr.strip()[:300]}"
-            )
+            self.notes.append(f"{mode}: probe failed ({result.exit_code}): {result.stderr.strip()[:300]}")
         return "rlimits"
 
     def _check_python(self, mode: str) -> None:
@@ -588,9 +581,7 @@ class Sandbox:
             "isolation": self.mode,
             "requested": self.requested,
             "workspace_root": str(self.root),
-            "runs_as": "per-workspace unprivileged uid"
-            if (self.is_root)
-            else f"uid {os.getuid()} (caller)",
+            "runs_as": "per-workspace unprivileged uid" if (self.is_root) else f"uid {os.getuid()} (caller)",
             "network": "none (empty network namespace)" if ns else "NOT blocked",
             "filesystem": (
                 "only the system folders and the interpreter (read-only) and the workspace; "
@@ -654,10 +645,7 @@ class Sandbox:
         self._dead_owners.add(owner)
 
     def _check_id(self, workspace_id: str) -> None:
-        if (
-            not WORKSPACE_ID.fullmatch(workspace_id or "")
-            or workspace_id.startswith(".")
-        ):
+        if not WORKSPACE_ID.fullmatch(workspace_id or "") or workspace_id.startswith("."):
             raise SandboxError(
                 f"workspace id {workspace_id!r} must be 1-64 characters of letters, digits, '.', "
                 "'_' or '-', not starting with '.'"
@@ -720,12 +708,8 @@ class Sandbox:
         if os.path.lexists(path):
             # Left by an older server or a dead owner: it may hold someone else's files. Only what
             # looks like a workspace is wiped, in case the root was pointed at a folder in use.
-            if not path.is_dir() or path.is_symlink() or not (
-                (path / "tmp").is_dir() or not any(path.iterdir())
-            ):
-                raise SandboxError(
-                    f"{path} exists and is not a workspace: choose another workspace id"
-                )
+            if not path.is_dir() or path.is_symlink() or not ((path / "tmp").is_dir() or not any(path.iterdir())):
+                raise SandboxError(f"{path} exists and is not a workspace: choose another workspace id")
             self._wipe(path)
         uid = self._allocate_uid(registry) if self.is_root else None
         path.mkdir(mode=0o700)
@@ -912,9 +896,7 @@ class Sandbox:
         mode = mode or self.mode
         timeout_s = float(timeout_s)
         if not 0 < timeout_s <= self.limits.max_timeout_s:
-            raise SandboxError(
-                f"timeout_s must be in (0, {self.limits.max_timeout_s:g}], got {timeout_s:g}"
-            )
+            raise SandboxError(f"timeout_s must be in (0, {self.limits.max_timeout_s:g}], got {timeout_s:g}")
         workspace = self.workspace(workspace_id, mode, owner, busy_s=timeout_s)
         with self._lock:
             self._busy[workspace_id] = self._busy.get(workspace_id, 0) + 1
@@ -930,9 +912,7 @@ class Sandbox:
                             registry[workspace_id]["last_used"] = time.time()
                             registry[workspace_id].pop("busy_until", None)
 
-    def _run(
-        self, argv: list[str], workspace_id: str, workspace: Path, timeout_s: float, mode: str
-    ) -> RunResult:
+    def _run(self, argv: list[str], workspace_id: str, workspace: Path, timeout_s: float, mode: str) -> RunResult:
         env = self.env_for(workspace)
         program = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path=env["PATH"])
         if program is None:
@@ -1038,9 +1018,7 @@ class Sandbox:
             killed_by = "SIGKILL"
         elif over_quota:
             killed_by = "SIGKILL"
-        elif killed_by == "SIGXCPU" or (
-            killed_by == "SIGKILL" and duration >= limits["cpu_s"] - 0.5
-        ):
+        elif killed_by == "SIGXCPU" or (killed_by == "SIGKILL" and duration >= limits["cpu_s"] - 0.5):
             notes.append(f"CPU time limit ({limits['cpu_s']}s) reached")
         elif killed_by == "SIGXFSZ":
             notes.append(f"file size limit ({self.limits.file_size_mb} MB) reached")
@@ -1053,12 +1031,12 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 fs = os.statvfs(workspace)
                 over_quota = fs.f_bavail * fs.f_frsize < 65536 or fs.f_favail == 0
-        if over_quota or "No space left on device" in stderr or (
-            watch and killed_by == "SIGXFSZ" and limits["file_size_bytes"] < self.limits.file_size_mb << 20
+        if (
+            over_quota
+            or "No space left on device" in stderr
+            or (watch and killed_by == "SIGXFSZ" and limits["file_size_bytes"] < self.limits.file_size_mb << 20)
         ):
-            notes.append(
-                f"workspace disk quota ({self.limits.disk_mb} MB, {self.limits.max_files} files) reached"
-            )
+            notes.append(f"workspace disk quota ({self.limits.disk_mb} MB, {self.limits.max_files} files) reached")
         if "MemoryError" in stderr:
             notes.append(f"memory limit ({self.limits.memory_mb} MB address space) reached")
         if "Resource temporarily unavailable" in stderr or "BlockingIOError" in stderr:
@@ -1077,9 +1055,7 @@ class Sandbox:
 
     # -- files -----------------------------------------------------------------------------------
 
-    def resolve(
-        self, workspace_id: str, path: str, owner: str | None = None
-    ) -> tuple[Path, Path]:
+    def resolve(self, workspace_id: str, path: str, owner: str | None = None) -> tuple[Path, Path]:
         """Confine ``path`` to a workspace; returns (workspace, resolved path inside it).
 
         Raises:
@@ -1098,9 +1074,7 @@ class Sandbox:
             raise SandboxError(f"path {path!r} resolves outside the workspace")
         return workspace, Path(real)
 
-    def _walk_open(
-        self, workspace: Path, target: Path, flags: int, mode: int = 0o644, make_dirs: bool = False
-    ) -> int:
+    def _walk_open(self, workspace: Path, target: Path, flags: int, mode: int = 0o644, make_dirs: bool = False) -> int:
         """Open ``target`` one component at a time with O_NOFOLLOW.
 
         A symlink swapped in after `resolve` checked the path then cannot redirect the open
@@ -1154,9 +1128,7 @@ class Sandbox:
                     "files) reached: delete files first"
                 )
         try:
-            fd = self._walk_open(
-                workspace, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_dirs=True
-            )
+            fd = self._walk_open(workspace, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_dirs=True)
             with os.fdopen(fd, "wb") as fh:
                 if self.is_root:
                     os.fchown(fh.fileno(), self._owner(workspace), self._owner(workspace))
@@ -1208,16 +1180,8 @@ class Sandbox:
             for name in sorted(dirnames) + sorted(filenames):
                 full = Path(dirpath) / name
                 st = os.lstat(full)
-                kind = (
-                    "dir"
-                    if stat.S_ISDIR(st.st_mode)
-                    else "symlink"
-                    if stat.S_ISLNK(st.st_mode)
-                    else "file"
-                )
-                entries.append(
-                    {"path": str(full.relative_to(real_ws)), "type": kind, "size": st.st_size}
-                )
+                kind = "dir" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else "file"
+                entries.append({"path": str(full.relative_to(real_ws)), "type": kind, "size": st.st_size})
                 if len(entries) >= max_entries:
                     truncated = True
                     break

@@ -128,7 +128,13 @@ def _searxng() -> Backend:
     def error_detail(data: Any) -> str:
         return str(data.get("error") or data) if isinstance(data, dict) else str(data)
 
-    return Backend("searxng", "SEARXNG_URL (and search.formats: [html, json] in the instance's settings.yml)", build, parse, error_detail)
+    return Backend(
+        "searxng",
+        "SEARXNG_URL (and search.formats: [html, json] in the instance's settings.yml)",
+        build,
+        parse,
+        error_detail,
+    )
 
 
 def _serpapi() -> Backend:
@@ -186,9 +192,7 @@ def _tavily() -> Backend:
 
     def build(query: str, max_results: int) -> Request:
         body = {"query": query, "max_results": min(max_results, 20), "search_depth": "basic"}
-        return Request(
-            "POST", f"{base.rstrip('/')}/search", json=body, headers={"Authorization": f"Bearer {key}"}
-        )
+        return Request("POST", f"{base.rstrip('/')}/search", json=body, headers={"Authorization": f"Bearer {key}"})
 
     def parse(data: Any) -> list[SearchResult]:
         return [
@@ -267,8 +271,7 @@ async def _send(client: httpx.AsyncClient, backend: Backend, request: Request) -
     if response.status_code >= 400:
         detail = backend.error_detail(_read_json(response))
         raise SearchError(
-            f"{backend.name} refused the search (HTTP {response.status_code}): {detail}. "
-            f"Check {backend.config_hint}."
+            f"{backend.name} refused the search (HTTP {response.status_code}): {detail}. Check {backend.config_hint}."
         )
     data = _read_json(response)
     if not isinstance(data, dict):

@@ -87,7 +87,9 @@ def load_connections(config_path: str | os.PathLike[str]) -> dict[str, dict[str,
             connections[name] = {
                 "transport": transport,
                 "url": _expand(spec["url"]),
-                **({"headers": {k: _expand(str(v)) for k, v in spec["headers"].items()}} if spec.get("headers") else {}),
+                **(
+                    {"headers": {k: _expand(str(v)) for k, v in spec["headers"].items()}} if spec.get("headers") else {}
+                ),
             }
         else:
             raise ToolConfigError(f"server {name!r} in {path}: unknown transport {transport!r}")

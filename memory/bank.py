@@ -46,8 +46,7 @@ BANK_FORMAT = 1
 _USAGE_KEYS_KEPT = 16
 
 _RECOVERY = (
-    "To recover, move the folder aside and re-import your last export "
-    "(`memento memory import <file> --bank {path}`)."
+    "To recover, move the folder aside and re-import your last export (`memento memory import <file> --bank {path}`)."
 )
 
 
@@ -60,7 +59,8 @@ def _damage(location: str, exc: BaseException) -> BankError:
     detail = " ".join(str(exc).split())[:300]
     if "malformed" in detail or "not a database" in detail:
         return BankError(
-            f"the case bank data file {location}/{SQLITE_FILE} is damaged ({detail}). " + _RECOVERY.format(path=location)
+            f"the case bank data file {location}/{SQLITE_FILE} is damaged ({detail}). "
+            + _RECOVERY.format(path=location)
         )
     return BankError(
         f"the case bank at {location} is damaged ({detail}). Rebuild its index from the stored cases with "
@@ -271,8 +271,7 @@ def _check_folder(path: Path, create: bool) -> None:
     if SQLITE_FILE not in entries:
         if has_manifest or segment_dirs:
             raise BankError(
-                f"the case bank at {path} has lost its data file {SQLITE_FILE}. "
-                + _RECOVERY.format(path=path)
+                f"the case bank at {path} has lost its data file {SQLITE_FILE}. " + _RECOVERY.format(path=path)
             )
         if not create:
             raise BankError(f"{path} is not a case bank (no {SQLITE_FILE}); pass the bank folder")
@@ -280,14 +279,10 @@ def _check_folder(path: Path, create: bool) -> None:
         # generation stamp are ours: a bank another process is creating right now is not "foreign".
         foreign = {e for e in entries if not e.startswith(LOCK_FILE) and e != GENERATION}
         if foreign:
-            raise BankError(
-                f"{path} is not empty and is not a case bank; pick an empty or new folder for the bank"
-            )
+            raise BankError(f"{path} is not empty and is not a case bank; pick an empty or new folder for the bank")
         return
     if sqlite.stat().st_size == 0 and (has_manifest or segment_dirs):
-        raise BankError(
-            f"the case bank data file {sqlite} is empty (truncated). " + _RECOVERY.format(path=path)
-        )
+        raise BankError(f"the case bank data file {sqlite} is empty (truncated). " + _RECOVERY.format(path=path))
     if sqlite.stat().st_size:
         with open(sqlite, "rb") as fh:
             if fh.read(16) != b"SQLite format 3\x00":
@@ -400,7 +395,7 @@ class CaseBank:
         built_with = (col.metadata or {}).get("embedder")
         if built_with and built_with != self.embedder.name:
             raise BankError(
-                f"namespace {col.name[len(COLLECTION_PREFIX):]!r} of the bank at {self.location} was "
+                f"namespace {col.name[len(COLLECTION_PREFIX) :]!r} of the bank at {self.location} was "
                 f"embedded with {built_with!r} but this process uses {self.embedder.name!r}; set "
                 "MEMENTO_EMBEDDER to match, or export and re-import into a new bank."
             )
@@ -518,9 +513,9 @@ class CaseBank:
                         case.times_retrieved = max(case.times_retrieved, kept.times_retrieved)
                         case.retrieved_successes = max(case.retrieved_successes, kept.retrieved_successes)
                         case.retrieved_failures = max(case.retrieved_failures, kept.retrieved_failures)
-                        case.last_retrieved_at = max(
-                            case.last_retrieved_at or 0.0, kept.last_retrieved_at or 0.0
-                        ) or None
+                        case.last_retrieved_at = (
+                            max(case.last_retrieved_at or 0.0, kept.last_retrieved_at or 0.0) or None
+                        )
                     if keep_created:
                         case.updated_at = stamp
                 # Re-indexing a vector is slow in Chroma; a rewrite of the same question (a retry,
@@ -587,7 +582,12 @@ class CaseBank:
         return self._rewrite(case_id, namespace, change)
 
     def record_usage(
-        self, case_ids: Sequence[str], success: bool | None, namespace: str | None = None, *, usage_key: str | None = None
+        self,
+        case_ids: Sequence[str],
+        success: bool | None,
+        namespace: str | None = None,
+        *,
+        usage_key: str | None = None,
     ) -> None:
         """Count that these cases were shown for a task and how that task ended.
 
@@ -730,9 +730,7 @@ class CaseBank:
                 return []
             if labels:
                 # Rare interactive use: a where filter is acceptable here, unlike in search.
-                got = col.get(
-                    where={"label": {"$in": list(labels)}}, limit=limit, offset=offset, include=["metadatas"]
-                )
+                got = col.get(where={"label": {"$in": list(labels)}}, limit=limit, offset=offset, include=["metadatas"])
             else:
                 got = col.get(limit=limit, offset=offset, include=["metadatas"])
         cases = [Case.from_metadata(m) for m in got["metadatas"]]
@@ -777,9 +775,7 @@ class CaseBank:
             self._check_embedder(col)
             query_embedding = self.embedder.embed([query])[0]
         excluded_tasks = set(exclude_task_ids)
-        same_question = (
-            normalise_question(query) if query and exclude_similarity_above is not None else None
-        )
+        same_question = normalise_question(query) if query and exclude_similarity_above is not None else None
         filtering = bool(labels) or bool(excluded_tasks) or exclude_similarity_above is not None
         fetch = n * 4 + 8 if filtering else n
         include = ["metadatas", "distances"] + (["embeddings"] if include_embeddings else [])

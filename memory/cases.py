@@ -11,9 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Label = Literal["positive", "negative", "unknown"]
-RewardSource = Literal[
-    "ground_truth_judge", "exact_match", "self_judge", "human", "imported", "mcp_client", "none"
-]
+RewardSource = Literal["ground_truth_judge", "exact_match", "self_judge", "human", "imported", "mcp_client", "none"]
 
 LABELS: tuple[str, ...] = ("positive", "negative", "unknown")
 REWARD_SOURCES: tuple[str, ...] = (
@@ -150,8 +148,18 @@ class Case:
 
     def __post_init__(self) -> None:
         for name in (
-            "question", "answer", "judge_model", "judge_rationale", "trajectory_summary", "task_id", "source", "plan",
-            "models", "created_by", "attempt_log", "attempt_id",
+            "question",
+            "answer",
+            "judge_model",
+            "judge_rationale",
+            "trajectory_summary",
+            "task_id",
+            "source",
+            "plan",
+            "models",
+            "created_by",
+            "attempt_log",
+            "attempt_id",
         ):
             setattr(self, name, clean_text(getattr(self, name)))
         if not self.question or not self.question.strip():

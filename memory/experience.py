@@ -24,6 +24,7 @@ DEFAULT_LOG_PATH = os.path.join(".memento", "experience.sqlite")
 class ExperienceLogError(RuntimeError):
     """The log file cannot be opened or read; the message names it and says how to recover."""
 
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS retrievals (
     retrieval_id TEXT PRIMARY KEY,
@@ -202,7 +203,17 @@ class ExperienceLog:
         with self._conn() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO approvals VALUES (?,?,?,?,?,?,?,?,?)",
-                (thread_id, tool_call_id or "", retrieval_id, tool, json.dumps(args, default=str), int(approved), by, reason, at),
+                (
+                    thread_id,
+                    tool_call_id or "",
+                    retrieval_id,
+                    tool,
+                    json.dumps(args, default=str),
+                    int(approved),
+                    by,
+                    reason,
+                    at,
+                ),
             )
 
     def approvals(self, thread_id: str | None = None) -> list[dict[str, Any]]:

@@ -118,7 +118,17 @@ def _reward(value: Any) -> float | None:
     return float(value)
 
 
-_STR_FIELDS = ("id", "namespace", "question", "answer", "judge_model", "judge_rationale", "trajectory_summary", "task_id", "source")
+_STR_FIELDS = (
+    "id",
+    "namespace",
+    "question",
+    "answer",
+    "judge_model",
+    "judge_rationale",
+    "trajectory_summary",
+    "task_id",
+    "source",
+)
 
 
 def _check_storable(case: Case, embedding: Any) -> None:
@@ -246,7 +256,11 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | No
     """``(line_number, row, error)`` for every non-blank line."""
     for lineno, line, size in _lines(path, MAX_LINE_BYTES):
         if line is None:
-            yield lineno, None, f"the line is {size:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit of one row; skipped unread"
+            yield (
+                lineno,
+                None,
+                f"the line is {size:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit of one row; skipped unread",
+            )
             continue
         if not line.strip():
             continue
@@ -271,8 +285,9 @@ class _PipelinedWriter:
     server pays per request). A failed write is raised to the caller at its next submit or close.
     """
 
-    def __init__(self, bank: Any, keep_created: Callable[[], bool], progress: Callable[[int], None] | None,
-                 max_rows: int = 4096):
+    def __init__(
+        self, bank: Any, keep_created: Callable[[], bool], progress: Callable[[int], None] | None, max_rows: int = 4096
+    ):
         import queue
         import threading
 
@@ -417,9 +432,7 @@ def import_jsonl(
                 report.errors.append(RowError(lineno, str(exc)))
                 continue
         try:
-            case, embedding, embedder_name = row_to_case(
-                row, report.format, namespace=namespace, source=source
-            )
+            case, embedding, embedder_name = row_to_case(row, report.format, namespace=namespace, source=source)
         except (ValueError, TypeError) as exc:
             report.errors.append(RowError(lineno, f"{type(exc).__name__}: {exc}"))
             continue
@@ -453,7 +466,9 @@ def import_jsonl(
     return report
 
 
-def case_to_row(case: Case, fmt: str, embedding: np.ndarray | None = None, embedder: str | None = None) -> dict[str, Any] | None:
+def case_to_row(
+    case: Case, fmt: str, embedding: np.ndarray | None = None, embedder: str | None = None
+) -> dict[str, Any] | None:
     """One export row, or None when the case cannot be expressed in that format.
 
     Raises:

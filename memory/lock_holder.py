@@ -88,7 +88,9 @@ def describe_holder(bank: Path, lock_file: Path, timeout: float) -> str:
     since = time.strftime("%H:%M:%S", time.localtime(float(info.get("since") or 0)))
     who = f"pid {info['pid']} ({info.get('command') or 'unknown command'})"
     if info.get("host") != socket.gethostname():
-        return f"{head}: held by {who} on host {info.get('host')} since {since}. Wait for it to finish, or stop it there."
+        return (
+            f"{head}: held by {who} on host {info.get('host')} since {since}. Wait for it to finish, or stop it there."
+        )
     if pid_alive(info["pid"]):
         return f"{head}: held by {who} on this machine since {since}. Wait for it to finish, or stop it (kill {info['pid']})."
     holders = processes_with_open(lock_file)

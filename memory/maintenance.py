@@ -74,9 +74,7 @@ def find_near_duplicates(
     return out, metas
 
 
-def dedup(
-    bank: Any, *, namespace: str | None = None, threshold: float = 0.95, dry_run: bool = True
-) -> DedupReport:
+def dedup(bank: Any, *, namespace: str | None = None, threshold: float = 0.95, dry_run: bool = True) -> DedupReport:
     """Keep the best case of each near-duplicate group and delete the rest.
 
     The survivor is the judged case with the highest reward, most recent first among equals; it

@@ -58,7 +58,9 @@ class NumpyMiniLM:
         self.tokenizer = load_tokenizer(path)
         self.w = load_file(str(path / "model.safetensors"))
         # Token type ids are all zero for single sentences: fold that row into the positions.
-        self.pos = self.w["embeddings.position_embeddings.weight"] + self.w["embeddings.token_type_embeddings.weight"][0]
+        self.pos = (
+            self.w["embeddings.position_embeddings.weight"] + self.w["embeddings.token_type_embeddings.weight"][0]
+        )
 
     def pooled(self, texts: list[str]) -> np.ndarray:
         """Mean-pooled last hidden states for a few texts (one forward pass)."""

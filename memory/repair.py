@@ -71,7 +71,9 @@ def read_records(sqlite_path: Path) -> tuple[dict[str, list[dict[str, Any]]], di
         ) from exc
     metas: dict[tuple[str, int], dict[str, Any]] = {}
     for name, row_id, key, s, i, f, b in rows:
-        value = s if s is not None else i if i is not None else f if f is not None else (bool(b) if b is not None else None)
+        value = (
+            s if s is not None else i if i is not None else f if f is not None else (bool(b) if b is not None else None)
+        )
         metas.setdefault((name, row_id), {})[key] = value
     by_ns: dict[str, list[dict[str, Any]]] = {}
     for (name, _), meta in metas.items():

@@ -170,7 +170,9 @@ def retrieve_cases(
                      slates=ranking_slates(len(hits), k, explore))  # fmt: skip
 
 
-def _bandit_retrieval(selector: Any, question: str, query_embedding: np.ndarray, hits: list, k: int, rng_seed: int | None) -> Retrieval:
+def _bandit_retrieval(
+    selector: Any, question: str, query_embedding: np.ndarray, hits: list, k: int, rng_seed: int | None
+) -> Retrieval:
     """The bandit's choice among the hits, logged with exact propensities and its set distribution.
 
     Raises:
@@ -201,7 +203,14 @@ def _bandit_retrieval(selector: Any, question: str, query_embedding: np.ndarray,
     elif not shown:
         note = "the policy expects no case to help this task: none shown"
     slates = [[list(map(int, st)), float(p)] for st, p in choice.slates]
-    return Retrieval(shown=shown, candidates=candidates, selector="learned", policy_version=selector.version, note=note, slates=slates)
+    return Retrieval(
+        shown=shown,
+        candidates=candidates,
+        selector="learned",
+        policy_version=selector.version,
+        note=note,
+        slates=slates,
+    )
 
 
 def ranking_slates(n: int, k: int, cfg: Exploration) -> list[list[Any]]:
@@ -218,7 +227,9 @@ def ranking_slates(n: int, k: int, cfg: Exploration) -> list[list[Any]]:
     return out + [[[*head, j], eps / len(window)] for j in window]
 
 
-def _similarity_choice(hits: list, k: int, exploration: Exploration, rng_seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _similarity_choice(
+    hits: list, k: int, exploration: Exploration, rng_seed: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Similarity's top K (hits arrive in similarity order), explored like the policy would be.
 
     Returns:

@@ -15,7 +15,10 @@ APPROVE_WORDS = ("approve", "approved", "yes", "y", "true")
 
 def is_sensitive(tool_name: str, sensitive: list[str]) -> bool:
     """A tool is sensitive if named exactly, or if its server prefix (``code_``) is listed."""
-    return any(tool_name == s or (s.endswith("_") and tool_name.startswith(s)) or tool_name.startswith(f"{s}_") for s in sensitive)
+    return any(
+        tool_name == s or (s.endswith("_") and tool_name.startswith(s)) or tool_name.startswith(f"{s}_")
+        for s in sensitive
+    )
 
 
 def bind_policy(bound: list[str] | None, requested: list[str] | None) -> list[str]:

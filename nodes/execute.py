@@ -53,7 +53,10 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict:
         last = next((m for m in reversed(messages) if isinstance(m, AIMessage) and text_of(m)), None)
         partial = f" Last output: {text_of(last)}" if last else ""
         note = prompts.EXECUTOR_STEP_CAP.format(steps=ctx.max_executor_steps) + partial
-        return {**_record(state, note, "step_cap", state.executor_steps), "errors": [*state.errors, f"subtask {step['id']}: {note}"]}
+        return {
+            **_record(state, note, "step_cap", state.executor_steps),
+            "errors": [*state.errors, f"subtask {step['id']}: {note}"],
+        }
     toolbox = get_toolbox(ctx.mcp_config) if ctx.mcp_config else None
     tools = await toolbox.tools() if toolbox else []
     model = chat_model(ctx, "executor")
@@ -62,7 +65,10 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict:
         reply: AIMessage = await ainvoke(bound, messages)
     except ModelReplyError as exc:
         note = f"the executor's reply could not be read: {exc}"
-        return {**_record(state, note, "error", state.executor_steps + 1), "errors": [*state.errors, f"subtask {step['id']}: {note}"]}
+        return {
+            **_record(state, note, "error", state.executor_steps + 1),
+            "errors": [*state.errors, f"subtask {step['id']}: {note}"],
+        }
     usage = add_usage(state.usage, reply, ctx.executor_model)
     # Calls whose arguments are not valid JSON land in invalid_tool_calls; `tools` answers them
     # with an error so the model can retry, instead of the subtask ending with no text.

@@ -43,7 +43,9 @@ def parse_feedback(value: Any) -> tuple[bool, str | None]:
     if isinstance(verdict, str):
         verdict = _GOOD.get(verdict.strip().lower())
     if not isinstance(verdict, bool):
-        raise ValueError('feedback must be {"good": true|false, "note": "..."} (or "good"/"bad"), got ' + repr(value)[:200])
+        raise ValueError(
+            'feedback must be {"good": true|false, "note": "..."} (or "good"/"bad"), got ' + repr(value)[:200]
+        )
     return verdict, None if note is None else str(note)
 
 

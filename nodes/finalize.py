@@ -46,5 +46,10 @@ async def finalize(state: State, runtime: Runtime[Context]) -> dict:
         # Models trained on the planner format sometimes answer in it; a plan is never an answer.
         answer = str(data.get("final_answer") or "").strip() if "plan" not in data else ""
     if not answer:
-        return {"status": "failed", "answer": None, "usage": usage, "errors": [*state.errors, "finalize returned no text"]}
+        return {
+            "status": "failed",
+            "answer": None,
+            "usage": usage,
+            "errors": [*state.errors, "finalize returned no text"],
+        }
     return {"status": "answered", "answer": answer, "usage": usage}

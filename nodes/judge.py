@@ -55,23 +55,41 @@ async def judge(state: State, runtime: Runtime[Context]) -> dict:
         em = exact_match(answer, answers)
         f1 = token_f1(answer, answers)
         if not answer:
-            return {"reward": 0.0, "label": "negative", "reward_source": "exact_match", "exact_match": 0.0, "f1": 0.0, "judge_rationale": "no answer was produced"}
-        system, task = prompts.JUDGE_SYSTEM, prompts.JUDGE_TASK.format(
-            question=state.question, references=" | ".join(answers), answer=answer
+            return {
+                "reward": 0.0,
+                "label": "negative",
+                "reward_source": "exact_match",
+                "exact_match": 0.0,
+                "f1": 0.0,
+                "judge_rationale": "no answer was produced",
+            }
+        system, task = (
+            prompts.JUDGE_SYSTEM,
+            prompts.JUDGE_TASK.format(question=state.question, references=" | ".join(answers), answer=answer),
         )
         source = "ground_truth_judge"
     elif ctx.self_judge and answer:
         em = f1 = None
-        system, task = prompts.SELF_JUDGE_SYSTEM, prompts.SELF_JUDGE_TASK.format(
-            question=state.question,
-            plan=json.dumps({"plan": state.plan}, ensure_ascii=False),
-            results_block=prompts.format_results(state.subtask_results),
-            tools_block=prompts.format_tool_calls(state.tool_calls),
-            answer=answer,
+        system, task = (
+            prompts.SELF_JUDGE_SYSTEM,
+            prompts.SELF_JUDGE_TASK.format(
+                question=state.question,
+                plan=json.dumps({"plan": state.plan}, ensure_ascii=False),
+                results_block=prompts.format_results(state.subtask_results),
+                tools_block=prompts.format_tool_calls(state.tool_calls),
+                answer=answer,
+            ),
         )
         source = "self_judge"
     else:
-        return {"reward": None, "label": "unknown", "reward_source": "none", "exact_match": None, "f1": None, "judge_confidence": None}
+        return {
+            "reward": None,
+            "label": "unknown",
+            "reward_source": "none",
+            "exact_match": None,
+            "f1": None,
+            "judge_confidence": None,
+        }
 
     model = chat_model(ctx, "judge")
     usage = state.usage

@@ -82,9 +82,13 @@ async def ainvoke(model: Any, messages: list[Any]) -> AIMessage:
     try:
         return await model.ainvoke(messages)
     except UnicodeDecodeError as exc:
-        raise ModelReplyError(f"the model endpoint sent a reply that is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise ModelReplyError(
+            f"the model endpoint sent a reply that is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ModelReplyError(f"the model endpoint sent a reply that is not JSON ({exc.msg} at position {exc.pos})") from None
+        raise ModelReplyError(
+            f"the model endpoint sent a reply that is not JSON ({exc.msg} at position {exc.pos})"
+        ) from None
     except RecursionError:
         raise ModelReplyError("the model endpoint sent a reply nested too deeply to read") from None
     except ValidationError as exc:
@@ -92,7 +96,9 @@ async def ainvoke(model: Any, messages: list[Any]) -> AIMessage:
         # build the message at all, so there is no partial reply to keep.
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ModelReplyError(f"the model's reply does not fit the chat message format ({where}: {first.get('msg', exc)})") from None
+        raise ModelReplyError(
+            f"the model's reply does not fit the chat message format ({where}: {first.get('msg', exc)})"
+        ) from None
 
 
 def check_endpoint(ctx: Context) -> None:
@@ -102,7 +108,9 @@ def check_endpoint(ctx: Context) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _chat_model(model: str, base_url: str | None, api_key: str, temperature: float, timeout: float, retries: int) -> ChatOpenAI:
+def _chat_model(
+    model: str, base_url: str | None, api_key: str, temperature: float, timeout: float, retries: int
+) -> ChatOpenAI:
     # Imported here: langchain-openai (and openai) take about a second to import, which would
     # otherwise delay `memento ask` before it can show the retrieved cases.
     from langchain_openai import ChatOpenAI
@@ -124,7 +132,9 @@ def chat_model(ctx: Context, role: str) -> ChatOpenAI:
     check_endpoint(ctx)
     name = {"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model}[role]
     # Local servers (vLLM, Ollama) accept any key; the client insists on one.
-    return _chat_model(name, ctx.endpoint, ctx.api_key or "not-needed", ctx.temperature, ctx.request_timeout, ctx.max_retries)
+    return _chat_model(
+        name, ctx.endpoint, ctx.api_key or "not-needed", ctx.temperature, ctx.request_timeout, ctx.max_retries
+    )
 
 
 def add_usage(usage: dict[str, Any], message: Any, model: str | None = None) -> dict[str, Any]:

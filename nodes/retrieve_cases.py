@@ -35,7 +35,13 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
     # The approval policy is bound to the thread here, at its start, for every later resume.
     policy = bind_policy(state.sensitive_tools, ctx.sensitive_tools)
     if ctx.memory_mode == "none" or ctx.k == 0:
-        return {"question": question, "cases": [], "retrieval": {"selector": "none"}, "started_at": started, "sensitive_tools": policy}
+        return {
+            "question": question,
+            "cases": [],
+            "retrieval": {"selector": "none"},
+            "started_at": started,
+            "sensitive_tools": policy,
+        }
     bank = bank_for(ctx)
     retrieval_id = _retrieval_id(state)
     try:
@@ -58,7 +64,13 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
     except BankError as exc:
         # A damaged bank must not cost the task: answer without memory and say why.
         note = f"no cases shown: {exc}"
-        return {"question": question, "cases": [], "retrieval": {"selector": "none", "note": note}, "started_at": started, "errors": [*state.errors, note]}
+        return {
+            "question": question,
+            "cases": [],
+            "retrieval": {"selector": "none", "note": note},
+            "started_at": started,
+            "errors": [*state.errors, note],
+        }
     experience_for(ctx).log_retrieval(
         retrieval_id,
         namespace=ctx.namespace,

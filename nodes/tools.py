@@ -77,17 +77,28 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
                 trace.append(_trace(state, call, msg, approved=False))
                 continue
         if toolbox is None:
-            msg = ToolMessage(content=f"Error: no tools are configured; {call['name']} is unavailable", tool_call_id=call_id, name=call["name"], status="error")
+            msg = ToolMessage(
+                content=f"Error: no tools are configured; {call['name']} is unavailable",
+                tool_call_id=call_id,
+                name=call["name"],
+                status="error",
+            )
         else:
             msg = await toolbox.call(call["name"], call.get("args") or {}, call_id)
         if len(str(msg.content)) > _RESULT_LIMIT:
-            msg.content = str(msg.content)[:_RESULT_LIMIT] + f"\n… [truncated {len(str(msg.content)) - _RESULT_LIMIT} characters]"
+            msg.content = (
+                str(msg.content)[:_RESULT_LIMIT] + f"\n… [truncated {len(str(msg.content)) - _RESULT_LIMIT} characters]"
+            )
         results.append(msg)
         trace.append(_trace(state, call, msg, approved=True if call in sensitive else None))
     for bad in last.invalid_tool_calls:
         msg = _invalid_call_result(bad, f"call-{len(state.tool_calls) + len(trace)}")
         results.append(msg)
-        trace.append(_trace(state, {"name": msg.name, "args": {"unparsed": str(bad.get("args") or "")[:300]}}, msg, approved=None))
+        trace.append(
+            _trace(
+                state, {"name": msg.name, "args": {"unparsed": str(bad.get("args") or "")[:300]}}, msg, approved=None
+            )
+        )
     update: dict[str, Any] = {"messages": [*state.messages, *results], "tool_calls": [*state.tool_calls, *trace]}
     if decisions:
         update["approvals"] = [*state.approvals, *decisions]
@@ -96,7 +107,9 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
     return update
 
 
-def _log_decisions(ctx: Context, thread_id: str | None, retrieval_id: str | None, decisions: list[dict[str, Any]]) -> None:
+def _log_decisions(
+    ctx: Context, thread_id: str | None, retrieval_id: str | None, decisions: list[dict[str, Any]]
+) -> None:
     """Every human decision goes to the experience log too (kept even if the thread is deleted)."""
     log = experience_for(ctx)
     for d in decisions:

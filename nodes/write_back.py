@@ -137,13 +137,19 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         # A resumed write_back must not count the usage twice: the outcome row marks it done, and
         # the retrieval id stored with each case covers a kill between these two writes.
         if not log.has_outcome(state.retrieval_id):
-            bank.record_usage([c["id"] for c in state.cases], success, namespace=ctx.namespace, usage_key=state.retrieval_id)
+            bank.record_usage(
+                [c["id"] for c in state.cases], success, namespace=ctx.namespace, usage_key=state.retrieval_id
+            )
         # A person's feedback given before this (resumed) write is not overwritten by the judge.
-        record_outcome(log, state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source)
+        record_outcome(
+            log, state.retrieval_id, reward=state.reward, label=state.label, reward_source=state.reward_source
+        )
         if ctx.memory_mode == "learned" and state.reward is not None:
             # Counts judged outcomes; every N of them a background thread refits the bandit on
             # this namespace's log and promotes it only if off-policy evaluation prefers it.
             from memory.policy.online import OnlineTrainer
 
-            OnlineTrainer.get(ctx.policy_path, ctx.experience_path, bank=bank, namespace=ctx.namespace, k=ctx.k).notify_outcome()
+            OnlineTrainer.get(
+                ctx.policy_path, ctx.experience_path, bank=bank, namespace=ctx.namespace, k=ctx.k
+            ).notify_outcome()
     return {"case_id": case.id, "case_written": True}

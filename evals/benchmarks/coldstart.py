@@ -119,8 +119,12 @@ def _import_throughput(data: Path, work: Path, server: bool) -> dict:
     if server and Path(chroma).exists():
         port = _free_port()
         log = (work / "chroma.log").open("w")
-        proc = subprocess.Popen([chroma, "run", "--path", str(work / "server"), "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, env=_env())
+        proc = subprocess.Popen(
+            [chroma, "run", "--path", str(work / "server"), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
         try:
             deadline = time.time() + 60
             while True:
@@ -151,9 +155,29 @@ def _served_runs(work: Path, env: dict[str, str], root: Path = ROOT, runs: int =
     port = _free_port()
     log = (work / "dev.log").open("w")
     proc = subprocess.Popen(
-        [exe, "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload", "--config", str(root / "langgraph.json")],
-        cwd=root, env={**env, "PYTHONPATH": str(root), "MEMENTO_EXPERIENCE_PATH": str(work / "served-experience.sqlite"), "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "1"},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            exe,
+            "dev",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--no-browser",
+            "--no-reload",
+            "--config",
+            str(root / "langgraph.json"),
+        ],
+        cwd=root,
+        env={
+            **env,
+            "PYTHONPATH": str(root),
+            "MEMENTO_EXPERIENCE_PATH": str(work / "served-experience.sqlite"),
+            "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+            "LANGGRAPH_NO_VERSION_CHECK": "1",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -173,7 +197,9 @@ def _served_runs(work: Path, env: dict[str, str], root: Path = ROOT, runs: int =
         for i in range(runs):
             thread = client.threads.create()["thread_id"]
             t = time.perf_counter()
-            out = client.runs.wait(thread, assistant, input={"question": f"{QUESTION} ({i})"}, context={"mcp_config": ""})
+            out = client.runs.wait(
+                thread, assistant, input={"question": f"{QUESTION} ({i})"}, context={"mcp_config": ""}
+            )
             times.append(time.perf_counter() - t)
             if not isinstance(out, dict) or not out.get("answer"):
                 raise RuntimeError(f"served run failed: {out}")
@@ -193,8 +219,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--memory-jsonl", default="../shared/data/memento/memory.jsonl", help="Cases to import.")
     parser.add_argument("--no-server", action="store_true", help="Skip the Chroma-server import.")
     parser.add_argument("--out", default="results/benchmarks/coldstart.json", help="JSON results file.")
-    parser.add_argument("--before", default=None,
-                        help="Another checkout (e.g. `git archive <commit> | tar -x -C DIR`) whose commands are timed in the same rounds.")
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="Another checkout (e.g. `git archive <commit> | tar -x -C DIR`) whose commands are timed in the same rounds.",
+    )
     args = parser.parse_args(argv)
 
     data = Path(args.memory_jsonl)
@@ -204,20 +233,33 @@ def main(argv: list[str] | None = None) -> dict:
     py = sys.executable
     try:
         console.print("[bold]import throughput…")
-        results: dict = {"cpus": os.cpu_count(), "rounds": args.rounds, "import": _import_throughput(data, work, not args.no_server)}
+        results: dict = {
+            "cpus": os.cpu_count(),
+            "rounds": args.rounds,
+            "import": _import_throughput(data, work, not args.no_server),
+        }
 
         bank = work / "bank"
         env = _env({"MEMENTO_BANK_PATH": str(bank)})
-        subprocess.run([py, "-m", "graph", "memory", "import", str(data), "--bank", str(bank)], cwd=work, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [py, "-m", "graph", "memory", "import", str(data), "--bank", str(bank)],
+            cwd=work,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         from evals.sim.openai_server import ScriptedOpenAI, final, verdict
 
         with ScriptedOpenAI() as llm:
             llm.respond_with("planner", lambda _req: final("San Mateo"))
             llm.respond_with("judge", lambda _req: verdict(True))
             ask_vars = {
-                "MEMENTO_BANK_PATH": str(bank), "OPENAI_BASE_URL": llm.url, "OPENAI_API_KEY": "test",
-                "MEMENTO_PLANNER_MODEL": "planner", "MEMENTO_EXECUTOR_MODEL": "executor", "MEMENTO_JUDGE_MODEL": "judge",
+                "MEMENTO_BANK_PATH": str(bank),
+                "OPENAI_BASE_URL": llm.url,
+                "OPENAI_API_KEY": "test",
+                "MEMENTO_PLANNER_MODEL": "planner",
+                "MEMENTO_EXECUTOR_MODEL": "executor",
+                "MEMENTO_JUDGE_MODEL": "judge",
             }
             ask_env = _env(ask_vars)
             commands = {
@@ -225,8 +267,19 @@ def main(argv: list[str] | None = None) -> dict:
                 "memento --help": ([py, "-m", "graph", "--help"], env, None),
                 "memento memory search": ([py, "-m", "graph", "memory", "search", QUESTION, "-n", "5"], env, None),
                 "memento ask (until cases shown)": (
-                    [py, "-m", "graph", "ask", QUESTION, "--mcp-config", "", "--checkpoint-url", str(work / "ck.sqlite")],
-                    ask_env, "cases",
+                    [
+                        py,
+                        "-m",
+                        "graph",
+                        "ask",
+                        QUESTION,
+                        "--mcp-config",
+                        "",
+                        "--checkpoint-url",
+                        str(work / "ck.sqlite"),
+                    ],
+                    ask_env,
+                    "cases",
                 ),
             }
             if args.before:
@@ -238,7 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
             for r in range(args.rounds):
                 for name, (cmd, cmd_env, until) in commands.items():
                     times[name].append(_timed(cmd, work, cmd_env, until))
-                console.print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{n.split(' (')[0]} {v[-1]:.2f}s" for n, v in times.items()))
+                console.print(
+                    f"  round {r + 1}/{args.rounds}: "
+                    + ", ".join(f"{n.split(' (')[0]} {v[-1]:.2f}s" for n, v in times.items())
+                )
             if not args.no_server:
                 served = {"now": _served_runs(work, ask_env)}
                 if args.before:
@@ -251,12 +307,22 @@ def main(argv: list[str] | None = None) -> dict:
         for label, root in roots.items():
             target = work / f"cli-import-{label}"
             t = time.perf_counter()
-            subprocess.run([py, "-m", "graph", "memory", "import", str(data), "--bank", str(target)], cwd=work,
-                           env=_env(None, root), check=True, capture_output=True)
+            subprocess.run(
+                [py, "-m", "graph", "memory", "import", str(data), "--bank", str(target)],
+                cwd=work,
+                env=_env(None, root),
+                check=True,
+                capture_output=True,
+            )
             results["import_cli_s"][label] = time.perf_counter() - t
         base = statistics.median(times["import chromadb (baseline)"])
         results["cold"] = {
-            name: {"median_s": statistics.median(v), "min_s": min(v), "runs_s": v, "x_baseline": statistics.median(v) / base}
+            name: {
+                "median_s": statistics.median(v),
+                "min_s": min(v),
+                "runs_s": v,
+                "x_baseline": statistics.median(v) / base,
+            }
             for name, v in times.items()
         }
     finally:
@@ -272,13 +338,19 @@ def main(argv: list[str] | None = None) -> dict:
     console.print(
         f"import of {imp['cases']} cases ({imp['backend']} encoder {imp['encoder_per_s']:.0f}/s at batch 64): "
         f"embedded {imp['embedded_per_s']:.0f}/s ({imp['embedded_vs_encoder']:.0%})"
-        + (f", Chroma server {imp['server_per_s']:.0f}/s ({imp['server_vs_encoder']:.0%})" if "server_per_s" in imp else "")
+        + (
+            f", Chroma server {imp['server_per_s']:.0f}/s ({imp['server_vs_encoder']:.0%})"
+            if "server_per_s" in imp
+            else ""
+        )
     )
     if "served_runs_s" in results:
         for label, runs in results["served_runs_s"].items():
             console.print(f"langgraph dev, runs after start ({label}): " + ", ".join(f"{t:.2f} s" for t in runs or []))
-    console.print("`memento memory import` (cold, whole command): "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in results["import_cli_s"].items()))
+    console.print(
+        "`memento memory import` (cold, whole command): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in results["import_cli_s"].items())
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

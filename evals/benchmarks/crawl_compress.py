@@ -37,25 +37,73 @@ from mcp_servers.compress import approx_tokens, compress  # noqa: E402
 
 # (fact, lexical query, paraphrased query, words that distractors also use)
 FACTS = [
-    ("The lighthouse keeper of Skerry Point is Ada Quill.", "Who is the lighthouse keeper of Skerry Point?",
-     "Which person tends the coastal beacon?", ["lighthouse", "point", "keeper"]),
-    ("Annual membership costs 42 dollars, billed each January.", "How much does annual membership cost?",
-     "What is the yearly subscription price?", ["membership", "annual", "billed"]),
-    ("The old bridge was closed in 1987 after a flood damaged its pillars.", "When was the old bridge closed?",
-     "In what year did the crossing shut down after high water?", ["bridge", "flood", "closed"]),
-    ("Our head office moved to 12 Harbour Street in Leith.", "Where is the head office?",
-     "What is the company's current address?", ["office", "street", "moved"]),
-    ("The rye loaf needs 300 grams of rye flour and a pinch of salt.", "How much rye flour does the rye loaf need?",
-     "What quantity of grain powder is required for the bread?", ["flour", "loaf", "salt"]),
-    ("The telescope's primary mirror is 2.4 metres wide.", "How wide is the telescope mirror?",
-     "What is the diameter of the observatory's main optic?", ["telescope", "mirror", "wide"]),
+    (
+        "The lighthouse keeper of Skerry Point is Ada Quill.",
+        "Who is the lighthouse keeper of Skerry Point?",
+        "Which person tends the coastal beacon?",
+        ["lighthouse", "point", "keeper"],
+    ),
+    (
+        "Annual membership costs 42 dollars, billed each January.",
+        "How much does annual membership cost?",
+        "What is the yearly subscription price?",
+        ["membership", "annual", "billed"],
+    ),
+    (
+        "The old bridge was closed in 1987 after a flood damaged its pillars.",
+        "When was the old bridge closed?",
+        "In what year did the crossing shut down after high water?",
+        ["bridge", "flood", "closed"],
+    ),
+    (
+        "Our head office moved to 12 Harbour Street in Leith.",
+        "Where is the head office?",
+        "What is the company's current address?",
+        ["office", "street", "moved"],
+    ),
+    (
+        "The rye loaf needs 300 grams of rye flour and a pinch of salt.",
+        "How much rye flour does the rye loaf need?",
+        "What quantity of grain powder is required for the bread?",
+        ["flour", "loaf", "salt"],
+    ),
+    (
+        "The telescope's primary mirror is 2.4 metres wide.",
+        "How wide is the telescope mirror?",
+        "What is the diameter of the observatory's main optic?",
+        ["telescope", "mirror", "wide"],
+    ),
 ]
-TOPICS = ["gardening", "weather", "football", "cooking", "astronomy", "sailing", "chess", "poetry", "railways",
-          "beekeeping", "pottery", "cycling", "geology", "opera", "knitting", "falconry", "archery", "baking"]
-FILLER = ["The society met on the second Tuesday of the month.", "Volunteers kept careful notes in the ledger.",
-          "Visitors often asked about the history of the place.", "Several members wrote letters to the paper.",
-          "The archive holds photographs from many decades.", "A small exhibition opened in the town hall.",
-          "Records from that period are incomplete.", "The committee voted to publish a short guide."]
+TOPICS = [
+    "gardening",
+    "weather",
+    "football",
+    "cooking",
+    "astronomy",
+    "sailing",
+    "chess",
+    "poetry",
+    "railways",
+    "beekeeping",
+    "pottery",
+    "cycling",
+    "geology",
+    "opera",
+    "knitting",
+    "falconry",
+    "archery",
+    "baking",
+]
+FILLER = [
+    "The society met on the second Tuesday of the month.",
+    "Volunteers kept careful notes in the ledger.",
+    "Visitors often asked about the history of the place.",
+    "Several members wrote letters to the paper.",
+    "The archive holds photographs from many decades.",
+    "A small exhibition opened in the town hall.",
+    "Records from that period are incomplete.",
+    "The committee voted to publish a short guide.",
+]
 
 
 def make_page(fact: str, shared: list[str], position: int, rng: random.Random, sections: int = 20) -> str:
@@ -66,7 +114,9 @@ def make_page(fact: str, shared: list[str], position: int, rng: random.Random, s
         for _ in range(4):
             # Distractors mention the fact's words in other contexts, so matching is not trivial.
             sentence = " ".join(rng.sample(FILLER, 2))
-            extra = f" The {rng.choice(shared)} was discussed in connection with {topic}." if rng.random() < 0.35 else ""
+            extra = (
+                f" The {rng.choice(shared)} was discussed in connection with {topic}." if rng.random() < 0.35 else ""
+            )
             parts.append(f"{topic.title()} notes: {sentence}{extra}")
         if i == position:
             parts.append(fact)
@@ -78,9 +128,11 @@ def bench_compression(positions: int, budget: int, seed: int, console: Console) 
 
     embedder = get_embedder("minilm")
     rng = random.Random(seed)
-    methods = {"beginning (truncation)": lambda page, q: compress(page, "", budget),
-               "BM25": lambda page, q: compress(page, q, budget),
-               "BM25 + MiniLM (RRF)": lambda page, q: compress(page, q, budget, embedder=embedder)}
+    methods = {
+        "beginning (truncation)": lambda page, q: compress(page, "", budget),
+        "BM25": lambda page, q: compress(page, q, budget),
+        "BM25 + MiniLM (RRF)": lambda page, q: compress(page, q, budget, embedder=embedder),
+    }
     kept = {(m, style): 0 for m in methods for style in ("lexical", "paraphrase")}
     seconds = dict.fromkeys(methods, 0.0)
     ratios: list[float] = []
@@ -96,12 +148,18 @@ def bench_compression(positions: int, budget: int, seed: int, console: Console) 
                     seconds[name] += time.perf_counter() - started
                     kept[(name, style)] += fact in out
                     ratios.append(approx_tokens(page) / max(1, approx_tokens(out)))
-    table = Table(title=f"Fact kept after compression to {budget} tokens ({trials} pages, ~{approx_tokens(page)} tokens each)")
+    table = Table(
+        title=f"Fact kept after compression to {budget} tokens ({trials} pages, ~{approx_tokens(page)} tokens each)"
+    )
     for column in ("method", "lexical query", "paraphrased query", "ms / page"):
         table.add_column(column, justify="right" if column != "method" else "left")
     for name in methods:
-        table.add_row(name, f"{kept[(name, 'lexical')] / trials:.0%}", f"{kept[(name, 'paraphrase')] / trials:.0%}",
-                      f"{1000 * seconds[name] / (2 * trials):.1f}")
+        table.add_row(
+            name,
+            f"{kept[(name, 'lexical')] / trials:.0%}",
+            f"{kept[(name, 'paraphrase')] / trials:.0%}",
+            f"{1000 * seconds[name] / (2 * trials):.1f}",
+        )
     console.print(table)
     console.print(f"median compression ratio: {statistics.median(ratios):.1f}x")
 
@@ -128,8 +186,11 @@ async def bench_guard(fetches: int, console: Console) -> None:
     from mcp_servers.netguard import EgressPolicy
 
     rng = random.Random(0)
-    _Page.body = ("<html><head><title>Bench</title></head><body>"
-                  + make_page(*FACTS[0][:1], FACTS[0][3], 7, rng).replace("\n\n", "</p><p>") + "</body></html>").encode()
+    _Page.body = (
+        "<html><head><title>Bench</title></head><body>"
+        + make_page(*FACTS[0][:1], FACTS[0][3], 7, rng).replace("\n\n", "</p><p>")
+        + "</body></html>"
+    ).encode()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -137,7 +198,9 @@ async def bench_guard(fetches: int, console: Console) -> None:
 
     async def stock() -> None:
         config = CrawlerRunConfig(cache_mode=CacheMode.BYPASS, verbose=False)
-        async with AsyncWebCrawler(crawler_strategy=AsyncHTTPCrawlerStrategy(), config=BrowserConfig(verbose=False)) as crawler:
+        async with AsyncWebCrawler(
+            crawler_strategy=AsyncHTTPCrawlerStrategy(), config=BrowserConfig(verbose=False)
+        ) as crawler:
             result = await crawler.arun(url, config=config)
         assert result.success
 

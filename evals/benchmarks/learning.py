@@ -18,8 +18,12 @@ import argparse
 import os
 import time
 
-for _key, _value in {"ORT_DISABLE_TELEMETRY": "1", "ANONYMIZED_TELEMETRY": "False", "HF_HUB_OFFLINE": "1",
-                     "TRANSFORMERS_OFFLINE": "1"}.items():
+for _key, _value in {
+    "ORT_DISABLE_TELEMETRY": "1",
+    "ANONYMIZED_TELEMETRY": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}.items():
     os.environ.setdefault(_key, _value)
 
 from rich.console import Console  # noqa: E402
@@ -60,9 +64,17 @@ def main(argv: list[str] | None = None) -> dict:
             ungated=args.ungated,
         )
         return run_grid(spec, args.out if args.out != "results/sim" else "results/grid")
-    cfg = SimConfig(out_dir=args.out, families=args.families, per_family=args.per_family, iterations=args.iterations,
-                    modes=args.memory or ["none", "similarity", "learned"], k=args.k, seed=args.seed,
-                    test_fraction=args.test_fraction, plan_first=not args.no_plan)
+    cfg = SimConfig(
+        out_dir=args.out,
+        families=args.families,
+        per_family=args.per_family,
+        iterations=args.iterations,
+        modes=args.memory or ["none", "similarity", "learned"],
+        k=args.k,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        plan_first=not args.no_plan,
+    )
     started = time.perf_counter()
     summary = simulate(cfg)
     console = Console()

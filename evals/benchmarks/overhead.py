@@ -82,8 +82,13 @@ async def main_async(args: argparse.Namespace) -> dict:
     with ScriptedOpenAI() as server:
         _script(server)
         base = dict(
-            planner_model="planner", executor_model="executor", judge_model="judge", base_url=server.url,
-            bank_path=f"{work}/bank", experience_path=f"{work}/exp.sqlite", mcp_config="",
+            planner_model="planner",
+            executor_model="executor",
+            judge_model="judge",
+            base_url=server.url,
+            bank_path=f"{work}/bank",
+            experience_path=f"{work}/exp.sqlite",
+            mcp_config="",
         )
         no_memory = Context(**base, memory_mode="none", write_back=False)
         with_memory = Context(**base, memory_mode="similarity")
@@ -116,7 +121,9 @@ async def main_async(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=40, help="tasks per configuration")
-    parser.add_argument("--postgres", default=os.environ.get("MEMENTO_BENCH_POSTGRES", ""), help="Postgres URL to include")
+    parser.add_argument(
+        "--postgres", default=os.environ.get("MEMENTO_BENCH_POSTGRES", ""), help="Postgres URL to include"
+    )
     parser.add_argument("--out", default="", help="write the results as JSON here")
     args = parser.parse_args(argv)
     report = asyncio.run(main_async(args))
@@ -124,7 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     for col in ("configuration", "p50 ms", "p95 ms", "overhead p50 ms", "× baseline"):
         table.add_column(col, justify="left" if col == "configuration" else "right")
     for name, r in report["results"].items():
-        table.add_row(name, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['overhead_ms_p50']:.1f}", f"{r['ratio_vs_baseline']:.2f}")
+        table.add_row(
+            name,
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['overhead_ms_p50']:.1f}",
+            f"{r['ratio_vs_baseline']:.2f}",
+        )
     Console().print(table)
     if args.out:
         with open(args.out, "w") as fh:

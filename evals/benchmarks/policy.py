@@ -77,6 +77,7 @@ def report_with_threshold(y: np.ndarray, s: np.ndarray, t: float) -> dict[str, f
 
 def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str, float]:
     """Class-weighted L2 logistic regression on query embeddings; L2 strength picked on val AUC."""
+
     def rows(d: PolicyData):
         return torch.from_numpy(d.query_emb[d.q_index]), torch.from_numpy(d.target)
 
@@ -90,9 +91,10 @@ def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str
 
         def closure(lin=lin, opt=opt, l2=l2):
             opt.zero_grad()
-            loss = nn.functional.binary_cross_entropy_with_logits(
-                lin(x).squeeze(-1), y, pos_weight=torch.tensor(pw)
-            ) + l2 * lin.weight.pow(2).sum()
+            loss = (
+                nn.functional.binary_cross_entropy_with_logits(lin(x).squeeze(-1), y, pos_weight=torch.tensor(pw))
+                + l2 * lin.weight.pow(2).sum()
+            )
             loss.backward()
             return loss
 
@@ -171,8 +173,20 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
         for step in bar:
             model.train()
             idx = order[step * batch : (step + 1) * batch]
-            cases = tok([train_rows[i][0] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            queries = tok([train_rows[i][1] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            cases = tok(
+                [train_rows[i][0] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            queries = tok(
+                [train_rows[i][1] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             loss = nn.functional.cross_entropy(model(cases, queries), y[idx].long(), weight=weight)
             opt.zero_grad()
             loss.backward()
@@ -191,7 +205,17 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
 # -- cost per query ------------------------------------------------------------------------------
 
 
-def time_costs(selector: Selector, orig: OriginalScorer, tok, test: PolicyData, case_text, *, n_queries: int, n_cand: int, max_length: int):
+def time_costs(
+    selector: Selector,
+    orig: OriginalScorer,
+    tok,
+    test: PolicyData,
+    case_text,
+    *,
+    n_queries: int,
+    n_cand: int,
+    max_length: int,
+):
     """Median seconds per query: policy (encode query + score cached candidates) vs original."""
     embedder = get_embedder("minilm")
     rng = np.random.default_rng(0)
@@ -199,7 +223,12 @@ def time_costs(selector: Selector, orig: OriginalScorer, tok, test: PolicyData, 
     ours, theirs, head = [], [], []
     for qi in queries:
         rows = rng.choice(len(test), size=n_cand, replace=False)
-        hits = [ScoredCase(Case(question=case_text[r], label="positive", reward=1.0), float(test.features[r, 0]), test.case_emb[r]) for r in rows]
+        hits = [
+            ScoredCase(
+                Case(question=case_text[r], label="positive", reward=1.0), float(test.features[r, 0]), test.case_emb[r]
+            )
+            for r in rows
+        ]
         qtext = test.queries[qi]
         cases = [case_text[r] for r in rows]
         t0 = time.perf_counter()
@@ -229,7 +258,11 @@ def time_costs(selector: Selector, orig: OriginalScorer, tok, test: PolicyData, 
 
 
 def fmt(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    return (
+        "—"
+        if v is None or (isinstance(v, float) and not math.isfinite(v))
+        else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -322,7 +355,9 @@ def main(argv: list[str] | None = None) -> dict:
             repeats["policy"].append(roc_auc(te.target, predict(rr.model, te)))
             repeats["query-only"].append(query_only(tr, va, te)["auc"])
 
-    table = Table(title=f"Case scoring on {Path(args.data).name}: test split ({test.n_queries} queries, {len(test)} rows), seed {args.seed}")
+    table = Table(
+        title=f"Case scoring on {Path(args.data).name}: test split ({test.n_queries} queries, {len(test)} rows), seed {args.seed}"
+    )
     table.add_column("scorer")
     for col in ("AUC", "accuracy", "F1", "Brier", "ECE"):
         table.add_column(col, justify="right")
@@ -335,13 +370,23 @@ def main(argv: list[str] | None = None) -> dict:
             extra = [f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else "—"]
         table.add_row(name, *(fmt(m[k]) for k in ("auc", "accuracy", "f1", "brier", "ece")), *extra)
     console.print(table)
-    console.print("similarity: accuracy/F1 at the validation-chosen threshold; Brier/ECE undefined (not a probability).")
+    console.print(
+        "similarity: accuracy/F1 at the validation-chosen threshold; Brier/ECE undefined (not a probability)."
+    )
     if cost:
         ct = Table(title="Scoring cost per query, 32 candidates (median, same process)")
-        for col in ("policy: 1 query encoding + MLP on cached vectors", "(MLP alone)", "original: 32 (query, case) pairs through MiniLM", "ratio"):
+        for col in (
+            "policy: 1 query encoding + MLP on cached vectors",
+            "(MLP alone)",
+            "original: 32 (query, case) pairs through MiniLM",
+            "ratio",
+        ):
             ct.add_column(col, justify="right")
         ct.add_row(
-            f"{cost['policy_ms']:.1f} ms", f"{cost['policy_head_only_ms']:.2f} ms", f"{cost['original_ms']:.1f} ms", f"{cost['ratio']:.1f}x"
+            f"{cost['policy_ms']:.1f} ms",
+            f"{cost['policy_head_only_ms']:.2f} ms",
+            f"{cost['original_ms']:.1f} ms",
+            f"{cost['ratio']:.1f}x",
         )
         console.print(ct)
 

@@ -37,10 +37,28 @@ from rich.table import Table
 
 console = Console()
 
-ATTRS = ["capital", "population", "founder", "currency", "highest point", "official language", "area",
-         "head coach", "birthplace", "publisher", "director", "main export", "mayor", "oldest building"]
-TEMPLATES = ["What is the {a} of {e}?", "Who was the {a} of {e} in {y}?", "Which {a} did {e} have before {y}?",
-             "How was the {a} of {e} chosen in {y}?"]
+ATTRS = [
+    "capital",
+    "population",
+    "founder",
+    "currency",
+    "highest point",
+    "official language",
+    "area",
+    "head coach",
+    "birthplace",
+    "publisher",
+    "director",
+    "main export",
+    "mayor",
+    "oldest building",
+]
+TEMPLATES = [
+    "What is the {a} of {e}?",
+    "Who was the {a} of {e} in {y}?",
+    "Which {a} did {e} have before {y}?",
+    "How was the {a} of {e} chosen in {y}?",
+]
 SYLLABLES = ["ka", "lo", "vin", "dor", "ma", "rel", "sta", "bri", "gon", "ul", "te", "nash", "pi", "rok", "zen", "fa"]
 
 
@@ -72,7 +90,9 @@ def baseline_search(embedder, query: str, case_texts: list[str], k: int = 8) -> 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="Bank sizes (comma-separated).")
-    parser.add_argument("--baseline-sizes", default="1000,10000", help="Sizes at which to run the slow original method.")
+    parser.add_argument(
+        "--baseline-sizes", default="1000,10000", help="Sizes at which to run the slow original method."
+    )
     parser.add_argument("--queries", type=int, default=60, help="Queries per size for the bank.")
     parser.add_argument("--baseline-queries", type=int, default=3, help="Queries per size for the original method.")
     parser.add_argument("--unique", type=int, default=3000, help="Unique synthetic questions encoded with MiniLM.")
@@ -156,7 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
             row["original_reembed"] = percentiles(base)
             row["speedup_p50"] = row["original_reembed"]["p50_ms"] / row["ours"]["p50_ms"]
         results["sizes"][str(size)] = row
-        console.print(f"  ours p50 {row['ours']['p50_ms']:.1f} ms, embedding pass p50 {row['query_embedding']['p50_ms']:.1f} ms")
+        console.print(
+            f"  ours p50 {row['ours']['p50_ms']:.1f} ms, embedding pass p50 {row['query_embedding']['p50_ms']:.1f} ms"
+        )
     results["bulk_insert_precomputed_per_s"] = built / insert_time if insert_time else None
 
     memory_jsonl = Path(args.memory_jsonl)
@@ -167,27 +189,44 @@ def main(argv: list[str] | None = None) -> dict:
         report = import_jsonl(fresh, memory_jsonl)
         dt = time.perf_counter() - t
         results["import_memory_jsonl"] = {
-            "rows": report.rows, "cases": report.written, "errors": len(report.errors),
-            "seconds": dt, "cases_per_s": report.written / dt,
+            "rows": report.rows,
+            "cases": report.written,
+            "errors": len(report.errors),
+            "seconds": dt,
+            "cases_per_s": report.written / dt,
         }
     else:
         console.print(f"[yellow]skipping the memory.jsonl import: no file at {memory_jsonl}")
 
     table = Table(title=f"Case retrieval latency (query embedding + search), top-{args.k}")
-    for col in ("cases", "ours p50", "ours p95", "1 embedding pass p50", "ours / embedding", "original p50", "speed-up"):
+    for col in (
+        "cases",
+        "ours p50",
+        "ours p95",
+        "1 embedding pass p50",
+        "ours / embedding",
+        "original p50",
+        "speed-up",
+    ):
         table.add_column(col, justify="right")
     for size, row in results["sizes"].items():
         orig = row.get("original_reembed")
         table.add_row(
-            f"{int(size):,}", f"{row['ours']['p50_ms']:.1f} ms", f"{row['ours']['p95_ms']:.1f} ms",
-            f"{row['query_embedding']['p50_ms']:.1f} ms", f"{row['ours_vs_embedding_p50']:.2f}x",
-            f"{orig['p50_ms']:.0f} ms" if orig else "-", f"{row['speedup_p50']:.0f}x" if orig else "-",
+            f"{int(size):,}",
+            f"{row['ours']['p50_ms']:.1f} ms",
+            f"{row['ours']['p95_ms']:.1f} ms",
+            f"{row['query_embedding']['p50_ms']:.1f} ms",
+            f"{row['ours_vs_embedding_p50']:.2f}x",
+            f"{orig['p50_ms']:.0f} ms" if orig else "-",
+            f"{row['speedup_p50']:.0f}x" if orig else "-",
         )
     console.print(table)
     console.print(f"bulk insert (precomputed vectors): {results['bulk_insert_precomputed_per_s']:.0f} cases/s")
     if "import_memory_jsonl" in results:
         imp = results["import_memory_jsonl"]
-        console.print(f"import of memory.jsonl: {imp['cases']} cases in {imp['seconds']:.1f} s ({imp['cases_per_s']:.0f}/s, with MiniLM)")
+        console.print(
+            f"import of memory.jsonl: {imp['cases']} cases in {imp['seconds']:.1f} s ({imp['cases_per_s']:.0f}/s, with MiniLM)"
+        )
     console.print(f"[dim]{results['vectors']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,16 @@ def measure(data_dir: Path, seed: int = 0) -> dict:
     """Nearest-case similarities of related, unrelated and identical questions, and the floor."""
     from memory.embeddings import get_embedder
 
-    cases = [json.loads(line)["case"] for line in (data_dir / "memory.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    questions = [json.loads(line)["question"] for line in (data_dir / "deepresearcher.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    cases = [
+        json.loads(line)["case"]
+        for line in (data_dir / "memory.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    questions = [
+        json.loads(line)["question"]
+        for line in (data_dir / "deepresearcher.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     embedder = get_embedder("minilm")
     case_vecs = np.asarray(embedder.embed(cases), dtype=np.float32)
     query_vecs = np.asarray(embedder.embed(questions), dtype=np.float32)
@@ -114,7 +122,11 @@ def measure(data_dir: Path, seed: int = 0) -> dict:
         "related_nearest": {"n": len(related), **_pct(related, (5, 10, 25, 50))},
         "other_nearest": {"n": len(other_nearest), **_pct(other_nearest, (5, 25, 50, 75))},
         "random_pairs": {"n": len(random_pairs), **_pct(random_pairs, (50, 90, 95, 99))},
-        "off_domain_nearest": {"n": len(OFF_DOMAIN), **_pct(probe_best, (50, 90, 95)), "max": round(float(probe_best.max()), 3)},
+        "off_domain_nearest": {
+            "n": len(OFF_DOMAIN),
+            **_pct(probe_best, (50, 90, 95)),
+            "max": round(float(probe_best.max()), 3),
+        },
         "suggested_floor": floor,
         "related_kept": round(float((related >= floor).mean()), 3) if len(related) else None,
         "all_nearest_kept": round(float((best >= floor).mean()), 3),

@@ -94,14 +94,18 @@ def run_grid(spec: GridSpec, out_dir: str | Path, *, embedder: Any = None, progr
     return table
 
 
-def _summarise(fam: int, pen: float, wrong: float, per_mode: dict[str, list[dict[int, dict[str, bool]]]], passes: int) -> dict[str, Any]:
+def _summarise(
+    fam: int, pen: float, wrong: float, per_mode: dict[str, list[dict[int, dict[str, bool]]]], passes: int
+) -> dict[str, Any]:
     def vec(mode: str, it: int) -> np.ndarray:
         return np.array([float(v) for run in per_mode[mode] for v in (run[it][t] for t in sorted(run[it]))])
 
     acc = {m: [float(vec(m, it).mean()) for it in range(1, passes + 1)] for m in per_mode}
     last = passes
     row: dict[str, Any] = {"families": fam, "penalty": pen, "wrong_label": wrong, "accuracy": acc}
-    row["gap_closed"] = {m: gap_closed(acc[m][-1], acc["none"][-1], acc["oracle"][-1]) for m in per_mode if m != "oracle"}
+    row["gap_closed"] = {
+        m: gap_closed(acc[m][-1], acc["none"][-1], acc["oracle"][-1]) for m in per_mode if m != "oracle"
+    }
     row["learned_minus_similarity"] = paired_interval(vec("learned", last), vec("similarity", last))
     row["learned_minus_none_pass1"] = paired_interval(vec("learned", 1), vec("none", 1))
     row["similarity_minus_none_pass1"] = paired_interval(vec("similarity", 1), vec("none", 1))
@@ -145,7 +149,13 @@ def plot_grid(table: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.8))
     colors = {"similarity": "#1f77b4", "learned": "#d62728", "learned_ungated": "#ff9896"}
     for i, m in enumerate(modes):
-        ax.bar(x + (i - (len(modes) - 1) / 2) * width, [r["gap_closed"][m] for r in rows], width, label=m, color=colors.get(m))
+        ax.bar(
+            x + (i - (len(modes) - 1) / 2) * width,
+            [r["gap_closed"][m] for r in rows],
+            width,
+            label=m,
+            color=colors.get(m),
+        )
     ax.axhline(1.0, color="#2ca02c", linestyle="--", linewidth=1, label="oracle")
     ax.axhline(0.0, color="#7f7f7f", linewidth=0.8)
     ax.set_xticks(x, [f"F{r['families']} p{r['penalty']:.2f}\nw{r['wrong_label']:.1f}" for r in rows], fontsize=8)

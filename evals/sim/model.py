@@ -189,7 +189,9 @@ class SimLLM:
                     "correct": correct,
                     "same_family_positive": sum(1 for f, lab, _ in shown if f == task.family and lab == "positive"),
                     "other_family": sum(1 for f, _, _ in shown if f != task.family),
-                    "mislabelled": sum(1 for f, lab, right in shown if f == task.family and lab == "positive" and not right),
+                    "mislabelled": sum(
+                        1 for f, lab, right in shown if f == task.family and lab == "positive" and not right
+                    ),
                 }
             )
         return final(task.answer if correct else wrong_answer(task.answer))
@@ -219,7 +221,9 @@ class SimLLM:
             return json.dumps({"rationale": "unreadable judge prompt"})
         answers = split_answers(refs["r"].split(" | "))
         ok = bool(exact_match(pred["a"].strip(), answers))
-        passed = lenient_verdict(self.seed, question["q"].strip() if question else "", attempt, ok, self.params.wrong_label)
+        passed = lenient_verdict(
+            self.seed, question["q"].strip() if question else "", attempt, ok, self.params.wrong_label
+        )
         return verdict(passed, "matches a reference answer" if ok else "differs from every reference answer")
 
     def _self_judge(self, question: str, answer: str) -> str:

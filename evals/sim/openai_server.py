@@ -108,8 +108,19 @@ class ScriptedOpenAI:
                 if self.path.endswith("/embeddings"):
                     inputs = body.get("input")
                     inputs = [inputs] if isinstance(inputs, str) else inputs
-                    data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t)} for i, t in enumerate(inputs)]
-                    self._send(200, {"object": "list", "data": data, "model": body.get("model"), "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+                    data = [
+                        {"object": "embedding", "index": i, "embedding": fake_embedding(t)}
+                        for i, t in enumerate(inputs)
+                    ]
+                    self._send(
+                        200,
+                        {
+                            "object": "list",
+                            "data": data,
+                            "model": body.get("model"),
+                            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+                        },
+                    )
                     return
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -126,7 +137,11 @@ class ScriptedOpenAI:
                 if isinstance(reply, dict) and "__error__" in reply:
                     self._send(reply["__error__"], {"error": {"message": reply["message"], "type": "scripted"}})
                     return
-                message = {"role": "assistant", "content": reply} if isinstance(reply, str) else {"role": "assistant", **reply}
+                message = (
+                    {"role": "assistant", "content": reply}
+                    if isinstance(reply, str)
+                    else {"role": "assistant", **reply}
+                )
                 if body.get("stream"):
                     self._stream(body, message)
                 else:
@@ -144,13 +159,27 @@ class ScriptedOpenAI:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                base = {"id": f"chatcmpl-{next(_ids)}", "object": "chat.completion.chunk", "created": int(time.time()), "model": body.get("model")}
+                base = {
+                    "id": f"chatcmpl-{next(_ids)}",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": body.get("model"),
+                }
                 delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
                 if message.get("tool_calls"):
                     delta["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(message["tool_calls"])]
                 chunks = [
                     {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}]},
+                    {
+                        **base,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {},
+                                "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                            }
+                        ],
+                    },
                 ]
                 for chunk in chunks:
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
@@ -208,7 +237,9 @@ class ScriptedOpenAI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}
+            ],
             "usage": {
                 "prompt_tokens": prompt_chars // 4,
                 "completion_tokens": completion_chars // 4,

@@ -61,8 +61,17 @@ async def asimulate(cfg: SimConfig) -> dict[str, Any]:
     os.environ.setdefault(SIM_KEY_ENV, "sim")
     with ScriptedOpenAI() as server:
         judge_accuracy = 1.0 if cfg.self_judge_accuracy is None else cfg.self_judge_accuracy
-        sims = {mode: SimLLM(tasks, seed=cfg.seed, params=cfg.params, suffix=mode, plan_first=cfg.plan_first,
-                             judge_accuracy=judge_accuracy).install(server) for mode in cfg.modes}
+        sims = {
+            mode: SimLLM(
+                tasks,
+                seed=cfg.seed,
+                params=cfg.params,
+                suffix=mode,
+                plan_first=cfg.plan_first,
+                judge_accuracy=judge_accuracy,
+            ).install(server)
+            for mode in cfg.modes
+        }
         # One EvalConfig per mode: each mode's models are its own simulator instance.
         records: list[dict[str, Any]] = []
         for mode in cfg.modes:
@@ -140,7 +149,9 @@ def fallback_notes(records: list[dict[str, Any]]) -> list[str]:
             passes.setdefault(int(r["iteration"]), set()).add(str(r.get("selector")))
     for it, selectors in sorted(passes.items()):
         if "learned" not in selectors:
-            notes.append(f"learned pass {it} ran with selector(s) {sorted(selectors)}: no usable policy, similarity fallback")
+            notes.append(
+                f"learned pass {it} ran with selector(s) {sorted(selectors)}: no usable policy, similarity fallback"
+            )
     return notes
 
 
@@ -150,7 +161,6 @@ def mode_labels(records: list[dict[str, Any]]) -> dict[str, str]:
     if learned and "learned" not in learned:
         return {"learned": "learned (fell back to similarity)"}
     return {}
-
 
 
 def check_sim_settings(cfg: SimConfig) -> None:
@@ -163,8 +173,15 @@ def check_sim_settings(cfg: SimConfig) -> None:
 
     """
     path = Path(cfg.out_dir) / "sim_config.json"
-    now = {"families": cfg.families, "per_family": cfg.per_family, "k": cfg.k, "seed": cfg.seed,
-           "test_fraction": cfg.test_fraction, "params": asdict(cfg.params), "plan_first": cfg.plan_first}
+    now = {
+        "families": cfg.families,
+        "per_family": cfg.per_family,
+        "k": cfg.k,
+        "seed": cfg.seed,
+        "test_fraction": cfg.test_fraction,
+        "params": asdict(cfg.params),
+        "plan_first": cfg.plan_first,
+    }
     if cfg.self_judge_accuracy is not None:
         now["self_judge_accuracy"] = cfg.self_judge_accuracy
     if path.exists():

@@ -85,7 +85,9 @@ def run_stream(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     bank: dict[str, _StoredCase] = {}
     order: list[str] = []
-    learner = BanditLearner(bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate, **(learner_options or {}))
+    learner = BanditLearner(
+        bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate, **(learner_options or {})
+    )
     rng = np.random.default_rng(seed)
     result = StreamResult(mode)
     for it in range(1, passes + 1):

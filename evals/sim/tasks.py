@@ -91,6 +91,8 @@ def generate_tasks(families: int = 10, per_family: int = 12, seed: int = 0) -> l
         for j, item in enumerate(sorted(items)):
             context = rng.choice(CONTEXTS)
             question = f"{context} {CLAUSES[f]} {item}?"
-            tasks.append(SimTask(task_id=f"sim-{name}-{j:03d}", family=name, question=question, answer=_answer(name, item)))
+            tasks.append(
+                SimTask(task_id=f"sim-{name}-{j:03d}", family=name, question=question, answer=_answer(name, item))
+            )
     rng.shuffle(tasks)
     return tasks

@@ -277,7 +277,9 @@ class CaseValueModel:
         row = np.zeros(lay["static"].start, np.float32)
         row[0] = 1.0
         if self.dims:
-            row[lay["trend"]] = self._z(np.asarray(query_embedding, np.float32).reshape(1, -1))[0] / math.sqrt(self.dims)
+            row[lay["trend"]] = self._z(np.asarray(query_embedding, np.float32).reshape(1, -1))[0] / math.sqrt(
+                self.dims
+            )
         j = self.query_index.get(query_key or "")
         if j is not None:
             row[lay["query"].start + j] = 1.0
@@ -292,9 +294,13 @@ class CaseValueModel:
         if not logs:
             self.__init__(c)
             return self
-        vecs = [r.query_embedding for r in logs] + [cand.embedding for r in logs for cand, s in zip(r.candidates, r.shown, strict=True) if s]
+        vecs = [r.query_embedding for r in logs] + [
+            cand.embedding for r in logs for cand, s in zip(r.candidates, r.shown, strict=True) if s
+        ]
         self.mean_vec, self.components, self.scale = _whiten_basis(np.stack(vecs).astype(np.float32), c.dims, c.seed)
-        shows: Counter[str] = Counter(cand.case_id for r in logs for cand, s in zip(r.candidates, r.shown, strict=True) if s)
+        shows: Counter[str] = Counter(
+            cand.case_id for r in logs for cand, s in zip(r.candidates, r.shown, strict=True) if s
+        )
         frequent = [cid for cid, n in shows.most_common(c.max_cases) if n >= c.min_shows]
         self.case_index = {cid: i for i, cid in enumerate(sorted(frequent))}
         asked: Counter[str] = Counter(r.query_key for r in logs)
@@ -337,7 +343,9 @@ class CaseValueModel:
         return fill_pair_history(self.pair_counts, query, candidates)
 
     # ----- prediction and selection ---------------------------------------------------------------
-    def effects(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]) -> tuple[np.ndarray, np.ndarray]:
+    def effects(
+        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted change in success from showing each candidate.
 
         Returns:
@@ -399,7 +407,9 @@ class CaseValueModel:
         return Selection(shown, counts / len(sets), slate, mean, order, member,
                          [(st, c / len(sets)) for st, c in sorted(dist.items())])  # fmt: skip
 
-    def slate_probability(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int) -> float:
+    def slate_probability(
+        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int
+    ) -> float:
         """Probability that this model's exploring policy shows exactly ``shown`` (for off-policy evaluation)."""
         _, draws = self.effects(query_embedding, candidates)
         target = tuple(sorted(np.flatnonzero(shown).tolist()))
@@ -422,7 +432,9 @@ class CaseValueModel:
             "offset": self.offset,
             "n_rows": self.n_rows,
             "pair_keys": list(self.pair_counts),
-            "pair_values": torch.tensor([list(v) for v in self.pair_counts.values()], dtype=torch.float32).reshape(-1, 2),
+            "pair_values": torch.tensor([list(v) for v in self.pair_counts.values()], dtype=torch.float32).reshape(
+                -1, 2
+            ),
         }
 
     @classmethod
@@ -487,7 +499,13 @@ class SimilarityPolicy:
         return list(candidates)
 
     def select(
-        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], k: int, rng: np.random.Generator, *, explore: bool = True
+        self,
+        query_embedding: np.ndarray,
+        candidates: Sequence[CandidateCase],
+        k: int,
+        rng: np.random.Generator,
+        *,
+        explore: bool = True,
     ) -> Selection:
         """The top K (propensity 1 each; the set has probability 1)."""
         chosen = self._top(candidates, k)
@@ -496,7 +514,9 @@ class SimilarityPolicy:
         sims = np.array([c.similarity for c in candidates], np.float32)
         return Selection(shown, shown.astype(float), 1.0, sims, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)])
 
-    def slate_probability(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int) -> float:
+    def slate_probability(
+        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int
+    ) -> float:
         """1 when ``shown`` is the top K, else 0."""
         return float(set(np.flatnonzero(shown).tolist()) == set(self._top(candidates, k).tolist()))
 

@@ -126,7 +126,9 @@ def hit_candidates(hits: Sequence[Any]) -> list[CandidateCase]:
     out = []
     for h in hits:
         source = getattr(h.case, "reward_source", None)
-        out.append(CandidateCase(h.case.id, np.asarray(h.embedding, np.float32), float(h.similarity), h.case.label, source))
+        out.append(
+            CandidateCase(h.case.id, np.asarray(h.embedding, np.float32), float(h.similarity), h.case.label, source)
+        )
     return out
 
 
@@ -135,7 +137,13 @@ class BanditSelector:
 
     name = "learned"
 
-    def __init__(self, model: CaseValueModel, version: str, canary: CaseValueModel | None = None, canary_share: float = DEFAULT_CANARY):
+    def __init__(
+        self,
+        model: CaseValueModel,
+        version: str,
+        canary: CaseValueModel | None = None,
+        canary_share: float = DEFAULT_CANARY,
+    ):
         """Wrap loaded models."""
         self.model = model
         self.version = version
@@ -172,7 +180,9 @@ class BanditSelector:
         """
         return (self.canary or self.model).with_history(query, candidates)
 
-    def select(self, query_embedding: np.ndarray, hits: Sequence[Any], k: int, rng: np.random.Generator) -> BanditChoice:
+    def select(
+        self, query_embedding: np.ndarray, hits: Sequence[Any], k: int, rng: np.random.Generator
+    ) -> BanditChoice:
         """Choose among the hits; propensities are exact for the incumbent/canary mixture."""
         return self.select_candidates(query_embedding, hit_candidates(hits), k, rng)
 

@@ -126,7 +126,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "written by `memento policy train` are accepted; retrain to replace it."
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise PolicyCheckpointError(f"{p} is not a Memento policy checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
+        raise PolicyCheckpointError(
+            f"{p} is not a Memento policy checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})"
+        )
     fv = payload.get("format_version")
     if not isinstance(fv, int) or fv > FORMAT_VERSION:
         raise PolicyCheckpointError(
@@ -167,7 +169,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedPolicy:
         tokenizer = None
         if config["variant"] == "finetune":
             tokenizer, encoder = load_backbone(weights=False)
-            model: CaseScorer | FinetuneScorer = FinetuneScorer(encoder, head, max_length=int(config.get("max_length", 64)))
+            model: CaseScorer | FinetuneScorer = FinetuneScorer(
+                encoder, head, max_length=int(config.get("max_length", 64))
+            )
         else:
             model = head
         model.load_state_dict(payload["state_dict"], strict=True)

@@ -27,7 +27,9 @@ ExperienceOpt = Annotated[
 ]
 TrainingDataOpt = Annotated[
     Path | None,
-    typer.Option("--training-data", help="Original Memento training_data.jsonl (query, case, case_label, plan, truth_label)."),
+    typer.Option(
+        "--training-data", help="Original Memento training_data.jsonl (query, case, case_label, plan, truth_label)."
+    ),
 ]
 BankOpt = Annotated[
     Path | None, typer.Option("--bank", help="Case bank folder: experience rows use its stored case embeddings.")
@@ -87,7 +89,9 @@ def train(
     out: Annotated[
         Path, typer.Option("--out", envvar="MEMENTO_POLICY_PATH", help="Checkpoint to write (atomically).")
     ] = Path(DEFAULT_POLICY_PATH),
-    variant: Annotated[str, typer.Option(help="head (cached embeddings) or finetune (also tunes the query encoder).")] = "head",
+    variant: Annotated[
+        str, typer.Option(help="head (cached embeddings) or finetune (also tunes the query encoder).")
+    ] = "head",
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     seed: int = 0,
     val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="Share of queries held out.")] = 0.2,
@@ -101,7 +105,13 @@ def train(
 
     try:
         cfg = TrainConfig(
-            variant=variant, epochs=epochs, seed=seed, val_fraction=val_fraction, batch_size=batch_size, lr=lr, patience=patience
+            variant=variant,
+            epochs=epochs,
+            seed=seed,
+            val_fraction=val_fraction,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
         )
         data = _load_data(experience, training_data, bank, namespace)
         console.print(f"{len(data)} rows, {data.n_queries} queries, {int(data.is_null.sum())} no-case rows")
@@ -200,7 +210,9 @@ def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespac
         return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]" if all(math.isfinite(x) for x in d) else "—"
 
     for name, row in rows.items():
-        table.add_row(name, _fmt(row["estimate"]), f"{row['ess']:.0f}", diff(row["vs_similarity"]), diff(row["vs_prior"]))
+        table.add_row(
+            name, _fmt(row["estimate"]), f"{row['ess']:.0f}", diff(row["vs_similarity"]), diff(row["vs_prior"])
+        )
     table.add_row(f"similarity top-{k}", _fmt(first["similarity"]), f"{first['similarity_ess']:.0f}", "", "")
     table.add_row("prior", _fmt(first["prior"]), f"{first['prior_ess']:.0f}", "", "")
     console.print(table)
@@ -208,21 +220,26 @@ def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespac
                   "estimator the promotion gate uses; retrievals logged without one are skipped). Effective n: how many "
                   "logged retrievals the estimate effectively rests on; a small one means a rough estimate.")  # fmt: skip
     if json_out is not None:
-        plain = {n: {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in r.items()} for n, r in rows.items()}
+        plain = {
+            n: {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in r.items()}
+            for n, r in rows.items()
+        }
         json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "k": k, "confidence": confidence, "policies": plain}, indent=2,
                                        default=lambda x: None))  # fmt: skip
 
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[
-        Path, typer.Argument(envvar="MEMENTO_POLICY_PATH", help="Policy checkpoint.")
-    ] = Path(DEFAULT_POLICY_PATH),
+    checkpoint: Annotated[Path, typer.Argument(envvar="MEMENTO_POLICY_PATH", help="Policy checkpoint.")] = Path(
+        DEFAULT_POLICY_PATH
+    ),
     experience: ExperienceOpt = None,
     training_data: TrainingDataOpt = None,
     bank: BankOpt = None,
     namespace: NamespaceOpt = None,
-    k: Annotated[int, typer.Option("--k", min=1, help="Cases shown at most (case-value bandit: as the graph's k).")] = 4,
+    k: Annotated[
+        int, typer.Option("--k", min=1, help="Cases shown at most (case-value bandit: as the graph's k).")
+    ] = 4,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Level of the bandit's intervals.")] = 0.8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics as JSON here.")] = None,
 ) -> None:
@@ -253,15 +270,19 @@ def eval_(
     rows = {f"policy {loaded.version}": policy, "similarity": similarity}
     console.print(metrics_table(f"{checkpoint}: {data.n_queries} queries", rows))
     if json_out is not None:
-        plain = {k: {m: finite_or_none(v) if isinstance(v, float) else v for m, v in r.items()} for k, r in rows.items()}
-        json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "version": loaded.version, "metrics": plain}, indent=2))
+        plain = {
+            k: {m: finite_or_none(v) if isinstance(v, float) else v for m, v in r.items()} for k, r in rows.items()
+        }
+        json_out.write_text(
+            json.dumps({"checkpoint": str(checkpoint), "version": loaded.version, "metrics": plain}, indent=2)
+        )
 
 
 @app.command()
 def info(
-    checkpoint: Annotated[
-        Path, typer.Argument(envvar="MEMENTO_POLICY_PATH", help="Policy checkpoint.")
-    ] = Path(DEFAULT_POLICY_PATH),
+    checkpoint: Annotated[Path, typer.Argument(envvar="MEMENTO_POLICY_PATH", help="Policy checkpoint.")] = Path(
+        DEFAULT_POLICY_PATH
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw metadata as JSON.")] = False,
 ) -> None:
     """Show a checkpoint: the bandit's version, rows and last decisions, or an MLP scorer's metrics."""

@@ -117,7 +117,12 @@ class PolicyData:
         for i in range(len(self)):
             h.update(
                 json.dumps(
-                    [self.queries[self.q_index[i]], self.case_ids[i], float(self.target[i]), round(float(self.weight[i]), 6)]
+                    [
+                        self.queries[self.q_index[i]],
+                        self.case_ids[i],
+                        float(self.target[i]),
+                        round(float(self.weight[i]), 6),
+                    ]
                 ).encode()
             )
         return h.hexdigest()
@@ -208,7 +213,9 @@ def read_training_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 raise PolicyDataError(f"{where}: expected an object, got {type(row).__name__}")
             missing = [k for k in ("query", "case", "truth_label") if k not in row]
             if missing:
-                raise PolicyDataError(f"{where}: missing field(s) {missing} (expected query, case, case_label, plan, truth_label)")
+                raise PolicyDataError(
+                    f"{where}: missing field(s) {missing} (expected query, case, case_label, plan, truth_label)"
+                )
             if not str(row["query"]).strip() or not str(row["case"]).strip():
                 raise PolicyDataError(f"{where}: empty query or case")
             row["truth_label"] = _as_bool(row["truth_label"], where)
@@ -313,7 +320,13 @@ def from_experience(
         cands = list(rec.get("candidates") or [])
         feats = features_for_candidates(cands)
         shown = [(c, feats[i]) for i, c in enumerate(cands) if c.get("shown")]
-        planned.append((rec, [c for c, _ in shown], np.stack([f for _, f in shown]) if shown else np.zeros((0, N_FEATURES), np.float32)))
+        planned.append(
+            (
+                rec,
+                [c for c, _ in shown],
+                np.stack([f for _, f in shown]) if shown else np.zeros((0, N_FEATURES), np.float32),
+            )
+        )
         for c, _ in shown:
             need_ids.setdefault(rec.get("namespace") or "default", set()).add(str(c["case_id"]))
     stored: dict[tuple[str, str], np.ndarray] = {}
@@ -394,7 +407,12 @@ def from_experience(
 
 
 def load_experience(
-    path: str | os.PathLike[str], embedder: Embedder, *, bank: Any = None, namespace: str | None = None, ips_clip: float = 10.0
+    path: str | os.PathLike[str],
+    embedder: Embedder,
+    *,
+    bank: Any = None,
+    namespace: str | None = None,
+    ips_clip: float = 10.0,
 ) -> PolicyData:
     """Read judged retrievals from an experience log file and build `PolicyData`."""
     from memory.experience import ExperienceLog

@@ -184,12 +184,16 @@ class BanditLearner:
         """The candidates with every earlier outcome of this question per case (exact, up to now)."""
         return fill_pair_history(self._pairs, query, candidates)
 
-    def select(self, query_embedding: np.ndarray, candidates: list[CandidateCase], rng: np.random.Generator) -> Selection:
+    def select(
+        self, query_embedding: np.ndarray, candidates: list[CandidateCase], rng: np.random.Generator
+    ) -> Selection:
         """The incumbent's exploring choice, or the canary's, with exact propensities of the mixture.
 
         Pass candidates through `with_history` first, and log those (the features as selected).
         """
-        return select_mixture(self.model, self.challenger, self.challenger_share, query_embedding, candidates, self.k, rng)
+        return select_mixture(
+            self.model, self.challenger, self.challenger_share, query_embedding, candidates, self.k, rng
+        )
 
     def observe(self, record: LoggedRetrieval) -> Decision | None:
         """Log an outcome; refit (and maybe promote) when due. Returns the decision if one was made."""
@@ -217,7 +221,9 @@ class BanditLearner:
             def incumbent(r: LoggedRetrieval) -> float:
                 # The incumbent is unchanged until a promotion: replay each retrieval once.
                 if id(r) not in cache:
-                    cache[id(r)] = np.array([incumbent_model.slate_probability(r.query_embedding, r.candidates, r.shown, k)])
+                    cache[id(r)] = np.array(
+                        [incumbent_model.slate_probability(r.query_embedding, r.candidates, r.shown, k)]
+                    )
                 return float(cache[id(r)][0])
 
             verdict = gate_decision(self.logs, candidate, incumbent_model, k, confidence=self.confidence,

@@ -83,7 +83,12 @@ class CaseScorer(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (stored in checkpoints)."""
-        cfg: dict[str, Any] = {"dim": self.dim, "n_features": self.n_features, "hidden": self.hidden, "dropout": self.dropout}
+        cfg: dict[str, Any] = {
+            "dim": self.dim,
+            "n_features": self.n_features,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+        }
         if self.similarity_prior:
             cfg["similarity_prior"] = True
         return cfg
@@ -172,7 +177,9 @@ class FinetuneScorer(nn.Module):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(out, attention_mask)
 
-    def forward(self, query: torch.Tensor, case: torch.Tensor, features: torch.Tensor, is_null: torch.Tensor, **kw: Any) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, case: torch.Tensor, features: torch.Tensor, is_null: torch.Tensor, **kw: Any
+    ) -> torch.Tensor:
         """Same as `CaseScorer.forward`, given already-encoded queries."""
         return self.head(query, case, features, is_null, **kw)
 

@@ -226,7 +226,9 @@ class OnlineTrainer:
             if self.experience_path.is_file():
                 records = list(ExperienceLog(self.experience_path).records(judged_only=True, namespace=self.namespace))
             if not records:
-                decision = RetrainDecision(False, "no judged retrieval in the experience log yet", 0, None, finished_at=time.time())
+                decision = RetrainDecision(
+                    False, "no judged retrieval in the experience log yet", 0, None, finished_at=time.time()
+                )
                 _append_history(self.policy_path, asdict(decision))
                 self.last = decision
                 return decision
@@ -239,7 +241,9 @@ class OnlineTrainer:
                     aside = self.policy_path.with_name(self.policy_path.name + ".unusable")
                     os.replace(self.policy_path, aside)
                     reason = f"the checkpoint could not be used and was moved to {aside.name} ({exc}); the prior is the incumbent"
-                    _append_history(self.policy_path, asdict(RetrainDecision(False, reason, 0, None, finished_at=time.time())))
+                    _append_history(
+                        self.policy_path, asdict(RetrainDecision(False, reason, 0, None, finished_at=time.time()))
+                    )
                     log.warning("policy checkpoint unusable, moved to %s: %s", aside, exc)
             logs = logs_from_records(records, self._embedder_now(), self.bank)
             decision = retrain_from_log(logs, self.policy_path, k=self.k, config=self.config,
@@ -358,7 +362,9 @@ def train_and_promote(
     cfg = config or TrainConfig()
     path = Path(policy_path)
     if data.n_queries < min_queries:
-        return Promotion(False, f"only {data.n_queries} judged queries (< {min_queries})", n_rows=len(data), n_queries=data.n_queries)
+        return Promotion(
+            False, f"only {data.n_queries} judged queries (< {min_queries})", n_rows=len(data), n_queries=data.n_queries
+        )
     train, val, gate = data.split_by_query((cfg.val_fraction, gate_fraction), seed=cfg.seed)
     base = {"n_rows": len(data), "n_queries": data.n_queries}
     if any(len(set(part.target.tolist())) < 2 for part in (train, val, gate)):
@@ -391,6 +397,13 @@ def train_and_promote(
     )  # fmt: skip
     with FileLock(str(path) + ".lock", timeout=60):
         version = save_checkpoint(result.model, path, metadata=meta)
-    log.info("policy %s promoted (held-out selection AUC %.4f vs %s %.4f, similarity %.4f)", version, cand, incumbent, inc, sim)
+    log.info(
+        "policy %s promoted (held-out selection AUC %.4f vs %s %.4f, similarity %.4f)",
+        version,
+        cand,
+        incumbent,
+        inc,
+        sim,
+    )
     return Promotion(True, "selects at least as well as similarity and the incumbent on held-out queries", _finite(cand),
                      _finite(inc), incumbent, version, similarity_auc=_finite(sim), **base)  # fmt: skip

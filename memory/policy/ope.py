@@ -90,7 +90,9 @@ def compare(
     rows = [r for r in logs if r.slate_propensity and r.slate_propensity > 0]
     nan = float("nan")
     if not rows:
-        return OpeEstimate(nan, nan, nan, nan, nan, confidence, 0, 0.0, 0.0, False, "no logged retrieval with a propensity")
+        return OpeEstimate(
+            nan, nan, nan, nan, nan, confidence, 0, 0.0, 0.0, False, "no logged retrieval with a propensity"
+        )
     mu = np.array([r.slate_propensity for r in rows], dtype=np.float64)
     y = np.array([r.reward for r in rows], dtype=np.float64)
     wc = np.array([candidate(r) for r in rows]) / mu

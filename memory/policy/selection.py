@@ -96,7 +96,9 @@ class Selector:
             if not query_text:
                 raise ValueError("the fine-tuned policy encodes the query itself: pass query_text")
             tok = self._loaded.tokenizer
-            enc = tok([query_text], padding=True, truncation=True, max_length=self.model.max_length, return_tensors="pt")
+            enc = tok(
+                [query_text], padding=True, truncation=True, max_length=self.model.max_length, return_tensors="pt"
+            )
             q = self.model.encode(enc["input_ids"], enc["attention_mask"])[0]
         else:
             q = torch.as_tensor(np.asarray(query_embedding, dtype=np.float32).reshape(-1))
@@ -115,7 +117,9 @@ class Selector:
         return q.expand(n + 1, -1), torch.from_numpy(cases), torch.from_numpy(feats), is_null
 
     @torch.no_grad()
-    def score(self, query_embedding: np.ndarray, hits: list[Any], *, query_text: str | None = None) -> tuple[np.ndarray, float]:
+    def score(
+        self, query_embedding: np.ndarray, hits: list[Any], *, query_text: str | None = None
+    ) -> tuple[np.ndarray, float]:
         """Predicted success probability per hit, and with no case shown.
 
         Returns:
@@ -258,7 +262,9 @@ def load_selector(policy_path: str | os.PathLike[str] | None) -> Selector | None
         except PolicyCheckpointError:
             if cached is None:
                 raise
-            log.exception("policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version)
+            log.exception(
+                "policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version
+            )
             _cache[key] = (stamp, cached[1])
             return cached[1]
         if cached is not None:
@@ -306,7 +312,9 @@ def load_bandit_selector(policy_path: str | os.PathLike[str] | None) -> Any:
         except BanditCheckpointError:
             if cached is None or stamp[0] is None:
                 raise
-            log.exception("policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version)
+            log.exception(
+                "policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version
+            )
             _cache[key] = (stamp, cached[1])  # type: ignore[assignment]
             return cached[1]
         if cached is not None and cached[1].version != selector.version:

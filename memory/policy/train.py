@@ -108,7 +108,9 @@ def _query_vectors(model, tokenizer, data: PolicyData, rows: np.ndarray) -> torc
 
 
 @torch.no_grad()
-def predict(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None, batch_size: int = 2048) -> np.ndarray:
+def predict(
+    model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None, batch_size: int = 2048
+) -> np.ndarray:
     """Calibrated success probabilities for every row of ``data``."""
     was_training = model.training
     model.eval()
@@ -133,7 +135,9 @@ def group_rows(data: PolicyData) -> tuple[np.ndarray, np.ndarray]:
     return inverse.astype(np.int64), first
 
 
-def _set_logits(model, q: torch.Tensor, c: torch.Tensor, f: torch.Tensor, n: torch.Tensor, inverse: torch.Tensor, n_sets: int):
+def _set_logits(
+    model, q: torch.Tensor, c: torch.Tensor, f: torch.Tensor, n: torch.Tensor, inverse: torch.Tensor, n_sets: int
+):
     g, h = model.parts(q, c, f, n)
     ones = torch.ones_like(g)
     counts = torch.zeros(n_sets, dtype=g.dtype).index_add_(0, inverse, ones)
@@ -148,7 +152,9 @@ def model_offset(model: CaseScorer | FinetuneScorer) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_sets(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def predict_sets(
+    model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted success of every retrieval in ``data`` given all its shown cases, and its outcome."""
     if not len(data):
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
@@ -323,7 +329,9 @@ def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool)
         if len(val):
             probs, vy = _val_predictions(model, val, tokenizer, cfg.credit)
             rep = classification_report(vy > 0.5, probs)
-            vl = float(np.mean(-(vy * np.log(np.clip(probs, 1e-7, 1)) + (1 - vy) * np.log(np.clip(1 - probs, 1e-7, 1)))))
+            vl = float(
+                np.mean(-(vy * np.log(np.clip(probs, 1e-7, 1)) + (1 - vy) * np.log(np.clip(1 - probs, 1e-7, 1))))
+            )
             entry.update({"val_auc": rep["auc"], "val_loss": vl})
             score = rep["auc"] if math.isfinite(rep["auc"]) else -vl
         else:
@@ -399,7 +407,9 @@ def checkpoint_metadata(
     return meta
 
 
-def fit(data: PolicyData, config: TrainConfig | None = None, *, progress: bool = True) -> tuple[TrainResult, PolicyData, PolicyData]:
+def fit(
+    data: PolicyData, config: TrainConfig | None = None, *, progress: bool = True
+) -> tuple[TrainResult, PolicyData, PolicyData]:
     """Split ``data`` by query (seeded) and train; returns the result and the two parts."""
     cfg = config or TrainConfig()
     train, val = data.split_by_query((cfg.val_fraction,), seed=cfg.seed)
@@ -412,7 +422,12 @@ def fit(data: PolicyData, config: TrainConfig | None = None, *, progress: bool =
 
 
 def fit_and_save(
-    data: PolicyData, out: str | os.PathLike[str], config: TrainConfig | None = None, *, progress: bool = True, **extra: Any
+    data: PolicyData,
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+    **extra: Any,
 ) -> tuple[str, TrainResult]:
     """Train on ``data`` and write the checkpoint to ``out``; returns (version, result)."""
     cfg = config or TrainConfig()

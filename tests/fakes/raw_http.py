@@ -68,14 +68,18 @@ class RawServer:
 
 def completion(request: dict[str, Any], message: dict[str, Any] | str) -> bytes:
     """A well-formed chat completion body for ``request`` (the bytes a caller may then damage)."""
-    message = {"role": "assistant", "content": message} if isinstance(message, str) else {"role": "assistant", **message}
+    message = (
+        {"role": "assistant", "content": message} if isinstance(message, str) else {"role": "assistant", **message}
+    )
     return json.dumps(
         {
             "id": "chatcmpl-raw",
             "object": "chat.completion",
             "created": 0,
             "model": request.get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}
+            ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
     ).encode()

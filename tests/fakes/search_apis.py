@@ -90,7 +90,9 @@ class SearchAPIs:
                     self._send(404, {"error": f"no route {method} {parts.path}"})
                     return
                 if failure is not None:
-                    self._send(failure, {"error": "scripted failure"} if route[0] != "searxng" else "<html>error</html>")
+                    self._send(
+                        failure, {"error": "scripted failure"} if route[0] != "searxng" else "<html>error</html>"
+                    )
                     return
                 status, payload = route[1](query, dict(self.headers.items()), body)
                 self._send(status, payload)
@@ -141,7 +143,11 @@ class SearchAPIs:
             return canned[:count]
         slug = "-".join(query.lower().split())[:40] or "empty"
         return [
-            {"title": f"{query} - result {i}", "url": f"https://example.org/{slug}/{i}", "snippet": f"About {query}, part {i}."}
+            {
+                "title": f"{query} - result {i}",
+                "url": f"https://example.org/{slug}/{i}",
+                "snippet": f"About {query}, part {i}.",
+            }
             for i in range(1, count + 1)
         ]
 
@@ -156,7 +162,7 @@ class SearchAPIs:
                 "title": hit["title"],
                 "content": hit["snippet"],
                 "engine": "duckduckgo",
-                "parsed_url": list(urlsplit(hit["url"])) ,
+                "parsed_url": list(urlsplit(hit["url"])),
                 "template": "default.html",
                 "engines": ["duckduckgo", "brave"],
                 "positions": [i, i],
@@ -237,14 +243,21 @@ class SearchAPIs:
                 "language": "en",
                 "family_friendly": True,
                 "profile": {"name": urlsplit(hit["url"]).hostname, "url": hit["url"]},
-                "meta_url": {"scheme": "https", "netloc": urlsplit(hit["url"]).hostname, "path": urlsplit(hit["url"]).path},
+                "meta_url": {
+                    "scheme": "https",
+                    "netloc": urlsplit(hit["url"]).hostname,
+                    "path": urlsplit(hit["url"]).path,
+                },
             }
             for hit in self._hits(q, count)
         ]
         return 200, {
             "type": "search",
             "query": {"original": q, "show_strict_warning": False, "is_navigational": False, "spellcheck_off": True},
-            "mixed": {"type": "mixed", "main": [{"type": "web", "index": i, "all": False} for i in range(len(results))]},
+            "mixed": {
+                "type": "mixed",
+                "main": [{"type": "web", "index": i, "all": False} for i in range(len(results))],
+            },
             "web": {"type": "search", "results": results, "family_friendly": True},
         }
 
@@ -263,7 +276,13 @@ class SearchAPIs:
             "answer": None,
             "images": [],
             "results": [
-                {"title": hit["title"], "url": hit["url"], "content": hit["snippet"], "score": round(0.9 - 0.05 * i, 3), "raw_content": None}
+                {
+                    "title": hit["title"],
+                    "url": hit["url"],
+                    "content": hit["snippet"],
+                    "score": round(0.9 - 0.05 * i, 3),
+                    "raw_content": None,
+                }
                 for i, hit in enumerate(hits)
             ],
             "response_time": 0.61,

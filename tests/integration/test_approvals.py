@@ -42,9 +42,7 @@ def test_resume_applies_the_threads_policy_and_records_the_decision(answer, agen
     llm_server.script("judge", verdict(approved))
     env = {**agent_env, "MEMENTO_MEMORY_MODE": "none", "MEMENTO_WRITE_BACK": "false"}
 
-    code, _, err = memento(
-        "ask", "What is 74 squared?", "--ground-truth", "5476", "--sensitive", "math", env=env
-    )
+    code, _, err = memento("ask", "What is 74 squared?", "--ground-truth", "5476", "--sensitive", "math", env=env)
     assert code == 3, err
     thread = re.search(r"memento ask --thread (\S+) --approve \(or --reject\)", err).group(1)
 

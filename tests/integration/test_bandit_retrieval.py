@@ -51,7 +51,9 @@ def _marginals_from_slates(slates, n):
 
 def test_learned_mode_without_a_checkpoint_serves_similarity_with_exact_propensities(hash_bank, tmp_path):
     policy = tmp_path / "policy.pt"
-    got = retrieve_cases(hash_bank, "a new question", mode="learned", k=3, n_candidates=8, policy_path=str(policy), rng_seed=3)
+    got = retrieve_cases(
+        hash_bank, "a new question", mode="learned", k=3, n_candidates=8, policy_path=str(policy), rng_seed=3
+    )
     # Until off-policy evaluation prefers a bandit, similarity serves (it is not a fallback).
     assert got.selector == "learned" and got.policy_version == "similarity" and not got.fallback
     assert len(got.candidates) == 8  # every candidate is logged, shown or not
@@ -82,7 +84,9 @@ def _judged_log(bank, exp: Path, policy: Path, n: int, namespace: str = "default
         log.log_retrieval(f"r{i}", namespace=namespace, query=question, candidates=got.candidates, selector=got.selector,
                           policy_version=got.policy_version, slates=got.slates)  # fmt: skip
         ok = any(c["label"] == "positive" for c in got.shown) or rng.random() < 0.3
-        log.log_outcome(f"r{i}", reward=float(ok), label="positive" if ok else "negative", reward_source="ground_truth_judge")
+        log.log_outcome(
+            f"r{i}", reward=float(ok), label="positive" if ok else "negative", reward_source="ground_truth_judge"
+        )
 
 
 def test_online_trainer_refits_from_the_log_and_running_retrieval_picks_it_up(hash_bank, tmp_path):
@@ -106,7 +110,9 @@ def test_online_trainer_refits_from_the_log_and_running_retrieval_picks_it_up(ha
         assert live.version == decision.version and live.version != "similarity"
     else:
         assert live.version == "similarity" and live.canary is not None and live.canary.n_rows == 30
-    got = retrieve_cases(hash_bank, "task number 1", mode="learned", k=3, n_candidates=8, policy_path=str(policy), rng_seed=0)
+    got = retrieve_cases(
+        hash_bank, "task number 1", mode="learned", k=3, n_candidates=8, policy_path=str(policy), rng_seed=0
+    )
     assert got.selector == "learned" and got.policy_version == live.version
     # Pair history of this question reaches the logged candidates.
     assert any(c["pair_successes"] + c["pair_failures"] > 0 for c in got.candidates)
@@ -145,7 +151,9 @@ def test_damaged_checkpoint_falls_back_to_similarity_and_the_trainer_sets_it_asi
     exp, policy = tmp_path / "exp.sqlite", tmp_path / "policy.pt"
     policy.write_bytes(b"not a checkpoint")
     with caplog.at_level(logging.WARNING, logger="memory.retrieval"):
-        got = retrieve_cases(hash_bank, "a new question", mode="learned", k=2, n_candidates=8, policy_path=str(policy), rng_seed=0)
+        got = retrieve_cases(
+            hash_bank, "a new question", mode="learned", k=2, n_candidates=8, policy_path=str(policy), rng_seed=0
+        )
     assert got.selector == "similarity" and got.fallback
     assert "unusable" in got.note and "falling back to similarity" in got.note and "unusable" in caplog.text
     assert len(got.shown) == 2 and [c["shown"] for c in got.candidates[:2]] == [True, True]
@@ -159,7 +167,9 @@ def test_damaged_checkpoint_falls_back_to_similarity_and_the_trainer_sets_it_asi
     reasons = [json.loads(x)["reason"] for x in history_path(policy).read_text().splitlines()]
     assert "moved to policy.pt.unusable" in reasons[0]
     clear_selector_cache()
-    assert retrieve_cases(hash_bank, "q", mode="learned", k=2, policy_path=str(policy), rng_seed=0).selector == "learned"
+    assert (
+        retrieve_cases(hash_bank, "q", mode="learned", k=2, policy_path=str(policy), rng_seed=0).selector == "learned"
+    )
 
 
 def test_an_old_experience_log_gains_the_slates_column(tmp_path):
@@ -177,7 +187,9 @@ def test_an_old_experience_log_gains_the_slates_column(tmp_path):
     conn.close()
     log = ExperienceLog(path)
     assert [(r["retrieval_id"], r["slates"]) for r in log.records()] == [("old", None)]
-    log.log_retrieval("new", namespace="ns", query="q2", candidates=[], selector="learned", slates=[((), 0.7), ((0,), 0.3)])
+    log.log_retrieval(
+        "new", namespace="ns", query="q2", candidates=[], selector="learned", slates=[((), 0.7), ((0,), 0.3)]
+    )
     assert log.get("new")["slates"] == [[[], 0.7], [[0], 0.3]]
     # Reopening (another process, a later version) migrates nothing twice.
     assert ExperienceLog(path).get("old")["reward"] == 1.0
@@ -196,7 +208,9 @@ def test_policy_eval_and_info_report_the_off_policy_estimate(hash_bank, tmp_path
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "similarity top-3" in res.stdout and "prior" in res.stdout and "30 judged retrievals" in res.stdout, res.stdout
+    assert "similarity top-3" in res.stdout and "prior" in res.stdout and "30 judged retrievals" in res.stdout, (
+        res.stdout
+    )
     report = json.loads(out.read_text())["policies"]
     assert report and all(0.0 <= r["estimate"] <= 1.5 and r["retrievals"] == 30 for r in report.values())
     # In process from here (a subprocess costs seconds of imports).

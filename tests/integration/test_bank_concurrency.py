@@ -25,7 +25,12 @@ def writer_main(location: str, writer: int, n: int, batch: int) -> None:
     url = location if location.startswith("http") else None
     bank = CaseBank(None if url else location, url=url, embedder=HashEmbedder(DIM), lock_timeout=120)
     for start in range(0, n, batch):
-        bank.upsert([Case(question=f"writer {writer} case {i}", task_id=f"w{writer}", reward=i % 2) for i in range(start, min(n, start + batch))])
+        bank.upsert(
+            [
+                Case(question=f"writer {writer} case {i}", task_id=f"w{writer}", reward=i % 2)
+                for i in range(start, min(n, start + batch))
+            ]
+        )
         print(f"batch {start}", flush=True)
 
 
@@ -46,7 +51,12 @@ def chroma_server(tmp_path_factory):
     port = free_port()
     data = tmp_path_factory.mktemp("chroma-server")
     log = open(data.parent / "chroma-server.log", "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen([chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    proc = subprocess.Popen(
+        [chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=ENV,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -89,7 +99,11 @@ def test_eight_concurrent_writers_end_with_exactly_4000_cases(tmp_path, chroma_s
     procs = [spawn_writer(location, w, 500, 250) for w in range(8)]
     codes = [p.wait(timeout=300) for p in procs]
     assert codes == [0] * 8
-    bank = CaseBank(None if mode == "server" else location, url=chroma_server if mode == "server" else None, embedder=HashEmbedder(DIM))
+    bank = CaseBank(
+        None if mode == "server" else location,
+        url=chroma_server if mode == "server" else None,
+        embedder=HashEmbedder(DIM),
+    )
     check_complete(bank, "default", 8, 500)
 
 
@@ -118,7 +132,11 @@ def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path, chroma_serve
     assert proc.stdout.readline().startswith("batch")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    bank = CaseBank(None if mode == "server" else location, url=chroma_server if mode == "server" else None, embedder=HashEmbedder(DIM))
+    bank = CaseBank(
+        None if mode == "server" else location,
+        url=chroma_server if mode == "server" else None,
+        embedder=HashEmbedder(DIM),
+    )
     partial = bank.count()
     assert 2 * batch <= partial < n
     rerun = spawn_writer(location, 0, n, batch, stdout=subprocess.DEVNULL)

@@ -24,7 +24,9 @@ N = 1100
 def pristine(tmp_path_factory):
     path = tmp_path_factory.mktemp("pristine") / "bank"
     bank = CaseBank(path, embedder=HashEmbedder(32))
-    bank.upsert([Case(question=f"question number {i} about topic {i % 7}", answer=str(i), reward=1.0) for i in range(N)])
+    bank.upsert(
+        [Case(question=f"question number {i} about topic {i % 7}", answer=str(i), reward=1.0) for i in range(N)]
+    )
     bank.record_usage([Case(question="question number 3 about topic 3").id], True)
     return path
 
@@ -38,7 +40,13 @@ def damaged(pristine, tmp_path):
 
 def memory_cli(*args) -> tuple[int, str]:
     env = {**os.environ, "MEMENTO_EMBEDDER": "hash:32", "ANONYMIZED_TELEMETRY": "False", "COLUMNS": "300"}
-    res = subprocess.run([sys.executable, "-c", "from memory.cli import app; app()", *map(str, args)], capture_output=True, text=True, timeout=120, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", "from memory.cli import app; app()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     out = res.stdout + res.stderr
     assert "Traceback" not in out and not any(line.startswith("InternalError") for line in out.splitlines()), out
     return res.returncode, " ".join(out.split())
@@ -60,7 +68,9 @@ def test_lost_index_folder_is_reported_and_repaired(damaged):
     code, out = memory_cli("search", "question number 5 about topic 5", "-n", "3", "--json", "--bank", damaged)
     hits = json.loads(out)
     assert code == 0 and len(hits) == 3 and hits[0]["question"] == "question number 5 about topic 5"
-    used = CaseBank(damaged, embedder=HashEmbedder(32), create=False).get(Case(question="question number 3 about topic 3").id)
+    used = CaseBank(damaged, embedder=HashEmbedder(32), create=False).get(
+        Case(question="question number 3 about topic 3").id
+    )
     assert used.times_retrieved == 1 and used.retrieved_successes == 1  # usage survives the rebuild
 
 

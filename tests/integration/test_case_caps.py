@@ -34,7 +34,9 @@ def test_huge_answer_is_capped_in_the_bank_and_in_later_prompts(agent_env, llm_s
             monkeypatch.setenv("MEMENTO_CASE_PROMPT_CHARS", str(budget))
         llm_server.script("planner", final("short"))
         llm_server.script("judge", verdict(True))
-        again = runner.invoke(app, ["ask", "How long was the longest answer?", "--ground-truth", "short", "--mcp-config", ""])
+        again = runner.invoke(
+            app, ["ask", "How long was the longest answer?", "--ground-truth", "short", "--mcp-config", ""]
+        )
         assert again.exit_code == 0, again.output
         prompt = llm_server.requests_for("planner")[-1]["messages"][-1]["content"]
         block = prompt[prompt.index("<case id=") : prompt.index("</case>")]

@@ -52,7 +52,14 @@ def test_empty_question_and_bad_memory_mode(agent_env):
 
 
 def test_env_file_is_loaded(tmp_path, monkeypatch, llm_server):
-    keys = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MEMENTO_PLANNER_MODEL", "MEMENTO_BANK_PATH", "MEMENTO_EXPERIENCE_PATH", "MEMENTO_CHECKPOINT_URL")
+    keys = (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "MEMENTO_PLANNER_MODEL",
+        "MEMENTO_BANK_PATH",
+        "MEMENTO_EXPERIENCE_PATH",
+        "MEMENTO_CHECKPOINT_URL",
+    )
     for key in keys:  # setenv first so monkeypatch restores whatever .env loading adds
         monkeypatch.setenv(key, "unset")
         monkeypatch.delenv(key)

@@ -67,10 +67,16 @@ def test_ask_json_on_a_failed_run_exits_nonzero_with_the_thread_id(agent_env, ll
 
 def test_progress_after_subtasks_and_multiline_tool_results(agent_env, llm_server, tmp_path):
     servers = tmp_path / "echo.json"
-    servers.write_text(json.dumps({"mcpServers": {"crashy": {"command": sys.executable, "args": ["-m", "tests.fakes.crashy_mcp_server"]}}}))
+    servers.write_text(
+        json.dumps(
+            {"mcpServers": {"crashy": {"command": sys.executable, "args": ["-m", "tests.fakes.crashy_mcp_server"]}}}
+        )
+    )
     # Square brackets are printed as they are, never read as Rich markup (a stray "[/x]" used to crash).
     llm_server.script("planner", plan(["Echo two lines", "Say it is done"]), final("done [/tmp] [bold]"))
-    llm_server.script("executor", tool_call("crashy_echo", {"text": "first [/red] line\n    indented second"}), "echoed", "it is done")
+    llm_server.script(
+        "executor", tool_call("crashy_echo", {"text": "first [/red] line\n    indented second"}), "echoed", "it is done"
+    )
     res = memento("ask", "Echo and finish", "--memory", "none", "--mcp-config", str(servers))
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "done [/tmp] [bold]"
@@ -86,7 +92,9 @@ def test_progress_after_subtasks_and_multiline_tool_results(agent_env, llm_serve
 
 def test_piped_tables_and_help_print_whole_cells(tmp_path):
     rows = tmp_path / "cases.jsonl"
-    rows.write_text(json.dumps({"case": LONG_QUESTION, "plan": '{"plan": ["Look it up."]}', "case_label": "positive"}) + "\n")
+    rows.write_text(
+        json.dumps({"case": LONG_QUESTION, "plan": '{"plan": ["Look it up."]}', "case_label": "positive"}) + "\n"
+    )
     bank = tmp_path / "a-case-bank-folder-with-a-rather-long-name-so-the-title-is-wider-than-eighty-columns"
     env = {"MEMENTO_BANK_PATH": str(bank), "MEMENTO_EMBEDDER": "hash"}
     assert memento("memory", "import", str(rows), env=env).returncode == 0
@@ -107,12 +115,35 @@ def test_eval_unreachable_langsmith_offline_flag_and_changed_modes(llm_server, t
     llm_server.respond_with("planner", lambda request: final("Paris"))
     llm_server.respond_with("judge", lambda request: verdict(True, "same city"))
     data = tmp_path / "data.jsonl"
-    data.write_text(json.dumps({"question": "What is the capital of France?", "ground_truth": "Paris", "source": "geo"}) + "\n")
+    data.write_text(
+        json.dumps({"question": "What is the capital of France?", "ground_truth": "Paris", "source": "geo"}) + "\n"
+    )
     out = tmp_path / "out"
-    args = ("eval", str(data), "--base-url", llm_server.url, "--planner", "planner", "--executor", "executor",
-            "--judge", "judge", "--mcp-config", "", "--out", str(out), "--quiet", "--memory", "similarity")
-    env = {"OPENAI_API_KEY": "test-key", "LANGSMITH_API_KEY": "lsv2-test", "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-           "MEMENTO_JUDGE_MODEL": "judge"}
+    args = (
+        "eval",
+        str(data),
+        "--base-url",
+        llm_server.url,
+        "--planner",
+        "planner",
+        "--executor",
+        "executor",
+        "--judge",
+        "judge",
+        "--mcp-config",
+        "",
+        "--out",
+        str(out),
+        "--quiet",
+        "--memory",
+        "similarity",
+    )
+    env = {
+        "OPENAI_API_KEY": "test-key",
+        "LANGSMITH_API_KEY": "lsv2-test",
+        "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "MEMENTO_JUDGE_MODEL": "judge",
+    }
 
     # With a key and no LangSmith: one warning line, and the results are kept locally.
     res = memento(*args, env=env, cwd=tmp_path)
@@ -145,4 +176,6 @@ def test_eval_unreachable_langsmith_offline_flag_and_changed_modes(llm_server, t
     blob.write_bytes(bytes(range(256)) * 8)
     binary = memento("eval", str(blob), "--mcp-config", "", "--out", str(tmp_path / "bin"), env=env, cwd=tmp_path)
     assert binary.returncode == 2
-    assert binary.stdout.strip().splitlines() == [f"error: cannot read {blob} as a dataset: it holds binary data (NUL bytes)"]
+    assert binary.stdout.strip().splitlines() == [
+        f"error: cannot read {blob} as a dataset: it holds binary data (NUL bytes)"
+    ]

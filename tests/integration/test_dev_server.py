@@ -33,7 +33,18 @@ def dev_server(agent_env, tmp_path):
     port = free_port()
     log = open(tmp_path / "dev.log", "w")  # noqa: SIM115 - the server writes to it until teardown
     proc = subprocess.Popen(
-        [exe, "dev", "--port", str(port), "--host", "127.0.0.1", "--no-browser", "--no-reload", "--config", str(ROOT / "langgraph.json")],
+        [
+            exe,
+            "dev",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--no-browser",
+            "--no-reload",
+            "--config",
+            str(ROOT / "langgraph.json"),
+        ],
         cwd=ROOT,  # langgraph.json paths are relative to the working directory
         env={**os.environ, **agent_env, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "1"},
         stdout=log,
@@ -99,7 +110,10 @@ async def test_dev_server_runs_a_question_and_exposes_the_context_schema(dev_ser
     # input is only `feedback`. It relabels the run's case without re-running anything.
     assert "feedback" in schemas["input_schema"]["properties"]
     feedback = await client.runs.wait(
-        thread["thread_id"], assistant_id, input={"feedback": {"good": False, "note": "checked by hand"}}, context={"k": 2}
+        thread["thread_id"],
+        assistant_id,
+        input={"feedback": {"good": False, "note": "checked by hand"}},
+        context={"k": 2},
     )
     assert feedback["label"] == "negative" and feedback["reward_source"] == "human", feedback
     assert feedback["answer"] == "1024" and feedback["judge_rationale"] == "checked by hand"
@@ -107,6 +121,7 @@ async def test_dev_server_runs_a_question_and_exposes_the_context_schema(dev_ser
 
     case = CaseBank(agent_env["MEMENTO_BANK_PATH"]).get(result["case_id"])
     assert case.label == "negative" and case.reward_source == "human"
+
 
 async def test_dev_server_unreachable_model_returns_the_configuration_help(dev_server):
     """A client of `langgraph dev` gets the CLI's setup help, not "An internal error occurred"."""

@@ -22,7 +22,7 @@ ANSWERS = {"What is the capital of France?": "Paris", "What is the capital of Sp
 
 def question_of(request):
     text = last_user_text(request)
-    return [line for line in text.splitlines() if line.startswith("Question: ")][-1][len("Question: "):]
+    return [line for line in text.splitlines() if line.startswith("Question: ")][-1][len("Question: ") :]
 
 
 def install(server):
@@ -45,16 +45,43 @@ def dataset(tmp_path):
 
 
 def run_cli(llm_server, dataset, out, *extra):
-    args = ["eval", str(dataset), "--base-url", llm_server.url, "--planner", "planner", "--executor", "executor",
-            "--judge", "judge", "--mcp-config", "", "--out", str(out), "--quiet", *extra]
+    args = [
+        "eval",
+        str(dataset),
+        "--base-url",
+        llm_server.url,
+        "--planner",
+        "planner",
+        "--executor",
+        "executor",
+        "--judge",
+        "judge",
+        "--mcp-config",
+        "",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     return CliRunner().invoke(app, args, catch_exceptions=False)
 
 
 def test_eval_cli_modes_passes_summary_and_plot(llm_server, dataset, tmp_path):
     install(llm_server)
     out = tmp_path / "out"
-    result = run_cli(llm_server, dataset, out, "--memory", "none", "--memory", "similarity", "--iterations", "2",
-                     "--price", "planner=2.0")
+    result = run_cli(
+        llm_server,
+        dataset,
+        out,
+        "--memory",
+        "none",
+        "--memory",
+        "similarity",
+        "--iterations",
+        "2",
+        "--price",
+        "planner=2.0",
+    )
     assert result.exit_code == 0, result.output
     records = read_records(out / "results.jsonl")
     assert len(records) == 16
@@ -112,8 +139,9 @@ def test_resume_skips_finished_tasks_and_tolerates_a_torn_line(llm_server, datas
 def test_test_split_runs_with_leakage_guard_and_never_writes_memory(llm_server, dataset, tmp_path):
     install(llm_server)
     out = tmp_path / "out"
-    result = run_cli(llm_server, dataset, out, "--memory", "similarity", "--test-fraction", "0.5", "--seed", "3",
-                     "--iterations", "2")
+    result = run_cli(
+        llm_server, dataset, out, "--memory", "similarity", "--test-fraction", "0.5", "--seed", "3", "--iterations", "2"
+    )
     assert result.exit_code == 0, result.output
     records = read_records(out / "results.jsonl")
     splits = {r["task_id"]: r["split"] for r in records}
@@ -150,8 +178,9 @@ def test_langsmith_offline_runs_every_evaluator(llm_server, dataset, tmp_path, m
     assert run_cli(llm_server, dataset, tmp_path / "out", "--limit", "2").exit_code == 0
     assert sorted(a for _, a, _ in seen) == ["Madrid", "Paris"]
     assert {g for _, _, g in seen} == {"Paris", "Madrid<|answer_split|>Madrid city"}
-    assert runner.correctness({}, {"answer": "x", "reward": 1.0, "judge_model": "j", "judge_rationale": "ok"},
-                              {"ground_truth": "y"}) == {"key": "correctness", "score": 1.0, "comment": "[j] ok"}
+    assert runner.correctness(
+        {}, {"answer": "x", "reward": 1.0, "judge_model": "j", "judge_rationale": "ok"}, {"ground_truth": "y"}
+    ) == {"key": "correctness", "score": 1.0, "comment": "[j] ok"}
 
 
 def test_malformed_dataset_is_refused_with_line_numbers(llm_server, tmp_path):

@@ -43,7 +43,9 @@ def ask(*args: str):
 
 
 @pytest.mark.anyio
-async def test_reask_without_ground_truth_shows_the_self_judged_first_case_and_keeps_one_case(ctx, llm_server, embedder):
+async def test_reask_without_ground_truth_shows_the_self_judged_first_case_and_keeps_one_case(
+    ctx, llm_server, embedder
+):
     llm_server.script("planner", final("Paris"), final("Paris"))
     llm_server.script("judge", self_verdict(True, 0.8), self_verdict(True, 0.9))
 
@@ -105,7 +107,9 @@ async def test_feedback_input_on_the_thread_relabels_the_case(ctx, llm_server, e
     assert llm_server.pending("planner") == 1  # nothing was re-run: the second planner reply is unused
     bank = CaseBank(ctx.bank_path, embedder=embedder)
     case = bank.get(out["case_id"])
-    assert case.label == "negative" and case.reward_source == "human" and case.attempt_log[0]["reward_source"] == "human"
+    assert (
+        case.label == "negative" and case.reward_source == "human" and case.attempt_log[0]["reward_source"] == "human"
+    )
     outcome = ExperienceLog(ctx.experience_path).get(out["retrieval_id"])
     assert outcome["reward"] == 0.0 and outcome["reward_source"] == "human"
 

@@ -23,10 +23,24 @@ async def run(ctx, payload, thread_id, checkpointer=None):
 
 async def test_two_subtasks_tool_call_judge_write_back_and_reuse(ctx, llm_server, thread_id, embedder):
     llm_server.script("planner", plan(["Compute 17 * 3 with the math tool", "Add 4 to the product"]), final("55"))
-    llm_server.script("executor", tool_call("math_evaluate", {"expression": "17*3"}), "17*3 = 51", tool_call("math_add", {"a": 51, "b": 4}), "51 + 4 = 55")
+    llm_server.script(
+        "executor",
+        tool_call("math_evaluate", {"expression": "17*3"}),
+        "17*3 = 51",
+        tool_call("math_add", {"a": 51, "b": 4}),
+        "51 + 4 = 55",
+    )
     llm_server.script("judge", verdict(True, "55 equals the reference"))
 
-    out = await run(ctx, {"question": "What is 17 times 3, plus 4?", "ground_truth": "55<|answer_split|>fifty-five", "task_id": "arith-1"}, thread_id)
+    out = await run(
+        ctx,
+        {
+            "question": "What is 17 times 3, plus 4?",
+            "ground_truth": "55<|answer_split|>fifty-five",
+            "task_id": "arith-1",
+        },
+        thread_id,
+    )
 
     assert out["answer"] == "55"
     assert out["status"] == "answered"
@@ -65,7 +79,7 @@ async def test_two_subtasks_tool_call_judge_write_back_and_reuse(ctx, llm_server
 
 
 async def test_malformed_plan_is_repaired_once(ctx, llm_server, thread_id):
-    llm_server.script("planner", "Sure! Here's my plan: {plan: [oops", "```json\n{\"final_answer\": \"Paris\",}\n```")
+    llm_server.script("planner", "Sure! Here's my plan: {plan: [oops", '```json\n{"final_answer": "Paris",}\n```')
     llm_server.script("judge", verdict(True))
     out = await run(ctx, {"question": "Capital of France?", "ground_truth": "Paris"}, thread_id)
     assert out["answer"] == "Paris" and out["reward"] == 1.0
@@ -86,7 +100,9 @@ async def test_unusable_planner_is_a_recorded_failure_not_a_crash(ctx, llm_serve
 
 async def test_plan_is_never_returned_as_the_answer(ctx, llm_server, thread_id):
     # A reply with both keys is a plan; finalize's plan-shaped reply is not an answer either.
-    llm_server.script("planner", '{"plan": [{"id": 1, "description": "look"}], "final_answer": "x"}', plan(["again"]), plan(["more"]))
+    llm_server.script(
+        "planner", '{"plan": [{"id": 1, "description": "look"}], "final_answer": "x"}', plan(["again"]), plan(["more"])
+    )
     llm_server.script("executor", "found a", "found b", "found c")
     llm_server.script("planner", plan(["still planning"]))
     out = await run(ctx, {"question": "Q?"}, thread_id)
@@ -170,8 +186,12 @@ async def test_eval_mode_leakage_guard(ctx, llm_server, thread_id):
     llm_server.script("judge", verdict(True), verdict(True), verdict(True))
     await run(ctx, {"question": "What is the capital of Peru?", "ground_truth": "Lima", "task_id": "peru"}, thread_id)
     ctx.eval_mode = True
-    same = await run(ctx, {"question": "What is the capital of Peru?", "ground_truth": "Lima", "task_id": "peru-2"}, thread_id + "b")
+    same = await run(
+        ctx, {"question": "What is the capital of Peru?", "ground_truth": "Lima", "task_id": "peru-2"}, thread_id + "b"
+    )
     assert same["cases"] == []  # near-identical question excluded
     ctx.eval_mode = False
-    shown = await run(ctx, {"question": "What is the capital of Peru?", "ground_truth": "Lima", "task_id": "peru-3"}, thread_id + "c")
+    shown = await run(
+        ctx, {"question": "What is the capital of Peru?", "ground_truth": "Lima", "task_id": "peru-3"}, thread_id + "c"
+    )
     assert len(shown["cases"]) >= 1

@@ -73,7 +73,12 @@ async def test_judge_http_error_falls_back_to_exact_match(ctx, llm_server, threa
 
 
 async def test_tool_call_with_invalid_json_arguments_goes_back_as_an_error(ctx, llm_server, thread_id):
-    bad = {"content": "", "tool_calls": [{"id": "call_bad", "type": "function", "function": {"name": "math_add", "arguments": '{"a": 1, "b":'}}]}
+    bad = {
+        "content": "",
+        "tool_calls": [
+            {"id": "call_bad", "type": "function", "function": {"name": "math_add", "arguments": '{"a": 1, "b":'}}
+        ],
+    }
     llm_server.script("planner", plan(["add numbers"]), final("2"))
     llm_server.script("executor", bad, "1 + 1 = 2")
     out = await run(ctx, {"question": "1+1?"}, thread_id)
@@ -123,7 +128,12 @@ async def test_damaged_bank_at_retrieval_is_reported_and_the_task_still_runs(ctx
 
 async def test_tool_arguments_that_are_not_an_object_fail_the_subtask_not_the_run(ctx, llm_server, thread_id):
     # JSON, but a list: langchain cannot build the message at all (a pydantic error before).
-    bad = {"content": "", "tool_calls": [{"id": "call_list", "type": "function", "function": {"name": "math_add", "arguments": "[1, 2]"}}]}
+    bad = {
+        "content": "",
+        "tool_calls": [
+            {"id": "call_list", "type": "function", "function": {"name": "math_add", "arguments": "[1, 2]"}}
+        ],
+    }
     llm_server.script("planner", plan(["add numbers"]), final("3"))
     llm_server.script("executor", bad)
     out = await run(ctx, {"question": "1+2?"}, thread_id)

@@ -58,9 +58,7 @@ class Session:
         self.tools = {t.name: t for t in tools}
 
     async def call(self, name: str, **args):
-        msg = await self.tools[name].ainvoke(
-            {"type": "tool_call", "id": "1", "name": name, "args": args}
-        )
+        msg = await self.tools[name].ainvoke({"type": "tool_call", "id": "1", "name": name, "args": args})
         text = "".join(block["text"] for block in msg.content if block.get("type") == "text")
         if msg.status == "error":
             return {"error": text}
@@ -118,9 +116,7 @@ async def test_python_shell_and_files_share_a_workspace(s, workspace_root):
     assert {"data", "data/in.txt", "out.txt"} <= listed
     # A named workspace is shared across calls and separate from the session's own.
     await s.call("write_file", path="note.txt", content="shared", workspace="team-1")
-    assert (await s.call("run_shell", command="cat note.txt", workspace="team-1"))[
-        "stdout"
-    ] == "shared"
+    assert (await s.call("run_shell", command="cat note.txt", workspace="team-1"))["stdout"] == "shared"
     assert "error" in await s.call("read_file", path="note.txt")
     failing = await s.call("run_python", code="raise SystemExit('boom')")
     assert failing["exit_code"] == 1 and "boom" in failing["stderr"]
@@ -155,18 +151,14 @@ for target in ['../../x', '../x', {escape!r}, '/x-{uuid.uuid4().hex[:6]}', {str(
     await s.healthy()
     for path in ("../../x", escape, "/etc/passwd", "a/../../x"):
         result = await s.call("write_file", path=path, content="pwned")
-        assert "error" in result and (
-            "outside the workspace" in result["error"] or "'..'" in result["error"]
-        ), result
+        assert "error" in result and ("outside the workspace" in result["error"] or "'..'" in result["error"]), result
         await s.healthy()
     assert not os.path.exists(escape)
     assert not (Path(workspace_root).parent / "x").exists() and not (REPO / "escape.txt").exists()
 
 
 async def test_symlinks_and_traversal_cannot_leave_the_workspace(s, workspace_root):
-    made = await s.call(
-        "run_shell", command="ln -s / rootlink && ln -s /etc/passwd pw && ln -s .. up && echo ok"
-    )
+    made = await s.call("run_shell", command="ln -s / rootlink && ln -s /etc/passwd pw && ln -s .. up && echo ok")
     assert made["stdout"].strip() == "ok"
     for tool, args in [
         ("read_file", {"path": "pw"}),
@@ -212,11 +204,7 @@ while True:
 
 async def test_memory_cpu_and_output_limits(s, workspace_root):
     big = await s.call("run_python", code="x = bytearray(10 * 1024**3)\nprint('allocated')")
-    assert (
-        big["exit_code"] != 0
-        and "allocated" not in big["stdout"]
-        and "MemoryError" in big["stderr"]
-    )
+    assert big["exit_code"] != 0 and "allocated" not in big["stdout"] and "MemoryError" in big["stderr"]
     await s.healthy()
     loop = await s.call("run_python", code="while True:\n    pass", timeout_s=1)
     assert loop["timed_out"] and loop["exit_code"] is None and loop["duration_s"] < 10
@@ -292,9 +280,7 @@ async def test_a_session_cannot_name_another_sessions_workspace_stdio(workspace_
         # A named workspace belongs to the first session that names it.
         await alice.call("write_file", path="secret.txt", content="top-secret", workspace="team-a")
         await _cannot_touch(bob, "team-a")
-        assert (await alice.call("read_file", path="secret.txt", workspace="team-a"))[
-            "content"
-        ] == "top-secret"
+        assert (await alice.call("read_file", path="secret.txt", workspace="team-a"))["content"] == "top-secret"
         assert not (Path(workspace_root) / alice_ws / "planted.txt").exists()
         await bob.healthy()
 
@@ -386,7 +372,9 @@ async def test_disk_quota_per_workspace():
             assert int(used["stdout"]) <= 20 * 1024 + 4096, used  # the tmpfs is exact; checks may overshoot a little
             too_big = await s.call("write_file", path="more.txt", content="y" * (8 << 20))
             assert "error" in too_big and "quota" in too_big["error"], too_big
-            many = await s.call("run_shell", command="rm -f f*.bin; for i in $(seq 300); do : > n$i || break; done; ls | wc -l")
+            many = await s.call(
+                "run_shell", command="rm -f f*.bin; for i in $(seq 300); do : > n$i || break; done; ls | wc -l"
+            )
             assert int(many["stdout"].split()[-1]) <= 220, many
             # Deleting files makes room again.
             again = await s.call("run_shell", command="rm -f n*; head -c 1000000 /dev/zero > ok.bin && echo fits")

@@ -40,12 +40,14 @@ TOPICS = ["gardening", "weather", "football", "cooking", "astronomy", "sailing",
 LONG_PAGE = (
     "<html><head><title>Almanac</title></head><body><h1>The Almanac</h1>"
     + "".join(
-        f"<h2>About {t}</h2>" + "".join(f"<p>Paragraph {i} on {t}: {t} lore and more {t} trivia for readers.</p>" for i in range(12))
+        f"<h2>About {t}</h2>"
+        + "".join(f"<p>Paragraph {i} on {t}: {t} lore and more {t} trivia for readers.</p>" for i in range(12))
         for t in TOPICS[:4]
     )
     + "<h2>Lighthouse keeper</h2><p>The lighthouse keeper of Skerry Point is Ada Quill, appointed in 1887.</p>"
     + "".join(
-        f"<h2>About {t}</h2>" + "".join(f"<p>Paragraph {i} on {t}: {t} lore and more {t} trivia for readers.</p>" for i in range(12))
+        f"<h2>About {t}</h2>"
+        + "".join(f"<p>Paragraph {i} on {t}: {t} lore and more {t} trivia for readers.</p>" for i in range(12))
         for t in TOPICS[4:]
     )
     + "</body></html>"
@@ -159,8 +161,6 @@ def client(crawl_dir, **env) -> MultiServerMCPClient:
     )
 
 
-
-
 @pytest.mark.anyio
 async def test_crawls_a_page_to_clean_markdown_and_compresses_long_pages(servers, crawl_dir):
     base, _ = servers
@@ -179,7 +179,12 @@ async def test_crawls_a_page_to_clean_markdown_and_compresses_long_pages(servers
         assert "NAVIGATION-LINKS" not in text and "FOOTER-COPYRIGHT" not in text
         assert "Note:" not in text  # short enough: not compressed
 
-        status, text = await call(tools["fetch_page"], url=f"{base}/long", query="Who is the lighthouse keeper of Skerry Point?", max_tokens=300)
+        status, text = await call(
+            tools["fetch_page"],
+            url=f"{base}/long",
+            query="Who is the lighthouse keeper of Skerry Point?",
+            max_tokens=300,
+        )
         assert status == "success", text
         assert "Ada Quill, appointed in 1887" in text
         assert "kept the parts most relevant" in text and "[…]" in text

@@ -162,8 +162,6 @@ def client(root: Path, **env) -> MultiServerMCPClient:
     )
 
 
-
-
 @pytest.mark.anyio
 async def test_formats_become_structured_markdown(docs):
     async with client(docs).session("documents") as session:
@@ -178,7 +176,12 @@ async def test_formats_become_structured_markdown(docs):
 
         pdf = await ok("report.pdf")
         assert "PDF, 2 pages" in pdf
-        assert pdf.index("## Page 1") < pdf.index("Quarterly revenue was 42 million.") < pdf.index("## Page 2") < pdf.index("Zanzibar")
+        assert (
+            pdf.index("## Page 1")
+            < pdf.index("Quarterly revenue was 42 million.")
+            < pdf.index("## Page 2")
+            < pdf.index("Zanzibar")
+        )
 
         docx = await ok("report.docx")
         assert "# Annual Report" in docx and "## Results" in docx and "### Outlook" in docx
@@ -187,7 +190,9 @@ async def test_formats_become_structured_markdown(docs):
         assert docx.index("Revenue grew") < docx.index("| Region") < docx.index("### Outlook")
 
         pptx = await ok("deck.pptx")
-        assert pptx.index("## Slide 1") < pptx.index("### Roadmap") < pptx.index("## Slide 2") < pptx.index("### Numbers")
+        assert (
+            pptx.index("## Slide 1") < pptx.index("### Roadmap") < pptx.index("## Slide 2") < pptx.index("### Numbers")
+        )
         assert "- Launch in March" in pptx and "  - Beta first" in pptx
         assert "Notes: Mention the budget." in pptx
         assert "| Quarter | Units |" in pptx and "| Q1 | 1200 |" in pptx
@@ -280,7 +285,9 @@ async def test_media_without_a_configured_model_is_a_clear_error(docs):
         status, text = await call(tools["read_document"], path="chart.png")
         assert status == "error" and "no vision model is configured" in text and "MEMENTO_VISION_MODEL" in text
         status, text = await call(tools["read_document"], path="talk.mp3")
-        assert status == "error" and "no transcription model is configured" in text and "MEMENTO_TRANSCRIBE_MODEL" in text
+        assert (
+            status == "error" and "no transcription model is configured" in text and "MEMENTO_TRANSCRIBE_MODEL" in text
+        )
         status, text = await call(tools["read_document"], path="data.json", max_chars=1000)
         assert status == "success" and json.loads(text.split("```json\n", 1)[1].split("\n```")[0])["name"] == "memento"
 
@@ -323,9 +330,30 @@ def write_bomb(path: Path, template: Path, member: str, size_mb: int = 200, decl
     central = bytearray()
 
     def add(name: bytes, method: int, data: bytes, crc32: int, real_size: int) -> None:
-        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc32, len(data), real_size, len(name), 0)
+        header = struct.pack(
+            "<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc32, len(data), real_size, len(name), 0
+        )
         central.extend(
-            struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc32, len(data), real_size, len(name), 0, 0, 0, 0, 0, len(out))
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                crc32,
+                len(data),
+                real_size,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                len(out),
+            )
             + name
         )
         out.extend(header + name + data)

@@ -37,9 +37,7 @@ def inspector():
             text=True,
             timeout=600,
         )
-        assert done.returncode == 0 and BIN.exists(), (
-            f"installing the MCP Inspector failed:\n{done.stderr[-2000:]}"
-        )
+        assert done.returncode == 0 and BIN.exists(), f"installing the MCP Inspector failed:\n{done.stderr[-2000:]}"
 
     def run(*args: str) -> dict:
         done = subprocess.run(
@@ -86,9 +84,7 @@ def test_code_server_keeps_secrets_from_a_third_party_client(inspector):
     env = ["-e", f"OPENAI_API_KEY={canary}", "-e", f"MEMENTO_CODE_WORKSPACE_ROOT={root}"]
     try:
         server = [*env, sys.executable, "-m", "mcp_servers.code"]
-        result = inspector(
-            *server, *_call("run_shell", command='echo "key=[$OPENAI_API_KEY]"; env')
-        )
+        result = inspector(*server, *_call("run_shell", command='echo "key=[$OPENAI_API_KEY]"; env'))
         out = result["structuredContent"]
         assert out["exit_code"] == 0 and "key=[]" in out["stdout"]
         assert canary not in out["stdout"]

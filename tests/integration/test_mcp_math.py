@@ -28,9 +28,7 @@ class Session:
 
     async def call(self, name: str, **args) -> tuple[str, str]:
         """Returns (status, text) of one tool call."""
-        msg = await self.tools[name].ainvoke(
-            {"type": "tool_call", "id": "1", "name": name, "args": args}
-        )
+        msg = await self.tools[name].ainvoke({"type": "tool_call", "id": "1", "name": name, "args": args})
         text = "".join(block["text"] for block in msg.content if block.get("type") == "text")
         return msg.status, text
 
@@ -68,19 +66,13 @@ async def s():
 
 
 async def test_tools_compute(s):
-    assert (
-        await s.ok("evaluate", expression="2^10 + sqrt(2)")
-        == "exact: sqrt(2) + 1024\nnumeric: 1025.41421356237"
-    )
+    assert await s.ok("evaluate", expression="2^10 + sqrt(2)") == "exact: sqrt(2) + 1024\nnumeric: 1025.41421356237"
     assert await s.ok("solve", equation="x^2 = 4") == "[-2, 2]"
     assert await s.ok("solve", equation="a*y + 1", variable="y") == "[-1/a]"
     assert await s.ok("simplify", expression="sin(x)^2 + cos(x)^2") == "1"
     assert await s.ok("differentiate", expression="x^3", order=2) == "6*x"
     assert await s.ok("integrate", expression="x^2", lower="0", upper="3") == "9"
-    assert (
-        await s.ok("integrate", expression="exp(-t^2)", variable="t", lower="-oo", upper="oo")
-        == "sqrt(pi)"
-    )
+    assert await s.ok("integrate", expression="exp(-t^2)", variable="t", lower="-oo", upper="oo") == "sqrt(pi)"
     assert float(await s.ok("add", a=1.5, b=2)) == 3.5
 
 
@@ -115,8 +107,5 @@ async def test_slow_computation_is_stopped_and_server_keeps_serving(s):
 async def test_streamable_http_transport():
     with serve_http("math") as url:
         async with open_session({"transport": "streamable_http", "url": url}) as http:
-            assert (
-                await http.ok("evaluate", expression="6*7")
-                == "exact: 42\nnumeric: 42.0000000000000"
-            )
+            assert await http.ok("evaluate", expression="6*7") == "exact: 42\nnumeric: 42.0000000000000"
             assert "digits" in await http.refused("evaluate", expression="9^9^9^9")

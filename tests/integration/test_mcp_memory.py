@@ -75,25 +75,15 @@ async def test_search_get_report_and_add_over_mcp(tmp_path, bank):
         assert found["cases"][0]["answer"] == "Paris" and found["cases"][0]["plan"] == [
             {"id": 1, "description": "look it up"}
         ]
-        assert (
-            len(found["cases"]) == 2
-            and found["cases"][0]["similarity"] > found["cases"][1]["similarity"]
-        )
-        negatives = await call(
-            tools, "search_cases", query="capital city of France", k=3, label="negative"
-        )
+        assert len(found["cases"]) == 2 and found["cases"][0]["similarity"] > found["cases"][1]["similarity"]
+        negatives = await call(tools, "search_cases", query="capital city of France", k=3, label="negative")
         assert [c["id"] for c in negatives["cases"]] == [seeded[1].id]
 
         got = await call(tools, "get_case", case_id=seeded[2].id)
         assert got["question"] == seeded[2].question and got["label"] == "positive"
 
-        reported = await call(
-            tools, "report_outcome", retrieval_id=found["retrieval_id"], reward=1.0
-        )
-        assert (
-            reported["recorded"] == [c["id"] for c in found["cases"]]
-            and reported["success"] is True
-        )
+        reported = await call(tools, "report_outcome", retrieval_id=found["retrieval_id"], reward=1.0)
+        assert reported["recorded"] == [c["id"] for c in found["cases"]] and reported["success"] is True
         after = await call(tools, "get_case", case_id=seeded[0].id)
         assert after["times_retrieved"] == 1
 

@@ -36,11 +36,7 @@ async def call(tools, name: str, **args) -> dict:
 
 
 def server_env(bank, tmp_path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MEMENTO_") or k in ("MEMENTO_EMBEDDER",)
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMENTO_") or k in ("MEMENTO_EMBEDDER",)}
     env.update(
         MEMENTO_BANK_PATH=str(bank.path),
         MEMENTO_EXPERIENCE_PATH=str(tmp_path / "experience.sqlite"),
@@ -53,7 +49,14 @@ def server_env(bank, tmp_path, **extra: str) -> dict[str, str]:
 def seed(bank) -> dict[str, Case]:
     cases = {
         "alice": Case(namespace="alice", question="Alice's secret project codename?", answer="BLUEBIRD", reward=1.0),
-        "bob": Case(namespace="bob", question=QUESTION, answer="Paris", plan=["look it up"], reward=1.0, reward_source="imported"),
+        "bob": Case(
+            namespace="bob",
+            question=QUESTION,
+            answer="Paris",
+            plan=["look it up"],
+            reward=1.0,
+            reward_source="imported",
+        ),
         "bob2": Case(namespace="bob", question="Which river flows through Paris?", answer="Seine", reward=1.0),
     }
     bank.upsert(list(cases.values()))
@@ -64,7 +67,15 @@ async def test_namespaces_ownership_outcomes_and_caps_over_stdio(tmp_path, bank)
     cases = seed(bank)
     env = server_env(bank, tmp_path, MEMENTO_NAMESPACE="bob", MEMENTO_CASE_ANSWER_CHARS="1000")
     client = MultiServerMCPClient(
-        {"memory": {"transport": "stdio", "command": sys.executable, "args": ["-m", "mcp_servers.memory"], "cwd": str(REPO), "env": env}}
+        {
+            "memory": {
+                "transport": "stdio",
+                "command": sys.executable,
+                "args": ["-m", "mcp_servers.memory"],
+                "cwd": str(REPO),
+                "env": env,
+            }
+        }
     )
     async with client.session("memory") as session:
         tools = {t.name: t for t in await load_mcp_tools(session)}
@@ -109,7 +120,10 @@ async def test_namespaces_ownership_outcomes_and_caps_over_stdio(tmp_path, bank)
         first = await call(tools, "report_outcome", retrieval_id=hit["retrieval_id"], reward=1.0)
         assert first["recorded"] == [cases["bob2"].id]
         for _ in range(5):
-            assert "counts once" in (await call(tools, "report_outcome", retrieval_id=hit["retrieval_id"], reward=1.0))["error"]
+            assert (
+                "counts once"
+                in (await call(tools, "report_outcome", retrieval_id=hit["retrieval_id"], reward=1.0))["error"]
+            )
         for args in (
             {"case_ids": [cases["bob2"].id]},  # no retrieval
             {"retrieval_id": "ret-" + "0" * 24},  # not one this server logged
@@ -117,14 +131,21 @@ async def test_namespaces_ownership_outcomes_and_caps_over_stdio(tmp_path, bank)
             result = await call(tools, "report_outcome", reward=1.0, **args)
             assert "retrieval" in result.get("error", ""), args
         other = await call(tools, "search_cases", query="river through Paris", k=1)
-        assert "did not show" in (
-            await call(tools, "report_outcome", retrieval_id=other["retrieval_id"], reward=1.0, case_ids=[cases["bob"].id])
-        )["error"]
+        assert (
+            "did not show"
+            in (
+                await call(
+                    tools, "report_outcome", retrieval_id=other["retrieval_id"], reward=1.0, case_ids=[cases["bob"].id]
+                )
+            )["error"]
+        )
         usage = await call(tools, "get_case", case_id=cases["bob2"].id)
         assert usage["times_retrieved"] == 1
 
         # Caps: a 900 KB answer is cut to the configured size, a 900 KB question refused.
-        huge = await call(tools, "add_case", question="How long can an answer be?", answer="x" * 900_000, plan=["y" * 900_000])
+        huge = await call(
+            tools, "add_case", question="How long can an answer be?", answer="x" * 900_000, plan=["y" * 900_000]
+        )
         assert huge["cut"] == ["answer", "plan"]
         stored = await call(tools, "get_case", case_id=huge["case_id"])
         assert len(stored["answer"]) < 1100 and "cut 899,000 characters" in stored["answer"]
@@ -140,7 +161,11 @@ async def test_namespaces_ownership_outcomes_and_caps_over_stdio(tmp_path, bank)
 def start(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mcp_servers.memory", "--transport", "http", "--port", str(free_port()), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -159,7 +184,12 @@ async def test_http_needs_a_bearer_token_and_names_each_client(tmp_path, bank):
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# client:token\nalice:{TOKEN_ALICE}\nbob:{TOKEN_BOB}\n")
     env = server_env(bank, tmp_path, MEMENTO_NAMESPACE="bob", MEMENTO_MCP_TOKEN_FILE=str(tokens))
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
     headers = {"Accept": "application/json, text/event-stream"}
     with serve_http("memory", env=env) as url:
         async with httpx.AsyncClient() as http:
@@ -169,7 +199,13 @@ async def test_http_needs_a_bearer_token_and_names_each_client(tmp_path, bank):
         ids = {}
         for name, token in (("alice", TOKEN_ALICE), ("bob", TOKEN_BOB)):
             client = MultiServerMCPClient(
-                {"memory": {"transport": "streamable_http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}}
+                {
+                    "memory": {
+                        "transport": "streamable_http",
+                        "url": url,
+                        "headers": {"Authorization": f"Bearer {token}"},
+                    }
+                }
             )
             async with client.session("memory") as session:
                 tools = {t.name: t for t in await load_mcp_tools(session)}

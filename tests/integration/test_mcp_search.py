@@ -44,8 +44,6 @@ def stdio_client(env: dict[str, str]) -> MultiServerMCPClient:
     )
 
 
-
-
 BACKEND_ENV = {
     "searxng": lambda url: {"SEARXNG_URL": url},
     "serpapi": lambda url: {"SERPAPI_API_KEY": DEFAULT_KEYS["serpapi"], "SERPAPI_BASE_URL": url},
@@ -60,7 +58,11 @@ async def test_each_backend_speaks_its_api_and_results_are_normalised(apis, back
     apis.add_results(
         "memento agents",
         [
-            {"title": "Memento: Fine-tuning LLM Agents without Fine-tuning LLMs", "url": "https://arxiv.org/abs/2508.16153", "snippet": "Case-based memory for agents."},
+            {
+                "title": "Memento: Fine-tuning LLM Agents without Fine-tuning LLMs",
+                "url": "https://arxiv.org/abs/2508.16153",
+                "snippet": "Case-based memory for agents.",
+            },
             {"title": "Memento &amp; co", "url": "https://example.com/m", "snippet": "Second memento agents hit."},
         ],
     )

@@ -38,7 +38,9 @@ FILLER = ["How many legs does a spider have?", "Who painted the Mona Lisa?"]
 @pytest.fixture
 def filled_bank(bank):
     cases = [Case(question=q, label="negative", reward=0.0, plan=[{"id": 1, "description": "guess"}]) for q in NEGATIVE]
-    cases += [Case(question=q, label="positive", reward=1.0, plan=[{"id": 1, "description": "search"}]) for q in POSITIVE]
+    cases += [
+        Case(question=q, label="positive", reward=1.0, plan=[{"id": 1, "description": "search"}]) for q in POSITIVE
+    ]
     cases += [Case(question=q, label="positive", reward=1.0) for q in FILLER]
     bank.upsert(cases)
     return bank
@@ -65,7 +67,10 @@ def policy_path(tmp_path, embedder):
         for i in range(len(queries)):
             sims = c_emb[i] @ q_emb[i]
             labels = ["positive" if rng.random() < 0.5 else "negative" for _ in range(6)]
-            cands = [CandidateCase(f"c{i}-{j}", c_emb[i, j], float(sims[j]), labels[j], "ground_truth_judge") for j in range(6)]
+            cands = [
+                CandidateCase(f"c{i}-{j}", c_emb[i, j], float(sims[j]), labels[j], "ground_truth_judge")
+                for j in range(6)
+            ]
             chosen = slates[int(rng.integers(len(slates)))]
             helped = sum(1 if labels[j] == "positive" else -1 for j in chosen)
             reward = float(rng.random() < min(1.0, max(0.0, 0.4 + 0.25 * helped)))
@@ -82,7 +87,9 @@ def test_learned_retrieval_chooses_among_cached_candidates(filled_bank, policy_p
     assert sim.selector == "similarity" and not sim.fallback
     assert {c["question"] for c in sim.shown} == set(NEGATIVE)
 
-    got = retrieve_cases(filled_bank, QUESTION, mode="learned", k=3, n_candidates=8, policy_path=str(policy_path), rng_seed=0)
+    got = retrieve_cases(
+        filled_bank, QUESTION, mode="learned", k=3, n_candidates=8, policy_path=str(policy_path), rng_seed=0
+    )
     assert got.selector == "learned" and got.policy_version.startswith("bandit-") and not got.fallback
     assert len(got.candidates) == 8  # every candidate is logged, shown or not
     # The nearest cases failed: the bandit prefers the positive ones a little further away. In
@@ -139,14 +146,23 @@ def test_similarity_fallback_explores_near_the_top_and_logs_propensities(filled_
     missing = str(tmp_path / "bad.pt")
     sim = retrieve_cases(filled_bank, QUESTION, mode="similarity", k=3, n_candidates=8)
     top = [c["id"] for c in sim.shown]
-    greedy = retrieve_cases(filled_bank, QUESTION, mode="learned", k=3, n_candidates=8, policy_path=missing, exploration="greedy")
+    greedy = retrieve_cases(
+        filled_bank, QUESTION, mode="learned", k=3, n_candidates=8, policy_path=missing, exploration="greedy"
+    )
     assert [c["id"] for c in greedy.shown] == top
     # The wider pool is logged even before a policy exists, so the first one has outcomes to learn from.
     assert len(greedy.candidates) == 8
     seen = set()
     for seed in range(40):
         got = retrieve_cases(
-            filled_bank, QUESTION, mode="learned", k=3, n_candidates=8, policy_path=missing, exploration="epsilon:0.5", rng_seed=seed
+            filled_bank,
+            QUESTION,
+            mode="learned",
+            k=3,
+            n_candidates=8,
+            policy_path=missing,
+            exploration="epsilon:0.5",
+            rng_seed=seed,
         )
         assert got.fallback and len(got.shown) == 3
         props = [c["propensity"] for c in got.candidates]

@@ -53,7 +53,9 @@ def checkpoint_url(request, tmp_path, agent_env, monkeypatch):
     return url
 
 
-async def test_approval_pause_then_resume_in_new_process(ctx, llm_server, thread_id, checkpoint_url, agent_env, embedder):
+async def test_approval_pause_then_resume_in_new_process(
+    ctx, llm_server, thread_id, checkpoint_url, agent_env, embedder
+):
     ctx.sensitive_tools = ["math_evaluate"]
     agent_env["MEMENTO_SENSITIVE_TOOLS"] = "math_evaluate"
     script_sensitive_run(llm_server)
@@ -106,7 +108,9 @@ async def test_rejected_tool_call_reaches_the_model_as_error(ctx, llm_server, th
     assert out["answer"] == "unknown" and out["reward"] == 0.0
 
 
-async def test_write_back_crash_is_resumed_without_duplicate(ctx, llm_server, thread_id, tmp_path, monkeypatch, embedder):
+async def test_write_back_crash_is_resumed_without_duplicate(
+    ctx, llm_server, thread_id, tmp_path, monkeypatch, embedder
+):
     """The bank fails during write_back: the case is spooled, the run resumes and writes it once."""
     llm_server.script("planner", final("Lima"))
     llm_server.script("judge", verdict(True))

@@ -5,8 +5,16 @@ from evals.sim.run import SimConfig, simulate
 
 
 def test_similarity_memory_beats_no_memory_by_pass_three(tmp_path):
-    cfg = SimConfig(out_dir=tmp_path / "sim", families=4, per_family=5, iterations=3, modes=["none", "similarity"],
-                    seed=0, plan_first=False, progress=False)
+    cfg = SimConfig(
+        out_dir=tmp_path / "sim",
+        families=4,
+        per_family=5,
+        iterations=3,
+        modes=["none", "similarity"],
+        seed=0,
+        plan_first=False,
+        progress=False,
+    )
     summary = simulate(cfg)
     acc = {(r["mode"], r["iteration"]): r["accuracy"] for r in summary["overall"]}
     assert acc[("similarity", 3)] > acc[("none", 3)] + 0.1

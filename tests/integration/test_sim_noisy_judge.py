@@ -5,11 +5,21 @@ from evals.sim.run import SimConfig, simulate
 
 
 def test_similarity_memory_still_learns_with_a_noisy_self_judge(tmp_path):
-    cfg = SimConfig(out_dir=tmp_path / "sim", families=4, per_family=5, iterations=3, modes=["none", "similarity"],
-                    seed=0, plan_first=False, progress=False, self_judge_accuracy=0.8)
+    cfg = SimConfig(
+        out_dir=tmp_path / "sim",
+        families=4,
+        per_family=5,
+        iterations=3,
+        modes=["none", "similarity"],
+        seed=0,
+        plan_first=False,
+        progress=False,
+        self_judge_accuracy=0.8,
+    )
     summary = simulate(cfg)
     acc = {(r["mode"], r["iteration"]): r["accuracy"] for r in summary["overall"]}
     assert acc[("similarity", 3)] > acc[("similarity", 1)]
+
     # Memory beats no memory once it has been filled, over passes 2 and 3 together (40 attempts a
     # mode): a wrong answer the self-judge let through is stored as positive and misleads (the
     # simulator's mislabelled-case model), so the lift is smaller than with true labels, and one
@@ -33,6 +43,8 @@ def test_self_judge_accuracy_must_be_a_probability(tmp_path):
 
     from graph.cli import app
 
-    result = CliRunner().invoke(app, ["eval", "--simulate", "--self-judge-accuracy", "1.5", "--out", str(tmp_path / "x")])
+    result = CliRunner().invoke(
+        app, ["eval", "--simulate", "--self-judge-accuracy", "1.5", "--out", str(tmp_path / "x")]
+    )
     assert result.exit_code == 2 and "--self-judge-accuracy" in result.output
     assert not (tmp_path / "x").exists()

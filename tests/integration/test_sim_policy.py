@@ -8,11 +8,21 @@ from memory.experience import ExperienceLog
 
 
 def test_learned_mode_serves_the_bandit_and_retrains_through_the_ope_gate(tmp_path):
-    cfg = SimConfig(out_dir=tmp_path / "sim", families=4, per_family=5, iterations=2, modes=["learned"],
-                    seed=0, plan_first=False, progress=False)
+    cfg = SimConfig(
+        out_dir=tmp_path / "sim",
+        families=4,
+        per_family=5,
+        iterations=2,
+        modes=["learned"],
+        seed=0,
+        plan_first=False,
+        progress=False,
+    )
     summary = simulate(cfg)
     notes = [n for n in summary["meta"]["notes"] if n.startswith("learned pass 2:")]
-    assert notes and ("promoted on 20 retrievals" in notes[0] or "candidate not promoted" in notes[0]), summary["meta"]["notes"]
+    assert notes and ("promoted on 20 retrievals" in notes[0] or "candidate not promoted" in notes[0]), summary["meta"][
+        "notes"
+    ]
     history = tmp_path / "sim" / "policy" / "learned.pt.history.jsonl"
     decisions = [json.loads(line) for line in history.read_text().splitlines()]
     # Every decision records the off-policy estimates it was made on.

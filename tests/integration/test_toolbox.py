@@ -17,10 +17,16 @@ FAKES = Path(__file__).resolve().parents[1] / "fakes"
 @pytest.fixture
 def config(tmp_path):
     path = tmp_path / "servers.json"
-    path.write_text(json.dumps({"mcpServers": {
-        "crashy": {"command": sys.executable, "args": [str(FAKES / "crashy_mcp_server.py")]},
-        "broken": {"command": sys.executable, "args": ["-c", "import sys; sys.exit(3)"]},
-    }}))
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "crashy": {"command": sys.executable, "args": [str(FAKES / "crashy_mcp_server.py")]},
+                    "broken": {"command": sys.executable, "args": ["-c", "import sys; sys.exit(3)"]},
+                }
+            }
+        )
+    )
     return str(path)
 
 

@@ -26,20 +26,26 @@ async def test_lone_surrogate_in_the_answer_is_stored_cleaned(ctx, llm_server, t
     llm_server.script("judge", verdict(True))
     async with open_checkpointer(str(tmp_path / "cp.sqlite")) as saver:
         out = await compile_graph(saver).ainvoke(
-            {"question": "Capital of Peru? \udcff", "ground_truth": "Lima"}, {"configurable": {"thread_id": thread_id}}, context=ctx
+            {"question": "Capital of Peru? \udcff", "ground_truth": "Lima"},
+            {"configurable": {"thread_id": thread_id}},
+            context=ctx,
         )
     assert out["case_written"] is True
     case = CaseBank(ctx.bank_path, embedder=embedder).get(out["case_id"])
     assert case.answer == "Lima \ufffd" and case.question == "Capital of Peru? \ufffd"
 
 
-async def test_lone_surrogate_is_spooled_intact_when_the_bank_fails(ctx, llm_server, thread_id, tmp_path, monkeypatch, embedder):
+async def test_lone_surrogate_is_spooled_intact_when_the_bank_fails(
+    ctx, llm_server, thread_id, tmp_path, monkeypatch, embedder
+):
     import memory.bank
 
     llm_server.script("planner", final(SURROGATE_ANSWER))
     llm_server.script("judge", verdict(True))
     real_upsert = memory.bank.CaseBank.upsert
-    monkeypatch.setattr(memory.bank.CaseBank, "upsert", lambda self, cases, **kw: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(
+        memory.bank.CaseBank, "upsert", lambda self, cases, **kw: (_ for _ in ()).throw(OSError("disk full"))
+    )
     config = {"configurable": {"thread_id": thread_id}}
     async with open_checkpointer(str(tmp_path / "cp.sqlite")) as saver:
         graph = compile_graph(saver)
@@ -64,7 +70,11 @@ async def test_damaged_spool_line_is_set_aside_and_good_lines_are_written(ctx, l
     spool.write_text('{"question": "torn line\n' + json.dumps(waiting.to_dict()) + "\n", encoding="utf-8")
     llm_server.script("planner", final("Lima"))
     llm_server.script("judge", verdict(True))
-    out = await compile_graph().ainvoke({"question": "Capital of Peru?", "ground_truth": "Lima"}, {"configurable": {"thread_id": thread_id}}, context=ctx)
+    out = await compile_graph().ainvoke(
+        {"question": "Capital of Peru?", "ground_truth": "Lima"},
+        {"configurable": {"thread_id": thread_id}},
+        context=ctx,
+    )
     assert out["case_written"] is True
     bank = CaseBank(ctx.bank_path, embedder=embedder)
     assert bank.get(waiting.id).answer == "yes" and bank.count() == 2
@@ -72,7 +82,9 @@ async def test_damaged_spool_line_is_set_aside_and_good_lines_are_written(ctx, l
     assert spool.with_name(spool.name + ".bad").read_text(encoding="utf-8") == '{"question": "torn line\n'
 
 
-async def test_kill_between_usage_and_outcome_does_not_count_usage_twice(ctx, llm_server, thread_id, tmp_path, monkeypatch, embedder):
+async def test_kill_between_usage_and_outcome_does_not_count_usage_twice(
+    ctx, llm_server, thread_id, tmp_path, monkeypatch, embedder
+):
     import memory.experience
     from memory.cases import Case
 

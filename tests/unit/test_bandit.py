@@ -46,7 +46,16 @@ def _logs(n: int = 600, seed: int = 0):
         shown = rng.random(len(cands)) < 0.35
         difficulty = 0.2 + 0.2 * (fam % 2)
         p = np.clip(difficulty + truth[shown].sum(), 0.02, 0.98)
-        logs.append(LoggedRetrieval(f"q{fam}-{rng.integers(1e9)}", q, cands, shown, float(rng.random() < p), 0.35 ** shown.sum() * 0.65 ** (~shown).sum()))
+        logs.append(
+            LoggedRetrieval(
+                f"q{fam}-{rng.integers(1e9)}",
+                q,
+                cands,
+                shown,
+                float(rng.random() < p),
+                0.35 ** shown.sum() * 0.65 ** (~shown).sum(),
+            )
+        )
     return logs, rng, family_dir
 
 

@@ -150,7 +150,9 @@ def _reopen(path):
             print("BANKERROR", exc)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60, cwd=os.getcwd())
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60, cwd=os.getcwd()
+    )
     return out.stdout + out.stderr
 
 
@@ -192,7 +194,11 @@ def test_locked_bank_times_out_with_a_clear_error(tmp_path):
     path = tmp_path / "b"
     bank = CaseBank(path, embedder=HashEmbedder(), lock_timeout=0.2)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from filelock import FileLock; import time; l=FileLock({str(path / '.write.lock')!r}); l.acquire(); print('held', flush=True); time.sleep(30)"],
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; import time; l=FileLock({str(path / '.write.lock')!r}); l.acquire(); print('held', flush=True); time.sleep(30)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

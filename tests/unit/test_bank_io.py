@@ -34,7 +34,10 @@ PLAN = '{ "plan": [ { "id": 1, "description": "Look it up." } ] }'
 
 def test_detects_each_format():
     assert detect_format({"case": "q", "plan": PLAN, "case_label": "positive"}) == "memory"
-    assert detect_format({"query": "x", "case": "q", "case_label": "negative", "plan": PLAN, "truth_label": True}) == "training"
+    assert (
+        detect_format({"query": "x", "case": "q", "case_label": "negative", "plan": PLAN, "truth_label": True})
+        == "training"
+    )
     assert detect_format({"question": "q", "plan": [], "reward": 1}) == "qpr"
     assert detect_format(Case(question="q").to_dict()) == "memento"
     with pytest.raises(ImportFormatError):
@@ -53,7 +56,12 @@ def test_import_original_memory_format(tmp_path, hbank):
     assert (report.format, report.rows, report.written, report.ok) == ("memory", 2, 2, True)
     cases = {c.question: c for c in hbank.iter_cases()}
     pos = cases["What sport does Deportivo Cali play?"]
-    assert (pos.label, pos.reward, pos.reward_source, pos.source) == ("positive", 1.0, "imported", "memento:memory.jsonl")
+    assert (pos.label, pos.reward, pos.reward_source, pos.source) == (
+        "positive",
+        1.0,
+        "imported",
+        "memento:memory.jsonl",
+    )
     assert pos.plan == [{"id": 1, "description": "Look it up."}]
     assert cases["In what country is Northland?"].reward == 0.0
     # Re-importing the same file changes nothing.
@@ -72,7 +80,10 @@ def test_import_training_format_takes_distinct_cases(tmp_path, hbank):
 
 
 def test_import_question_plan_reward_rows(tmp_path, hbank):
-    f = write(tmp_path / "qpr.jsonl", [{"question": "q1", "plan": PLAN, "reward": 0.9}, {"question": "q2", "plan": ["step"], "reward": None}])
+    f = write(
+        tmp_path / "qpr.jsonl",
+        [{"question": "q1", "plan": PLAN, "reward": 0.9}, {"question": "q2", "plan": ["step"], "reward": None}],
+    )
     report = import_jsonl(hbank, f, namespace="proj")
     assert report.format == "qpr"
     got = {c.question: c for c in hbank.iter_cases("proj")}
@@ -130,7 +141,9 @@ def test_memento_round_trip_restores_everything_without_re_encoding(tmp_path, hb
 
 
 def test_export_in_original_formats(tmp_path, hbank):
-    hbank.upsert([Case(question="pos", reward=1.0, plan=["do"]), Case(question="neg", reward=0.0), Case(question="unk")])
+    hbank.upsert(
+        [Case(question="pos", reward=1.0, plan=["do"]), Case(question="neg", reward=0.0), Case(question="unk")]
+    )
     out = tmp_path / "memory.jsonl"
     report = export_jsonl(hbank, out, fmt="memory")
     assert (report.written, report.skipped) == (2, 1)

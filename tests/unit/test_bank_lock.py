@@ -60,7 +60,9 @@ def test_only_a_dead_unheld_lock_is_broken(tmp_path):
     record_holder(lock)
     assert read_holder(lock)["pid"] == os.getpid()
     assert break_if_stale(lock) is False and lock.exists()  # this process is alive
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     info = read_holder(lock) | {"pid": int(done.stdout)}
     holder_path(lock).write_text(__import__("json").dumps(info))
     assert break_if_stale(lock) is True

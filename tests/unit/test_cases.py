@@ -73,7 +73,9 @@ def test_metadata_round_trip_keeps_everything_and_usage_in_metadata_wins():
     meta["retrieved_successes"] = 2
     meta["last_retrieved_at"] = 123.0
     back = Case.from_metadata(meta)
-    assert back.to_dict() | {"times_retrieved": 0, "retrieved_successes": 0, "last_retrieved_at": None} == case.to_dict()
+    assert (
+        back.to_dict() | {"times_retrieved": 0, "retrieved_successes": 0, "last_retrieved_at": None} == case.to_dict()
+    )
     assert (back.times_retrieved, back.retrieved_successes, back.last_retrieved_at) == (3, 2, 123.0)
     assert back.success_rate == 1.0
     assert json.loads(back.plan_text()) == {"plan": [{"id": 1, "description": "search"}]}

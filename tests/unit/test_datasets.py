@@ -14,9 +14,11 @@ def write(path, text):
 def test_our_jsonl_with_given_and_generated_ids(tmp_path):
     f = write(
         tmp_path / "d.jsonl",
-        json.dumps({"question": "Capital of France?", "ground_truth": ["Paris", "paris city"], "task_id": "q1"}) + "\n"
+        json.dumps({"question": "Capital of France?", "ground_truth": ["Paris", "paris city"], "task_id": "q1"})
         + "\n"
-        + json.dumps({"question": "2+2?", "ground_truth": "4", "source": "math"}) + "\n",
+        + "\n"
+        + json.dumps({"question": "2+2?", "ground_truth": "4", "source": "math"})
+        + "\n",
     )
     ds = load_dataset(f)
     assert ds.format == "jsonl"
@@ -30,7 +32,11 @@ def test_our_jsonl_with_given_and_generated_ids(tmp_path):
 
 def test_deepresearcher_format_detected_and_alternatives_kept(tmp_path):
     rows = [
-        {"question": "Who wrote Hamlet?", "ground_truth": "Shakespeare<|answer_split|>William Shakespeare", "data_source": "nq"},
+        {
+            "question": "Who wrote Hamlet?",
+            "ground_truth": "Shakespeare<|answer_split|>William Shakespeare",
+            "data_source": "nq",
+        },
         {"question": "Who wrote Hamlet?", "ground_truth": "Shakespeare", "data_source": "nq"},
     ]
     f = write(tmp_path / "dr.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -45,8 +51,8 @@ def test_deepresearcher_format_detected_and_alternatives_kept(tmp_path):
 def test_simpleqa_csv(tmp_path):
     f = write(
         tmp_path / "simple_qa.csv",
-        'metadata,problem,answer\n'
-        '"{\'topic\': \'Science\', \'answer_type\': \'Person\'}","Who discovered X,\nreally?",Marie Curie\n'
+        "metadata,problem,answer\n"
+        "\"{'topic': 'Science', 'answer_type': 'Person'}\",\"Who discovered X,\nreally?\",Marie Curie\n"
         '"{}",What year?,1999\n',
     )
     ds = load_dataset(f)
@@ -90,13 +96,19 @@ def test_gaia_attachments_resolved_relative_to_metadata(tmp_path):
 def test_malformed_rows_reported_with_line_numbers_not_skipped(tmp_path):
     f = write(
         tmp_path / "bad.jsonl",
-        json.dumps({"question": "ok?", "ground_truth": "yes"}) + "\n"
+        json.dumps({"question": "ok?", "ground_truth": "yes"})
+        + "\n"
         + "{not json\n"
-        + json.dumps({"ground_truth": "no question"}) + "\n"
-        + json.dumps(["a", "list"]) + "\n"
-        + json.dumps({"question": "fine", "task_id": "x"}) + "\n"
-        + json.dumps({"question": "dup", "task_id": "x"}) + "\n"
-        + json.dumps({"question": "bad truth", "ground_truth": {"a": 1}}) + "\n",
+        + json.dumps({"ground_truth": "no question"})
+        + "\n"
+        + json.dumps(["a", "list"])
+        + "\n"
+        + json.dumps({"question": "fine", "task_id": "x"})
+        + "\n"
+        + json.dumps({"question": "dup", "task_id": "x"})
+        + "\n"
+        + json.dumps({"question": "bad truth", "ground_truth": {"a": 1}})
+        + "\n",
     )
     with pytest.raises(DatasetError) as info:
         load_dataset(f)

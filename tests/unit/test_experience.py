@@ -11,7 +11,15 @@ from memory.experience import ExperienceLog, ExperienceLogError
 
 def cands(n=3, shown=(0,)):
     return [
-        {"case_id": f"case-{i}", "similarity": 1 - i / 10, "score": 1 - i / 10, "shown": i in shown, "propensity": 0.5, "label": "positive", "reward": 1.0}
+        {
+            "case_id": f"case-{i}",
+            "similarity": 1 - i / 10,
+            "score": 1 - i / 10,
+            "shown": i in shown,
+            "propensity": 0.5,
+            "label": "positive",
+            "reward": 1.0,
+        }
         for i in range(n)
     ]
 
@@ -19,7 +27,9 @@ def cands(n=3, shown=(0,)):
 def test_retrievals_join_outcomes(tmp_path):
     log = ExperienceLog(tmp_path / "x.sqlite")
     log.log_retrieval("r1", namespace="ns", query="q1", candidates=cands(), selector="similarity", task_id="t1")
-    log.log_retrieval("r2", namespace="ns", query="q2", candidates=cands(4, (1, 2)), selector="learned", policy_version="v3")
+    log.log_retrieval(
+        "r2", namespace="ns", query="q2", candidates=cands(4, (1, 2)), selector="learned", policy_version="v3"
+    )
     log.log_retrieval("r3", namespace="other", query="q3", candidates=[], selector="none")
     assert log.count() == 0
     assert log.count(judged_only=False) == 3

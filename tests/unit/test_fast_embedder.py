@@ -105,6 +105,8 @@ def test_query_path_does_not_import_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MEMENTO_EMBEDDER", None)
     env.pop("MEMENTO_EMBEDDER_BACKEND", None)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HEAVY []" in proc.stdout

@@ -35,19 +35,63 @@ def hostile_texts() -> list[str]:
     rng = random.Random(12)
     nested_dict = '{"a": ' * 900 + "1" + "}" * 900  # parses, but is nearly at the decoder's limit
     fixed = [
-        "", " ", "\x00", "\ufeff", "\ud800", "\udcff{\"plan\": 1}", "{", "}", "{{{{", "}}}}", '"', '{"', "```", "```json", "```json\n{",
-        deep("[", "]"), deep("{", "}"), '{"plan": ' + deep("[", "]") + "}", '{"final_answer": ' + deep("[", "]") + "}",
-        '{"plan": [{"description": ' + nested_dict + "}]}", '{"final_answer": "x", "rationale": ' + nested_dict + "}",
-        '{"correct": true, "rationale": ' + nested_dict + "}", '{"correct": ' + deep("[", "]") + "}",
-        '{"plan": null}', '{"plan": 5}', '{"plan": "do it"}', '{"plan": []}', '{"plan": [null, 3, true, []]}', '{"plan": [{"description": null}]}',
-        '{"plan": [{"description": {"x": 1}}]}', '{"final_answer": null}', '{"final_answer": {}}', '{"final_answer": []}', '{"final_answer": 1e400}',
-        '{"final_answer": NaN}', '{"answer": -Infinity}', '{"correct": "maybe"}', '{"correct": null}', '{"correct": 1}', '{"correct": [true]}',
-        '{"plan": [{"description": "' + "x" * 2_000_000 + '"}]}', '{"final_answer": "' + "\\ud800" * 1000 + '"}', "\\u0000" * 10_000,
-        "{" + '"k": 1, ' * 100_000 + '"plan": ["last"]}', "[" + "1," * 100_000 + "1]", '{"a": "\\', '{"a": "\\u12', "{'plan': ['single quotes']}",
-        bytes(range(256)).decode("latin-1"), bytes(rng.randrange(256) for _ in range(5000)).decode("utf-8", errors="replace"),
+        "",
+        " ",
+        "\x00",
+        "\ufeff",
+        "\ud800",
+        '\udcff{"plan": 1}',
+        "{",
+        "}",
+        "{{{{",
+        "}}}}",
+        '"',
+        '{"',
+        "```",
+        "```json",
+        "```json\n{",
+        deep("[", "]"),
+        deep("{", "}"),
+        '{"plan": ' + deep("[", "]") + "}",
+        '{"final_answer": ' + deep("[", "]") + "}",
+        '{"plan": [{"description": ' + nested_dict + "}]}",
+        '{"final_answer": "x", "rationale": ' + nested_dict + "}",
+        '{"correct": true, "rationale": ' + nested_dict + "}",
+        '{"correct": ' + deep("[", "]") + "}",
+        '{"plan": null}',
+        '{"plan": 5}',
+        '{"plan": "do it"}',
+        '{"plan": []}',
+        '{"plan": [null, 3, true, []]}',
+        '{"plan": [{"description": null}]}',
+        '{"plan": [{"description": {"x": 1}}]}',
+        '{"final_answer": null}',
+        '{"final_answer": {}}',
+        '{"final_answer": []}',
+        '{"final_answer": 1e400}',
+        '{"final_answer": NaN}',
+        '{"answer": -Infinity}',
+        '{"correct": "maybe"}',
+        '{"correct": null}',
+        '{"correct": 1}',
+        '{"correct": [true]}',
+        '{"plan": [{"description": "' + "x" * 2_000_000 + '"}]}',
+        '{"final_answer": "' + "\\ud800" * 1000 + '"}',
+        "\\u0000" * 10_000,
+        "{" + '"k": 1, ' * 100_000 + '"plan": ["last"]}',
+        "[" + "1," * 100_000 + "1]",
+        '{"a": "\\',
+        '{"a": "\\u12',
+        "{'plan': ['single quotes']}",
+        bytes(range(256)).decode("latin-1"),
+        bytes(rng.randrange(256) for _ in range(5000)).decode("utf-8", errors="replace"),
     ]
     fuzzed = []
-    seeds = ['{"plan": [{"id": 1, "description": "look"}]}', '{"final_answer": "Lima"}', '{"correct": true, "rationale": "ok"}']
+    seeds = [
+        '{"plan": [{"id": 1, "description": "look"}]}',
+        '{"final_answer": "Lima"}',
+        '{"correct": true, "rationale": "ok"}',
+    ]
     alphabet = '{}[]":,\\ \n`aeu0123456789.-+eE' + "\ud800\x00\u2028"
     for _ in range(300):
         chars = list(rng.choice(seeds))
@@ -67,7 +111,9 @@ def hostile_texts() -> list[str]:
 CORPUS = hostile_texts()
 
 
-@pytest.mark.parametrize("parse", [extract_json_object, lambda t: parse_planner_reply(t, 6), parse_verdict], ids=["json", "planner", "judge"])
+@pytest.mark.parametrize(
+    "parse", [extract_json_object, lambda t: parse_planner_reply(t, 6), parse_verdict], ids=["json", "planner", "judge"]
+)
 def test_parsers_raise_only_value_error(parse):
     for text in CORPUS:
         with contextlib.suppress(ValueError):  # the recorded-failure path
@@ -76,7 +122,16 @@ def test_parsers_raise_only_value_error(parse):
 
 @pytest.mark.parametrize(
     "wrapper",
-    ["{}", "Here you go:\n{}\nThanks!", "```json\n{}\n```", "```\n{}\n```", "{} trailing {{{{", "[1, 2] {}", '{{"bad": }} {}', "\ud800 {} \udcff"],
+    [
+        "{}",
+        "Here you go:\n{}\nThanks!",
+        "```json\n{}\n```",
+        "```\n{}\n```",
+        "{} trailing {{{{",
+        "[1, 2] {}",
+        '{{"bad": }} {}',
+        "\ud800 {} \udcff",
+    ],
 )
 def test_valid_replies_inside_hostile_text_are_still_read(wrapper):
     def wrap(payload: dict) -> str:
@@ -102,10 +157,18 @@ class RawReplyModel:
 async def test_executor_tool_calls_with_hostile_arguments_become_error_results():
     unreadable = 0
     for i, text in enumerate(CORPUS[:150]):
-        raw = {"role": "assistant", "content": text, "tool_calls": [
-            {"id": f"call_{i}", "type": "function", "function": {"name": "math_add", "arguments": text}},
-            {"id": f"ok_{i}", "type": "function", "function": {"name": "math_add", "arguments": '{"a": 1, "b": 2}'}},
-        ]}
+        raw = {
+            "role": "assistant",
+            "content": text,
+            "tool_calls": [
+                {"id": f"call_{i}", "type": "function", "function": {"name": "math_add", "arguments": text}},
+                {
+                    "id": f"ok_{i}",
+                    "type": "function",
+                    "function": {"name": "math_add", "arguments": '{"a": 1, "b": 2}'},
+                },
+            ],
+        }
         try:
             message = await ainvoke(RawReplyModel(raw), [])
         except ModelReplyError as exc:
@@ -115,18 +178,32 @@ async def test_executor_tool_calls_with_hostile_arguments_become_error_results()
             continue
         text_of(message)
         # The valid call is never lost beside a broken one.
-        assert {"name": "math_add", "args": {"a": 1, "b": 2}, "id": f"ok_{i}", "type": "tool_call"} in message.tool_calls
+        assert {
+            "name": "math_add",
+            "args": {"a": 1, "b": 2},
+            "id": f"ok_{i}",
+            "type": "tool_call",
+        } in message.tool_calls
         for bad in message.invalid_tool_calls:
             result = _invalid_call_result(bad, "fallback")
             assert result.status == "error" and result.tool_call_id == f"call_{i}" and len(result.content) < 1000
     assert unreadable < 20
-    for bad in ({}, {"name": None, "args": None, "id": None}, {"name": "x" * 10_000, "args": "\ud800" * 10_000, "id": "c", "error": None}):
+    for bad in (
+        {},
+        {"name": None, "args": None, "id": None},
+        {"name": "x" * 10_000, "args": "\ud800" * 10_000, "id": "c", "error": None},
+    ):
         assert _invalid_call_result(bad, "fallback").status == "error"
-    assert text_of(AIMessage(content=[{"type": "text", "text": "a"}, "b", {"type": "image"}, {"text": None}])).startswith("ab")
+    assert text_of(
+        AIMessage(content=[{"type": "text", "text": "a"}, "b", {"type": "image"}, {"text": None}])
+    ).startswith("ab")
 
 
 def test_importer_keeps_every_valid_row_among_hostile_ones(tmp_path):
-    valid = [json.dumps({"question": f"Valid question {i}?", "plan": [{"id": 1, "description": "step"}], "reward": i % 2}) for i in range(40)]
+    valid = [
+        json.dumps({"question": f"Valid question {i}?", "plan": [{"id": 1, "description": "step"}], "reward": i % 2})
+        for i in range(40)
+    ]
     hostile = [
         *(t for t in CORPUS if "\n" not in t and "\r" not in t and "\u2028" not in t and len(t) < 3_000_000),
         json.dumps({"question": "x" * 30_000}),

@@ -127,17 +127,27 @@ def test_tool_config_loading(tmp_path, monkeypatch):
     monkeypatch.setenv("SEARX", "http://127.0.0.1:9999")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     cfg = tmp_path / "servers.json"
-    cfg.write_text(json.dumps({"mcpServers": {
-        "math": {"command": "python", "args": ["-m", "mcp_servers.math"], "env": {"URL": "${SEARX}"}},
-        "remote": {"transport": "http", "url": "http://127.0.0.1:8123/mcp"},
-        "off": {"command": "x", "disabled": True},
-    }}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "math": {"command": "python", "args": ["-m", "mcp_servers.math"], "env": {"URL": "${SEARX}"}},
+                    "remote": {"transport": "http", "url": "http://127.0.0.1:8123/mcp"},
+                    "off": {"command": "x", "disabled": True},
+                }
+            }
+        )
+    )
     conns = load_connections(cfg)
     assert set(conns) == {"math", "remote"}
     assert conns["math"]["env"]["URL"] == "http://127.0.0.1:9999"
     assert "OPENAI_API_KEY" not in conns["math"]["env"]  # servers never inherit the agent's keys
     assert conns["remote"]["transport"] == "streamable_http"
-    for bad in ("{", json.dumps({"mcpServers": {"a b": {"command": "x"}}}), json.dumps({"mcpServers": {"s": {"transport": "stdio"}}})):
+    for bad in (
+        "{",
+        json.dumps({"mcpServers": {"a b": {"command": "x"}}}),
+        json.dumps({"mcpServers": {"s": {"transport": "stdio"}}}),
+    ):
         cfg.write_text(bad)
         with pytest.raises(ToolConfigError):
             load_connections(cfg)

@@ -31,13 +31,23 @@ def errors_by_line(report) -> dict[int, str]:
 def test_cli_import_reports_each_hostile_row_and_keeps_the_valid_ones(tmp_path):
     nested = '{"question": "deep", "plan": ' + "[" * 100_000 + "]" * 100_000 + "}"
     huge = json.dumps({"question": "x" * (2 << 20), "plan": [], "reward": 1})  # 4 MB: over the line limit
-    lines = [good(1), nested, huge, json.dumps({"question": "five", "reward": 5}), json.dumps({"question": "minus", "reward": -3}), good(2)]
+    lines = [
+        good(1),
+        nested,
+        huge,
+        json.dumps({"question": "five", "reward": 5}),
+        json.dumps({"question": "minus", "reward": -3}),
+        good(2),
+    ]
     f = tmp_path / "rows.jsonl"
     f.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "MEMENTO_EMBEDDER": "hash", "ANONYMIZED_TELEMETRY": "False", "COLUMNS": "200"}
     res = subprocess.run(
         [sys.executable, "-c", "from memory.cli import app; app()", "import", str(f), "--bank", str(tmp_path / "bank")],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 1, out
@@ -74,7 +84,12 @@ def test_oversized_line_is_never_read_whole(tmp_path, hbank, monkeypatch):
         def __exit__(self, *exc):
             self.fh.close()
 
-    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: Spy(real_open(p, mode, *a, **k)) if p == f and "b" in mode else real_open(p, mode, *a, **k))
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda p, mode="r", *a, **k: (
+            Spy(real_open(p, mode, *a, **k)) if p == f and "b" in mode else real_open(p, mode, *a, **k)
+        ),
+    )
     report = import_jsonl(hbank, f)
     assert report.written == 2 and max(reads) <= 1 << 20  # read in bounded pieces, never whole
     assert "50,017 bytes" in errors_by_line(report)[2]
@@ -102,15 +117,22 @@ def test_wrong_types_are_row_errors_not_batch_failures(tmp_path, hbank):
 
 def test_rewards_outside_zero_one_are_refused_in_every_format(tmp_path, hbank):
     f = tmp_path / "rows.jsonl"
-    f.write_text("\n".join([
-        json.dumps({"question": "qpr high", "reward": 1.5}),
-        json.dumps({"question": "qpr ok", "reward": 0.25}),
-        json.dumps({"question": "qpr none", "reward": None}),
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                json.dumps({"question": "qpr high", "reward": 1.5}),
+                json.dumps({"question": "qpr ok", "reward": 0.25}),
+                json.dumps({"question": "qpr none", "reward": None}),
+            ]
+        )
+        + "\n"
+    )
     report = import_jsonl(hbank, f)
     assert list(errors_by_line(report)) == [1] and report.written == 2
     memento = tmp_path / "memento.jsonl"
-    memento.write_text(json.dumps({"question": "m", "namespace": "default", "reward": -0.5, "reward_source": "human"}) + "\n")
+    memento.write_text(
+        json.dumps({"question": "m", "namespace": "default", "reward": -0.5, "reward_source": "human"}) + "\n"
+    )
     report = import_jsonl(hbank, memento)
     assert "between 0 and 1" in errors_by_line(report)[1] and report.written == 0
 

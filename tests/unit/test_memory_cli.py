@@ -83,7 +83,11 @@ def test_search_show_set_reward_delete_export(env, tmp_path):
     out = tmp_path / "out.jsonl"
     res = run("export", out, "--format", "memory")
     assert res.exit_code == 0, res.output
-    assert sorted(json.loads(line)["case_label"] for line in out.read_text().splitlines()) == ["negative", "negative", "positive"]
+    assert sorted(json.loads(line)["case_label"] for line in out.read_text().splitlines()) == [
+        "negative",
+        "negative",
+        "positive",
+    ]
 
     assert run("delete", case_id).exit_code == 0
     assert stats()["cases"] == 2
@@ -123,7 +127,10 @@ def test_missing_or_corrupt_bank_is_a_clear_error(env, tmp_path):
     (env / "chroma.sqlite3").write_bytes(b"garbage" * 100)
     res = subprocess.run(
         [sys.executable, "-c", "from memory.cli import app; app()", "stats", "--bank", str(env)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
     )
     assert res.returncode == 2, res.stdout + res.stderr
     assert str(env) in " ".join(res.stderr.split()) and "re-import" in res.stderr

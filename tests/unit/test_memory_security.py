@@ -67,6 +67,8 @@ def test_planner_sees_client_cases_as_unverified():
     from nodes.prompts import UNVERIFIED_CASE_NOTE, format_cases
 
     base = {"question": "Q?", "plan": [], "answer": "A", "label": "positive"}
-    text = format_cases([{**base, "id": "c1", "reward_source": "mcp_client"}, {**base, "id": "c2", "reward_source": "imported"}])
+    text = format_cases(
+        [{**base, "id": "c1", "reward_source": "mcp_client"}, {**base, "id": "c2", "reward_source": "imported"}]
+    )
     assert text.count(UNVERIFIED_CASE_NOTE) == 1
     assert text.index(UNVERIFIED_CASE_NOTE) < text.index('<case id="c2"')

@@ -28,13 +28,27 @@ def test_correctness_prefers_judge_then_exact_match():
 
 
 def rec(mode, it, source, correct, em=0.0, f1=0.0, tokens=100, latency=1.0, error=None, cost=0.0):
-    return {"mode": mode, "iteration": it, "split": "train", "source": source, "correct": correct,
-            "exact_match": em, "f1": f1, "tokens": tokens, "latency_s": latency, "error": error, "cost_usd": cost}
+    return {
+        "mode": mode,
+        "iteration": it,
+        "split": "train",
+        "source": source,
+        "correct": correct,
+        "exact_match": em,
+        "f1": f1,
+        "tokens": tokens,
+        "latency_s": latency,
+        "error": error,
+        "cost_usd": cost,
+    }
 
 
 def test_aggregate_counts_errors_as_wrong_but_not_in_latency():
-    rows = [rec("s", 1, "a", True, em=1, f1=1, latency=2.0, cost=0.5), rec("s", 1, "a", False, latency=4.0),
-            rec("s", 1, "b", False, tokens=0, latency=None, error="boom")]
+    rows = [
+        rec("s", 1, "a", True, em=1, f1=1, latency=2.0, cost=0.5),
+        rec("s", 1, "a", False, latency=4.0),
+        rec("s", 1, "b", False, tokens=0, latency=None, error="boom"),
+    ]
     agg = aggregate(rows)
     assert agg["n"] == 3 and agg["errors"] == 1
     assert agg["accuracy"] == pytest.approx(1 / 3)

@@ -112,7 +112,8 @@ class _FixedResolver(aiohttp.abc.AbstractResolver):
 
     async def resolve(self, host, port=0, family=socket.AF_INET):
         return [
-            {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0} for a in self.addresses
+            {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
+            for a in self.addresses
         ]
 
     async def close(self):
@@ -148,7 +149,10 @@ class _Redirector(BaseHTTPRequestHandler):
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("target", "message"), [("http://127.0.0.1:{port}/ok", "127.0.0.1 is loopback"), ("http://localhost:{port}/ok", "localhost resolves to")])
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("http://127.0.0.1:{port}/ok", "127.0.0.1 is loopback"), ("http://localhost:{port}/ok", "localhost resolves to")],
+)
 async def test_an_aiohttp_session_with_the_guard_refuses_redirects_to_private_targets(target, message):
     server = ThreadingHTTPServer(("127.0.0.2", 0), _Redirector)
     port = server.server_address[1]

@@ -13,8 +13,14 @@ Q = "Who wrote Dracula?"
 
 
 def attempt(case: Case, attempt_id: str) -> tuple[Case, dict]:
-    rec = attempt_record(attempt_id, retrieval_id=f"ret-{attempt_id}", reward=case.reward, label=case.label,
-                         reward_source=case.reward_source, answer=case.answer)
+    rec = attempt_record(
+        attempt_id,
+        retrieval_id=f"ret-{attempt_id}",
+        reward=case.reward,
+        label=case.label,
+        reward_source=case.reward_source,
+        answer=case.answer,
+    )
     return case, rec
 
 
@@ -27,7 +33,10 @@ def test_reasks_count_once_per_attempt_and_keep_history():
     assert first.attempts == 1 and first.attempt_id == "t1"
     second = merge_attempt(first, *attempt(new("Shelley", 0.0, "self_judge"), "t2"))
     assert second.id == first.id and second.attempts == 2
-    assert [(a["id"], a["reward"], a["answer"]) for a in second.attempt_log] == [("t1", 1.0, "Stoker"), ("t2", 0.0, "Shelley")]
+    assert [(a["id"], a["reward"], a["answer"]) for a in second.attempt_log] == [
+        ("t1", 1.0, "Stoker"),
+        ("t2", 0.0, "Shelley"),
+    ]
     # Same source rank: the latest attempt is the one shown.
     assert second.answer == "Shelley" and second.label == "negative"
     # The same attempt written again (a resumed run) is not counted again.
@@ -64,8 +73,9 @@ def test_unlabelled_attempts_do_not_replace_a_judged_case():
 
 def test_attempt_log_text_is_cleaned_of_lone_surrogates():
     # The log rides in the case's Chroma metadata, which cannot hold a lone surrogate.
-    rec = attempt_record("t1\udcff", retrieval_id="r1", reward=1.0, label="positive", reward_source="self_judge",
-                         answer="Lima \ud800")
+    rec = attempt_record(
+        "t1\udcff", retrieval_id="r1", reward=1.0, label="positive", reward_source="self_judge", answer="Lima \ud800"
+    )
     assert rec["answer"] == "Lima \ufffd" and rec["id"] == "t1\ufffd"
     case = merge_attempt(None, new("Lima", 1.0, "self_judge"), rec)
     case.to_metadata()["record"].encode("utf-8")

@@ -11,9 +11,20 @@ def records():
     for mode, accs in {"none": [0.2, 0.2], "similarity": [0.3, 0.6]}.items():
         for it, acc in enumerate(accs, start=1):
             for i in range(10):
-                rows.append({"mode": mode, "iteration": it, "split": "train", "source": "abc"[i % 3],
-                             "correct": i < acc * 10, "exact_match": float(i < acc * 10), "f1": 0.5,
-                             "tokens": 50, "latency_s": 0.1, "cost_usd": 0.001})
+                rows.append(
+                    {
+                        "mode": mode,
+                        "iteration": it,
+                        "split": "train",
+                        "source": "abc"[i % 3],
+                        "correct": i < acc * 10,
+                        "exact_match": float(i < acc * 10),
+                        "f1": 0.5,
+                        "tokens": 50,
+                        "latency_s": 0.1,
+                        "cost_usd": 0.001,
+                    }
+                )
     return rows
 
 

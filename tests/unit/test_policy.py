@@ -43,7 +43,9 @@ def synthetic(n_queries: int = 60, per_query: int = 6, seed: int = 0, null_every
     sims = np.einsum("ij,ij->i", q_emb[q_index], c_emb)
     feats = np.stack(
         [
-            feature_row(similarity=float(s), best_similarity=1.0, reward=float(p), label="positive" if p else "negative")
+            feature_row(
+                similarity=float(s), best_similarity=1.0, reward=float(p), label="positive" if p else "negative"
+            )
             for s, p in zip(sims, positive, strict=True)
         ]
     )
@@ -213,9 +215,10 @@ def test_selection_greedy_epsilon_thompson(trained):
     assert {c.index for c in greedy if c.shown} == set(order.tolist())
     assert all(c.propensity == (1.0 if c.shown else 0.0) for c in greedy)
     # The policy learned that positive cases lead to success.
-    assert all(hits[c.index].case.label == "positive" for c in greedy if c.shown) or sum(
-        h.case.label == "positive" for h in hits
-    ) < k
+    assert (
+        all(hits[c.index].case.label == "positive" for c in greedy if c.shown)
+        or sum(h.case.label == "positive" for h in hits) < k
+    )
 
     rng = np.random.default_rng(1)
     for strategy in ("epsilon:0.3", "thompson:32"):
@@ -297,7 +300,9 @@ def _experience(path, n: int, seed: int = 0) -> None:
                     "reward": 1.0 if positive else 0.0,
                 }
             )
-        log.log_retrieval(f"r{seed}-{i}", namespace="default", query=f"question {seed} {i}", candidates=cands, selector="similarity")
+        log.log_retrieval(
+            f"r{seed}-{i}", namespace="default", query=f"question {seed} {i}", candidates=cands, selector="similarity"
+        )
         ok = cands[0]["label"] == "positive"
         log.log_outcome(f"r{seed}-{i}", reward=1.0 if ok else 0.0, label="positive" if ok else "negative")
 
@@ -363,7 +368,9 @@ def test_online_trainer_promotes_only_without_regression(tmp_path, bandit_bank):
     policy = tmp_path / "policy.pt"
     # Enough retrievals that each policy's sets were logged a few dozen times (whole-set IPS).
     _bandit_experience(exp, bandit_bank, 700)
-    trainer = OnlineTrainer(policy, exp, every=3, bank=bandit_bank, embedder=HashEmbedder(DIM), namespace="default", k=2)
+    trainer = OnlineTrainer(
+        policy, exp, every=3, bank=bandit_bank, embedder=HashEmbedder(DIM), namespace="default", k=2
+    )
     # Before any promotion similarity serves.
     assert load_bandit_selector(policy).version == "similarity"
     assert trainer.notify_outcome() is False
@@ -394,7 +401,9 @@ def test_online_trainer_promotes_only_without_regression(tmp_path, bandit_bank):
 def test_online_trainer_waits_for_enough_data(tmp_path, bandit_bank):
     from memory.embeddings import HashEmbedder
 
-    trainer = OnlineTrainer(tmp_path / "p.pt", tmp_path / "exp.sqlite", every=1, bank=bandit_bank, embedder=HashEmbedder(DIM))
+    trainer = OnlineTrainer(
+        tmp_path / "p.pt", tmp_path / "exp.sqlite", every=1, bank=bandit_bank, embedder=HashEmbedder(DIM)
+    )
     result = trainer.retrain()
     assert not result.promoted and "no judged retrieval" in result.reason
     _bandit_experience(tmp_path / "exp.sqlite", bandit_bank, 4)

@@ -73,7 +73,9 @@ def test_clear_errors(tiny, tmp_path):
     assert res.exit_code == 1 and "no policy checkpoint" in res.output
 
     out = tmp_path / "p.pt"
-    assert runner.invoke(app, ["train", "--training-data", str(tiny), "--out", str(out), "--epochs", "2"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["train", "--training-data", str(tiny), "--out", str(out), "--epochs", "2"]).exit_code == 0
+    )
     payload = torch.load(out, weights_only=True)
     payload["state_dict"]["q2.bias"] += 1.0
     torch.save(payload, out)

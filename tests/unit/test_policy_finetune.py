@@ -45,9 +45,23 @@ def test_finetune_variant_trains_saves_and_selects(tmp_path):
 
     selector = Selector.from_path(path)
     assert selector.variant == "finetune" and selector.needs_query_text and selector.version == version
-    np.testing.assert_allclose(predict(selector.model, data, selector._loaded.tokenizer), predict(result.model, data, result.tokenizer), rtol=1e-4, atol=1e-5)
-    hits = [ScoredCase(Case(question=f"case {i}", label="positive", reward=1.0), 0.5, data.case_emb[i]) for i in range(4)]
-    choices = selector.select(np.zeros(384, np.float32), hits, 2, np.random.default_rng(0), exploration="greedy", query_text="what is item number 1?")
+    np.testing.assert_allclose(
+        predict(selector.model, data, selector._loaded.tokenizer),
+        predict(result.model, data, result.tokenizer),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    hits = [
+        ScoredCase(Case(question=f"case {i}", label="positive", reward=1.0), 0.5, data.case_emb[i]) for i in range(4)
+    ]
+    choices = selector.select(
+        np.zeros(384, np.float32),
+        hits,
+        2,
+        np.random.default_rng(0),
+        exploration="greedy",
+        query_text="what is item number 1?",
+    )
     assert len(choices) == 4 and sum(c.shown for c in choices) == 2
     with pytest.raises(ValueError, match="query_text"):
         selector.select(np.zeros(384, np.float32), hits, 2, np.random.default_rng(0))

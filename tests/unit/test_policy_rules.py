@@ -33,7 +33,12 @@ def sets(n_queries: int = 80, shown: int = 2, seed: int = 0, rule: str = "simila
     best = np.maximum.reduceat(sims, np.arange(0, rows, shown))
     feats = np.stack(
         [
-            feature_row(similarity=float(s), best_similarity=float(best[i // shown]), reward=float(p), label="positive" if p else "negative")
+            feature_row(
+                similarity=float(s),
+                best_similarity=float(best[i // shown]),
+                reward=float(p),
+                label="positive" if p else "negative",
+            )
             for i, (s, p) in enumerate(zip(sims, positive, strict=True))
         ]
     ).astype(np.float32)

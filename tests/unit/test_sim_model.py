@@ -14,7 +14,10 @@ def planner_request(model, question, cases, with_results=True):
         max_cycles=2,
         last_cycle_note=prompts.LAST_CYCLE_NOTE,
     )
-    return {"model": model, "messages": [{"role": "system", "content": prompts.PLANNER_SYSTEM}, {"role": "user", "content": text}]}
+    return {
+        "model": model,
+        "messages": [{"role": "system", "content": prompts.PLANNER_SYSTEM}, {"role": "user", "content": text}],
+    }
 
 
 def test_tasks_are_deterministic_distinct_and_share_surface_words():
@@ -30,13 +33,22 @@ def test_tasks_are_deterministic_distinct_and_share_surface_words():
 
 def test_parse_planner_prompt_reads_real_prompt_format():
     cases = [
-        {"id": "case-1", "label": "positive", "question": "Q one?", "plan": [{"id": 1, "description": "x"}], "answer": "A"},
+        {
+            "id": "case-1",
+            "label": "positive",
+            "question": "Q one?",
+            "plan": [{"id": 1, "description": "x"}],
+            "answer": "A",
+        },
         {"id": "case-2", "label": "negative", "question": "Q two?", "plan": [], "answer": ""},
     ]
     req = planner_request("m", "The real question?", cases)
     question, shown = parse_planner_prompt(req["messages"][1]["content"])
     assert question == "The real question?"
-    assert [(c.id, c.label, c.question) for c in shown] == [("case-1", "positive", "Q one?"), ("case-2", "negative", "Q two?")]
+    assert [(c.id, c.label, c.question) for c in shown] == [
+        ("case-1", "positive", "Q one?"),
+        ("case-2", "negative", "Q two?"),
+    ]
 
 
 def test_success_probability_rewards_same_family_and_penalises_lookalikes():
@@ -78,11 +90,14 @@ def test_noisy_self_judge_is_right_with_its_accuracy():
     right = 0
     for i, task in enumerate(tasks):
         answer = task.answer if i % 2 else "nope"
-        text = prompts.SELF_JUDGE_TASK.format(question=task.question, plan='{"plan": []}', results_block="",
-                                              tools_block="", answer=answer)
+        text = prompts.SELF_JUDGE_TASK.format(
+            question=task.question, plan='{"plan": []}', results_block="", tools_block="", answer=answer
+        )
         verdict = json.loads(sim.judge({"messages": [{"role": "user", "content": text}]}))
         right += verdict["correct"] == bool(i % 2)
     assert 0.7 <= right / len(tasks) <= 0.9
     perfect = SimLLM(tasks, seed=0, suffix="p")
-    text = prompts.SELF_JUDGE_TASK.format(question=tasks[0].question, plan="", results_block="", tools_block="", answer=tasks[0].answer)
+    text = prompts.SELF_JUDGE_TASK.format(
+        question=tasks[0].question, plan="", results_block="", tools_block="", answer=tasks[0].answer
+    )
     assert json.loads(perfect.judge({"messages": [{"role": "user", "content": text}]}))["correct"] is True
