@@ -32,8 +32,11 @@ test: $(STAMP) inspector
 inspector:
 	./scripts/install_inspector.sh
 
+# Lint: style, formatting and the import layers (pyproject's [tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 demo: $(STAMP)
 	$(VENV)/bin/memento eval --simulate --iterations 3 --out results/sim

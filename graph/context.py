@@ -12,7 +12,7 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
-from mcp_servers.toolbox import DEFAULT_SERVERS_CONFIG
+from mcp_servers.paths import DEFAULT_SERVERS_CONFIG
 from memory.limits import ANSWER_CHARS, PLAN_CHARS, PROMPT_CASE_CHARS
 
 MemoryMode = Literal["none", "similarity", "learned"]

@@ -22,7 +22,6 @@ from langchain_core.tools import BaseTool
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SERVERS_CONFIG = str(Path(__file__).with_name("servers.json"))
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

@@ -8,13 +8,13 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from openai import APIError
 
-from evals.metrics import exact_match, split_answers, token_f1
 from graph.context import Context
 from graph.state import State
 from memory.cases import label_for_reward
 from nodes import prompts
 from nodes.json_output import extract_json_object
 from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
+from nodes.scoring import exact_match, split_answers, token_f1
 
 
 def parse_verdict(text: str) -> tuple[bool, str]:

@@ -17,7 +17,7 @@ os.environ.pop("LANGCHAIN_TRACING_V2", None)
 
 import pytest
 
-from tests.fakes import ScriptedOpenAI
+from evals.sim.openai_server import ScriptedOpenAI
 
 
 @pytest.fixture

@@ -1,23 +1,5 @@
-"""Test doubles for what lies outside this machine (an LLM provider, search APIs)."""
+"""Test doubles for what lies outside this machine (search APIs, raw HTTP, crashing MCP servers).
 
-from evals.sim.openai_server import (
-    ScriptedOpenAI,
-    error,
-    fake_embedding,
-    final,
-    last_user_text,
-    plan,
-    tool_call,
-    verdict,
-)
-
-__all__ = [
-    "ScriptedOpenAI",
-    "error",
-    "fake_embedding",
-    "final",
-    "last_user_text",
-    "plan",
-    "tool_call",
-    "verdict",
-]
+The scripted OpenAI-compatible server is the simulator's (`evals.sim.openai_server`); tests import
+it from there, so nothing in `evals/` depends on the tests.
+"""

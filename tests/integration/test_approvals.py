@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from evals.sim.openai_server import final, plan, tool_call, verdict
 from memory.experience import ExperienceLog
-from tests.fakes import final, plan, tool_call, verdict
 
 
 def memento(*args: str, env: dict) -> tuple[int, str, str]:

@@ -6,9 +6,9 @@ import re
 
 from typer.testing import CliRunner
 
+from evals.sim.openai_server import final, verdict
 from graph.cli import app
 from memory.bank import CaseBank
-from tests.fakes import final, verdict
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ import socket
 
 from typer.testing import CliRunner
 
+from evals.sim.openai_server import final, plan, tool_call, verdict
 from graph.cli import app
-from tests.fakes import final, plan, tool_call, verdict
 
 runner = CliRunner()
 

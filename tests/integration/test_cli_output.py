@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.fakes import final, plan, tool_call, verdict
+from evals.sim.openai_server import final, plan, tool_call, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_QUESTION = (

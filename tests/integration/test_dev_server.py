@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes import final, plan, tool_call, verdict
+from evals.sim.openai_server import final, plan, tool_call, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.anyio

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from evals.metrics import exact_match
 from evals.results import read_records
+from evals.sim.openai_server import final, last_user_text, verdict
 from graph.cli import app
-from tests.fakes import final, last_user_text, verdict
 
 ROWS = [
     {"question": "What is the capital of France?", "ground_truth": "Paris", "source": "geo"},

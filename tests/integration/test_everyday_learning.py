@@ -12,12 +12,12 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
+from evals.sim.openai_server import final
 from graph.builder import compile_graph
 from graph.cli import app
 from mcp_servers.toolbox import close_toolboxes
 from memory.bank import CaseBank
 from memory.experience import ExperienceLog
-from tests.fakes import final
 
 runner = CliRunner()
 QUESTION = "What is the capital city of France?"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from evals.sim.openai_server import final, plan, tool_call, verdict
 from graph.builder import compile_graph
 from mcp_servers.toolbox import close_toolboxes
 from memory.bank import CaseBank
-from tests.fakes import final, plan, tool_call, verdict
 
 pytestmark = pytest.mark.anyio
 

@@ -8,10 +8,10 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from openai import APITimeoutError
 
+from evals.sim.openai_server import error, final, plan, verdict
 from graph.builder import compile_graph
 from graph.context import Context
 from mcp_servers.toolbox import close_toolboxes
-from tests.fakes import error, final, plan, verdict
 from tests.fakes.raw_http import RawServer, completion
 
 pytestmark = pytest.mark.anyio

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
+from evals.sim.openai_server import final, plan, tool_call, verdict
 from graph.builder import compile_graph
 from graph.persistence import open_checkpointer
 from mcp_servers.toolbox import close_toolboxes
 from memory.bank import CaseBank
-from tests.fakes import final, plan, tool_call, verdict
 from tests.integration.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.anyio

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from evals.sim.openai_server import final, verdict
 from graph.builder import compile_graph
 from graph.persistence import open_checkpointer
 from memory.bank import CaseBank
-from tests.fakes import final, verdict
 
 pytestmark = pytest.mark.anyio
 
