@@ -62,7 +62,7 @@ _CONTEXT_KEYS = (
     "leakage_threshold",
 )
 
-PassHook = Callable[[str, int, Any], Awaitable[None] | None]
+PassHook = Callable[[str, int, Any, Any], Awaitable[None] | None]
 
 
 @dataclass
@@ -331,8 +331,8 @@ class EvalRunner:
         Args:
             config: Run settings.
             examples: The stream, in order.
-            before_pass: Called as ``before_pass(mode, iteration, context)`` before each pass
-                (learned mode uses it to retrain the policy from the experience so far).
+            before_pass: Called as ``before_pass(mode, iteration, context, resources)`` before
+                each pass (learned mode uses it to retrain the policy from the experience so far).
 
         """
         if not examples:
@@ -343,6 +343,10 @@ class EvalRunner:
         self.config = config
         self.examples = list(examples)
         self.before_pass = before_pass
+        from nodes.resources import Resources
+
+        # The run's composition root: the graph's models, banks, logs, toolbox and trainers.
+        self.resources = Resources(make_context(config, config.modes[0], "train"))
         config.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = ResultStore(config.out_dir / "results.jsonl")
         self.splits = {e.task_id: split_of(e.task_id, config.test_fraction, config.seed) for e in self.examples}
@@ -377,8 +381,9 @@ class EvalRunner:
 
     async def run(self) -> list[dict[str, Any]]:
         """Run everything not yet finished; returns the deduplicated records of this folder."""
-        from graph.builder import graph
+        from graph.builder import compile_graph
 
+        graph = compile_graph(resources=self.resources)
         remaining = self.todo()
         bar = tqdm(total=len(remaining), desc="eval", unit="task", disable=not self.config.progress, dynamic_ncols=True)
         try:
@@ -388,7 +393,7 @@ class EvalRunner:
                     if not batch:
                         continue
                     if self.before_pass is not None:
-                        maybe = self.before_pass(mode, it, make_context(self.config, mode, "train"))
+                        maybe = self.before_pass(mode, it, make_context(self.config, mode, "train"), self.resources)
                         if asyncio.iscoroutine(maybe):
                             await maybe
                     for split in ("train", "test"):
@@ -398,6 +403,7 @@ class EvalRunner:
                             await self._run_batch(graph, mode, it, split, exs, bar)
         finally:
             bar.close()
+            await self.resources.aclose()
         return self.store.latest()
 
     async def _run_batch(self, graph, mode: str, iteration: int, split: str, exs: list[Example], bar) -> None:
@@ -605,7 +611,7 @@ def check_resume(config: EvalConfig, examples: Sequence[Example]) -> None:
 
 
 def train_policy_before_pass(
-    mode: str, iteration: int, ctx: Any, *, seed: int = 0, notes: list[str] | None = None
+    mode: str, iteration: int, ctx: Any, resources: Any = None, *, seed: int = 0, notes: list[str] | None = None
 ) -> None:
     """Learned mode, before passes 2, 3, ...: refit the bandit on this mode's experience log.
 
@@ -613,18 +619,20 @@ def train_policy_before_pass(
     incumbent at the stated confidence; otherwise it serves a canary share of the next pass
     (`memory.policy.online.OnlineTrainer.retrain`). The graph's online trainer also refits every
     few dozen outcomes within a pass; this makes each pass start from everything before it.
+    ``resources`` is the runner's (`nodes.resources.Resources`): its trainer is the graph's, so a
+    refit still running from the last pass finishes first. None builds one for this call.
     """
     if mode != "learned" or iteration < 2:
         return
     try:
-        from memory.bank import open_bank
-        from memory.policy.online import OnlineTrainer
+        import memory.policy.online  # noqa: F401 - the policy extra may be missing
+        from nodes.resources import Resources
     except ImportError as exc:
         _note(notes, f"learned pass {iteration}: policy package unavailable ({exc}); graph uses similarity")
         return
     try:
-        bank = open_bank(ctx.bank_path, ctx.chroma_url or None, ctx.namespace)
-        trainer = OnlineTrainer.get(ctx.policy_path, ctx.experience_path, bank=bank, namespace=ctx.namespace, k=ctx.k)
+        owner = resources if resources is not None else Resources(ctx)
+        trainer = owner.trainer(ctx, owner.bank(ctx))
         trainer.wait()  # a background refit of the last pass finishes first
         result = trainer.retrain()
     except (ValueError, RuntimeError, OSError) as exc:

@@ -141,20 +141,30 @@ class _Spinner:
 
 
 async def _run(
-    payload: Any, config: dict, ctx, checkpoint_url: str | None, progress: dict[str, int] | None = None
+    payload: Any,
+    config: dict,
+    ctx,
+    checkpoint_url: str | None,
+    progress: dict[str, int] | None = None,
+    resources: Any = None,
 ) -> tuple[dict | None, list]:
-    """Stream one run (or its resumption); ``(None, [])`` when a resume finds no stored run."""
+    """Stream one run (or its resumption); ``(None, [])`` when a resume finds no stored run.
+
+    ``resources`` (a `nodes.resources.Resources`, built from ``ctx`` when None) is closed at the end.
+    """
     spinner = _Spinner()
     spinner.start("loading the agent and the case bank…")
     from graph.builder import compile_graph
     from graph.persistence import open_checkpointer
-    from mcp_servers.toolbox import close_toolboxes
+    from nodes.resources import Resources
+
+    resources = resources if resources is not None else Resources(ctx)
 
     interrupts: list = []
     progress = progress if progress is not None else {}
     try:
-        async with open_checkpointer(checkpoint_url) as saver:
-            graph = compile_graph(saver)
+        async with open_checkpointer(checkpoint_url or ctx.checkpoint_url) as saver:
+            graph = compile_graph(saver, resources=resources)
             if not isinstance(payload, dict):
                 # A resume: without a stored run LangGraph raises EmptyInputError deep in its loop.
                 before = await graph.aget_state(config)
@@ -174,7 +184,7 @@ async def _run(
             return dict(snapshot.values), interrupts
     finally:
         spinner.stop()
-        await close_toolboxes()
+        await resources.aclose()
 
 
 def _decision(approved: bool) -> dict[str, Any]:
@@ -270,17 +280,19 @@ def ask(
         payload = Command(resume=_decision(approve))
     else:
         payload = None  # continue an interrupted run from its last checkpoint
-    if question is not None:
-        from nodes.resources import warm_resources
+    from nodes.resources import Resources
 
+    # The command's composition root: every run (and resumption) below uses and closes it.
+    resources = Resources(ctx)
+    if question is not None:
         # Bank and embedder load on a thread while the graph, the checkpointer and the model
         # client are imported; the question's vector is cached for retrieve_cases.
-        warm_resources(ctx, question)
+        resources.warm(question)
     console.print(f"[dim]thread {thread}[/]")
     progress: dict[str, int] = {}
     try:
         while True:
-            state, interrupts = asyncio.run(_run(payload, config, ctx, checkpoint_url, progress))
+            state, interrupts = asyncio.run(_run(payload, config, ctx, checkpoint_url, progress, resources))
             if not interrupts:
                 break
             request = interrupts[0].value if hasattr(interrupts[0], "value") else interrupts[0]
@@ -394,9 +406,15 @@ def feedback(
 
 def _feedback_on_case(ctx, case_id: str, good: bool, note: str | None) -> dict:
     from memory.outcomes import apply_feedback
-    from nodes.resources import bank_for, experience_for
+    from nodes.resources import Resources
 
-    case = apply_feedback(bank_for(ctx), experience_for(ctx), case_id, good=good, note=note, namespace=ctx.namespace)
+    resources = Resources(ctx)
+    try:
+        case = apply_feedback(
+            resources.bank(ctx), resources.experience(ctx), case_id, good=good, note=note, namespace=ctx.namespace
+        )
+    finally:
+        resources.close()
     return {"case_id": case.id, "label": case.label}
 
 
@@ -404,10 +422,12 @@ async def _feedback_on_thread(ctx, thread: str, good: bool, note: str | None, ch
     """Send ``{"feedback": ...}`` on the thread: the same path a served graph takes."""
     from graph.builder import compile_graph
     from graph.persistence import open_checkpointer
+    from nodes.resources import Resources
 
     config = {"configurable": {"thread_id": thread}}
-    async with open_checkpointer(checkpoint_url) as saver:
-        graph = compile_graph(saver)
+    resources = Resources(ctx)
+    async with open_checkpointer(checkpoint_url or ctx.checkpoint_url) as saver:
+        graph = compile_graph(saver, resources=resources)
         snapshot = await graph.aget_state(config)
         if not snapshot.values or not snapshot.values.get("question"):
             raise ValueError(f"no run found for thread {thread} (or pass a case id)")
@@ -416,5 +436,8 @@ async def _feedback_on_thread(ctx, thread: str, good: bool, note: str | None, ch
             raise ValueError(
                 f"the run on thread {thread} has not finished; finish it with `memento ask --thread {thread}` first"
             )
-        state = await graph.ainvoke({"feedback": {"good": good, "note": note}}, config, context=ctx)
+        try:
+            state = await graph.ainvoke({"feedback": {"good": good, "note": note}}, config, context=ctx)
+        finally:
+            await resources.aclose()
     return {"case_id": state.get("case_id"), "label": state.get("label")}

@@ -93,6 +93,20 @@ class Context:
     policy_path: str = field(
         default=".memento/policy.pt", metadata={"description": "Learned case-selection policy checkpoint."}
     )
+    embedder: str = field(
+        default="minilm",
+        metadata={
+            "description": "Question embedder of the case bank: minilm (local), a model folder or "
+            "openai:<model>; a bank keeps the one it was built with."
+        },
+    )
+    checkpoint_url: str = field(
+        default="",
+        metadata={
+            "description": "CLI and eval runs: where threads are checkpointed (a SQLite path or a "
+            "postgresql:// URL); empty uses .memento/checkpoints.sqlite. The LangGraph server keeps its own."
+        },
+    )
     write_back: bool = field(default=True, metadata={"description": "Store each finished task as a new case."})
     case_answer_chars: int = field(
         default=ANSWER_CHARS,

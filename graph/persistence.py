@@ -16,8 +16,8 @@ class CheckpointerError(RuntimeError):
 
 
 def checkpoint_url(url: str | None = None) -> str:
-    """The configured location: argument, then ``MEMENTO_CHECKPOINT_URL``, then the SQLite default."""
-    return url or os.environ.get("MEMENTO_CHECKPOINT_URL") or DEFAULT_CHECKPOINTS
+    """The location: the argument (``Context.checkpoint_url``, ``--checkpoint-url``), else the SQLite default."""
+    return url or DEFAULT_CHECKPOINTS
 
 
 def _redact(url: str) -> str:

@@ -1,6 +1,7 @@
-"""The graph as `langgraph dev` / `langgraph up` serve it (``langgraph.json`` points here).
+"""The graph as `langgraph dev` / `langgraph up` serve it (``langgraph.json`` points at `make_graph`).
 
-Importing this module is the server's start: it opens the case bank, loads the embedder and
+Importing this module is the server's start, and this module is the server's composition root: it
+builds the one `Resources` the server's runs share, opens the case bank, loads the embedder and
 imports the model client before the server accepts runs, so the first run costs what later runs
 cost. Scripts and tests import `graph.builder` instead and pay nothing.
 """
@@ -10,13 +11,29 @@ from __future__ import annotations
 import contextlib
 
 import langchain_openai  # noqa: F401 - imported lazily by the nodes; the server pays it at start
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
 
-from graph.builder import graph
+from graph.builder import compile_graph
 from graph.context import Context
-from nodes.resources import warm_resources
+from nodes.resources import Resources
 
 # A bad MEMENTO_* setting is left for the first run to report in its own words.
+_context: Context | None = None
 with contextlib.suppress(ValueError):
-    warm_resources(Context.resolve(None)).join(timeout=120)
+    _context = Context()
 
-__all__ = ["graph"]
+resources = Resources(_context)
+if _context is not None:
+    resources.warm().join(timeout=120)
+
+# Compiled once: the server calls the factory for every request and adds its own checkpointer.
+_graph = compile_graph(resources=resources)
+
+
+def make_graph(config: RunnableConfig) -> CompiledStateGraph:
+    """The graph factory LangGraph's server calls (per request): the graph bound to this server's resources."""
+    return _graph
+
+
+__all__ = ["make_graph", "resources"]

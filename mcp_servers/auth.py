@@ -13,10 +13,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from mcp_servers.config import ServerConfig
 
 MIN_TOKEN_CHARS = 16
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -63,11 +64,12 @@ def load_tokens(token_file: str | None = None) -> dict[str, str]:
 
     """
     tokens: dict[str, str] = {}
-    single = os.environ.get("MEMENTO_MCP_TOKEN", "").strip()
+    config = ServerConfig.from_env()
+    single = config.mcp_token
     if single:
-        name = os.environ.get("MEMENTO_MCP_CLIENT") or "http"
+        name = config.mcp_client or "http"
         tokens[_check_token(single, "MEMENTO_MCP_TOKEN")] = _client_name(name, "MEMENTO_MCP_CLIENT")
-    path = token_file or os.environ.get("MEMENTO_MCP_TOKEN_FILE")
+    path = token_file or config.mcp_token_file
     if path:
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -80,7 +82,7 @@ def load_tokens(token_file: str | None = None) -> dict[str, str]:
                 continue
             name, sep, token = line.partition(":")
             if not sep:
-                name, token = os.environ.get("MEMENTO_MCP_CLIENT") or "http", line
+                name, token = config.mcp_client or "http", line
             origin = f"{path}:{n}"
             tokens[_check_token(token.strip(), origin)] = _client_name(name.strip(), origin)
             found += 1
@@ -159,4 +161,4 @@ def current_client(request: Any) -> str:
     scope = getattr(request, "scope", None) or {}
     if scope.get(SCOPE_KEY):
         return str(scope[SCOPE_KEY])
-    return os.environ.get("MEMENTO_MCP_CLIENT") or ("http" if request is not None else "stdio")
+    return ServerConfig.from_env().mcp_client or ("http" if request is not None else "stdio")

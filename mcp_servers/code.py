@@ -15,7 +15,6 @@ here; the ``sandbox_info`` tool says exactly (see `mcp_servers.sandbox`). Config
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import uuid
 import weakref
@@ -24,6 +23,7 @@ from typing import Any
 import anyio
 from mcp.server.fastmcp import Context, FastMCP
 
+from mcp_servers.config import ServerConfig
 from mcp_servers.sandbox import Sandbox, use_private_mounts
 from mcp_servers.serving import run_server
 
@@ -52,7 +52,7 @@ def _workspace_id(workspace: str | None, ctx: Context | None) -> tuple[str, str 
     """The workspace a call uses and the owner (session) it must belong to."""
     session = ctx.session if ctx is not None else None
     if session is None:
-        return workspace or os.environ.get("MEMENTO_CODE_WORKSPACE", "default"), None
+        return workspace or ServerConfig.from_env().code_workspace, None
     if session not in _session_owners:
         owner = uuid.uuid4().hex
         _session_owners[session] = (owner, "session-" + uuid.uuid4().hex[:16])

@@ -74,7 +74,7 @@ _STOPWORDS = frozenset(
 
 
 class Embedder(Protocol):
-    """What `compress` needs from an embedder (e.g. ``memory.embeddings.get_embedder("minilm")``)."""
+    """What `compress` needs from an embedder (e.g. ``memory.embeddings.load_embedder("minilm")``)."""
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-norm vectors, one row per text."""

@@ -288,12 +288,12 @@ async def fetch_markdown(url: str, settings: CrawlSettings) -> tuple[str, str, s
 _embedder = None
 
 
-def _get_embedder():
+def _load_embedder():
     global _embedder
     if _embedder is None:
-        from memory.embeddings import get_embedder
+        from memory.embeddings import load_embedder
 
-        _embedder = get_embedder("minilm")
+        _embedder = load_embedder("minilm")
     return _embedder
 
 
@@ -315,7 +315,7 @@ async def fetch_page(url: str, query: str = "", max_tokens: int = 2000) -> str:
     if not markdown:
         return f"URL: {final_url}\nTitle: {title}\n\n(the page has no readable text)"
     total = approx_tokens(markdown)
-    embedder = _get_embedder() if settings.rerank == "minilm" and query.strip() else None
+    embedder = _load_embedder() if settings.rerank == "minilm" and query.strip() else None
     body = await anyio.to_thread.run_sync(lambda: compress(markdown, query, max_tokens=max_tokens, embedder=embedder))
     header = f"URL: {final_url}\nTitle: {title}"
     if body != markdown:

@@ -46,6 +46,7 @@ from typing import Any
 import anyio
 from mcp.server.fastmcp import FastMCP
 
+from mcp_servers.config import ServerConfig
 from mcp_servers.serving import run_server
 
 mcp = FastMCP("documents")
@@ -104,7 +105,7 @@ class DocumentError(ValueError):
 
 def document_roots() -> list[Path]:
     """The folders reads are confined to (``MEMENTO_DOCUMENTS_ROOTS``, default the working directory)."""
-    raw = os.environ.get("MEMENTO_DOCUMENTS_ROOTS", "")
+    raw = ServerConfig.from_env().documents_roots
     entries = [e for e in raw.split(os.pathsep) if e.strip()] or [os.getcwd()]
     return [Path(os.path.realpath(os.path.expanduser(e.strip()))) for e in entries]
 
@@ -240,10 +241,6 @@ def _read_bytes(path: Path, limit: int) -> bytes:
 # --- ZIP-based packages -------------------------------------------------------------------------
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name) or default)
-
-
 def _zip_member_count(path: Path) -> int:
     """Members announced by the end record, read before the whole central directory is."""
     with path.open("rb") as fh:
@@ -255,9 +252,10 @@ def _zip_member_count(path: Path) -> int:
 
 def check_zip(path: Path, kind: str) -> list[zipfile.ZipInfo]:
     """Refuse a ZIP whose member count, declared uncompressed size or ratio is that of a bomb."""
-    max_members = _env_int("MEMENTO_DOCUMENTS_MAX_ZIP_MEMBERS", 10_000)
-    max_total = _env_int("MEMENTO_DOCUMENTS_MAX_UNZIPPED_BYTES", 100_000_000)
-    max_ratio = _env_int("MEMENTO_DOCUMENTS_MAX_RATIO", 200)
+    config = ServerConfig.from_env()
+    max_members = config.documents_max_zip_members
+    max_total = config.documents_max_unzipped_bytes
+    max_ratio = config.documents_max_ratio
     label = kind.upper()
     count = _zip_member_count(path)
     if count > max_members:
@@ -649,16 +647,15 @@ def _openai_client():
     from openai import AsyncOpenAI
 
     # Explicit default: the client would take an empty OPENAI_BASE_URL literally.
-    base_url = (
-        os.environ.get("MEMENTO_MEDIA_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-    )
-    api_key = os.environ.get("MEMENTO_MEDIA_API_KEY") or os.environ.get("OPENAI_API_KEY") or "not-set"
+    config = ServerConfig.from_env()
+    base_url = config.media_base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    api_key = config.media_api_key or os.environ.get("OPENAI_API_KEY") or "not-set"
     return AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=120)
 
 
 async def describe_image(path: Path, question: str) -> str:
     """Ask the configured vision model about an image."""
-    model = os.environ.get("MEMENTO_VISION_MODEL", "").strip()
+    model = ServerConfig.from_env().vision_model
     if not model:
         raise DocumentError(
             f"{path.name} is an image and no vision model is configured: set MEMENTO_VISION_MODEL "
@@ -683,7 +680,7 @@ async def describe_image(path: Path, question: str) -> str:
 
 async def transcribe(path: Path, kind: str) -> str:
     """Transcribe audio (or a video's audio track) with the configured model."""
-    model = os.environ.get("MEMENTO_TRANSCRIBE_MODEL", "").strip()
+    model = ServerConfig.from_env().transcribe_model
     if not model:
         raise DocumentError(
             f"{path.name} is {kind} and no transcription model is configured: set MEMENTO_TRANSCRIBE_MODEL "
@@ -708,7 +705,7 @@ def _truncate(text: str, max_chars: int) -> str:
 
 
 def _max_bytes() -> int:
-    return int(os.environ.get("MEMENTO_DOCUMENTS_MAX_BYTES") or 50_000_000)
+    return ServerConfig.from_env().documents_max_bytes
 
 
 @mcp.tool()

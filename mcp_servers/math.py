@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 from mcp.server.fastmcp import FastMCP
 
+from mcp_servers.config import ServerConfig
 from mcp_servers.serving import run_server
 
 mcp = FastMCP("math", instructions="Exact and numeric math with sympy; '^' means power.")
@@ -53,7 +54,7 @@ class MathError(ValueError):
 
 def timeout_s() -> float:
     """Seconds one computation may take (``MEMENTO_MATH_TIMEOUT_S``)."""
-    return float(os.environ.get("MEMENTO_MATH_TIMEOUT_S", "5"))
+    return ServerConfig.from_env().math_timeout_s
 
 
 @functools.lru_cache(maxsize=1)
@@ -181,7 +182,7 @@ def bounded(fn: Callable[..., str], *args: Any) -> str:
 
     """
     _sympy_names()  # children inherit the imported sympy instead of importing it per call
-    memory_mb = int(os.environ.get("MEMENTO_MATH_MEMORY_MB", "2048"))
+    memory_mb = ServerConfig.from_env().math_memory_mb
     limit = timeout_s()
     read_fd, write_fd = os.pipe()
     pid = os.fork()

@@ -15,8 +15,8 @@ or a judge's; stored fields are capped (`memory.limits`). Over HTTP a bearer tok
 
 from __future__ import annotations
 
-import functools
 import os
+import threading
 import uuid
 from typing import Any
 
@@ -34,6 +34,7 @@ from mcp_servers.memory_access import (
 from mcp_servers.serving import run_server
 from memory.bank import CaseBank
 from memory.cases import LABELS, POSITIVE_THRESHOLD, Case, label_for_reward
+from memory.config import MemoryConfig
 from memory.experience import ExperienceLog
 from memory.limits import CaseLimits
 
@@ -54,23 +55,53 @@ OFFLINE_ENV = {
 RETRIEVAL_PREFIX = "mcp-"
 
 
-@functools.lru_cache(maxsize=1)
+class MemoryServerResources:
+    """What this server process opens once: the case bank and the experience log.
+
+    The server's composition root (the graph's is `nodes.resources.Resources`): settings come from
+    `memory.config.MemoryConfig` and `served_namespaces`, each read from the environment in one
+    place, and each handle is opened on first use.
+    """
+
+    def __init__(self) -> None:
+        """Open nothing yet."""
+        self._lock = threading.Lock()
+        self._bank: CaseBank | None = None
+        self._log: ExperienceLog | None = None
+
+    def bank(self) -> CaseBank:
+        """The configured case bank (opened on first use; the embedder loads on first search)."""
+        with self._lock:
+            if self._bank is None:
+                # Offline and quiet whatever environment the client gave us (chromadb is imported below).
+                for key, value in OFFLINE_ENV.items():
+                    os.environ.setdefault(key, value)
+                config = MemoryConfig.from_env()
+                self._bank = CaseBank(
+                    config.bank_path or None, url=config.chroma_url or None, namespace=served_namespaces()[0]
+                )
+            return self._bank
+
+    def experience(self) -> ExperienceLog:
+        """The retrieval/outcome log (``MEMENTO_EXPERIENCE_PATH``)."""
+        with self._lock:
+            if self._log is None:
+                self._log = ExperienceLog(MemoryConfig.from_env().experience_path)
+            return self._log
+
+
+# This module is the server process's entry point; its tools share this one owner.
+resources = MemoryServerResources()
+
+
 def bank() -> CaseBank:
-    """The configured case bank (opened on first use; the embedder loads on first search)."""
-    # Offline and quiet whatever environment the client gave us (chromadb is imported below).
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    return CaseBank(
-        os.environ.get("MEMENTO_BANK_PATH") or None,
-        url=os.environ.get("MEMENTO_CHROMA_URL") or None,
-        namespace=served_namespaces()[0],
-    )
+    """The server's case bank."""
+    return resources.bank()
 
 
-@functools.lru_cache(maxsize=1)
 def experience() -> ExperienceLog:
-    """The retrieval/outcome log (``MEMENTO_EXPERIENCE_PATH``)."""
-    return ExperienceLog()
+    """The server's experience log."""
+    return resources.experience()
 
 
 def _case_json(case: Case, similarity: float | None = None) -> dict[str, Any]:

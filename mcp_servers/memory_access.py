@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
+from mcp_servers.config import ServerConfig
 from memory.bank import validate_namespace
 from memory.cases import Case, normalise_question
 
@@ -21,7 +21,7 @@ CLIENT_ID_PREFIX = "case-mcp-"
 
 def served_namespaces() -> list[str]:
     """The namespaces this server serves, default first."""
-    raw = os.environ.get("MEMENTO_NAMESPACES") or os.environ.get("MEMENTO_NAMESPACE") or "default"
+    raw = ServerConfig.from_env().namespaces
     names: list[str] = []
     for name in (n.strip() for n in raw.split(",")):
         if name and name not in names:

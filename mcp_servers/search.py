@@ -33,6 +33,7 @@ from mcp.server.fastmcp import FastMCP
 from pydantic import BaseModel, Field
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from mcp_servers.config import ServerConfig
 from mcp_servers.serving import run_server
 
 mcp = FastMCP("search")
@@ -234,7 +235,7 @@ def pick_backend() -> Backend:
         SearchError: None is configured, or the named one is unknown or lacks its key.
 
     """
-    name = os.environ.get("MEMENTO_SEARCH_BACKEND", "").strip().lower()
+    name = ServerConfig.from_env().search_backend
     if name:
         if name not in BACKENDS:
             raise SearchError(f"MEMENTO_SEARCH_BACKEND={name!r} is not one of {', '.join(BACKENDS)}")
@@ -296,9 +297,8 @@ async def search(query: str, max_results: int = 8) -> SearchResponse:
         raise SearchError("max_results must be between 1 and 50")
     backend = pick_backend()
     # Empty values (a config passing through an unset variable) mean the default.
-    timeout = float(os.environ.get("MEMENTO_SEARCH_TIMEOUT") or 15)
-    retries = int(os.environ.get("MEMENTO_SEARCH_RETRIES") or 2)
-    backoff = float(os.environ.get("MEMENTO_SEARCH_BACKOFF") or 0.5)
+    config = ServerConfig.from_env()
+    timeout, retries, backoff = config.search_timeout, config.search_retries, config.search_backoff
     request = backend.build(query, max_results)
     attempts = retries + 1
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from mcp.server.fastmcp import FastMCP
+
+from mcp_servers.config import ServerConfig
 
 
 def run_server(mcp: FastMCP, argv: list[str] | None = None, *, auth: bool = False) -> None:
@@ -25,7 +26,7 @@ def run_server(mcp: FastMCP, argv: list[str] | None = None, *, auth: bool = Fals
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("MEMENTO_MCP_LOG_LEVEL", "WARNING").upper(),
+        default=ServerConfig.from_env().mcp_log_level,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )
     if auth:
@@ -33,7 +34,7 @@ def run_server(mcp: FastMCP, argv: list[str] | None = None, *, auth: bool = Fals
         parser.add_argument(
             "--no-auth",
             action="store_true",
-            default=os.environ.get("MEMENTO_MCP_NO_AUTH", "").lower() in ("1", "true", "yes"),
+            default=ServerConfig.from_env().mcp_no_auth,
             help="Serve HTTP without a token (loopback addresses only).",
         )
     args = parser.parse_args(argv)

@@ -259,26 +259,3 @@ def _as_plain(msg: Any, call_id: str, name: str) -> ToolMessage:
                 parts.append(str(block))
         content = "\n".join(parts)
     return ToolMessage(content=str(content), tool_call_id=call_id, name=name, status=msg.status)
-
-
-_toolboxes: dict[tuple[int, str], Toolbox] = {}
-
-
-def get_toolbox(config_path: str) -> Toolbox:
-    """The toolbox for a config in the running event loop (sessions cannot cross loops)."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), config_path)
-    box = _toolboxes.get(key)
-    if box is None:
-        # Forget toolboxes of loops that have closed so their entries do not pile up.
-        for stale in [k for k, b in _toolboxes.items() if k[0] != id(loop) and not b._servers]:
-            _toolboxes.pop(stale, None)
-        box = _toolboxes[key] = Toolbox(config_path)
-    return box
-
-
-async def close_toolboxes() -> None:
-    """Close the toolboxes of the running loop (end of a CLI run or a test)."""
-    loop_id = id(asyncio.get_running_loop())
-    for key in [k for k in _toolboxes if k[0] == loop_id]:
-        await _toolboxes.pop(key).aclose()

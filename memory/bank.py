@@ -17,7 +17,6 @@ Design choices that matter at scale:
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import re
@@ -33,10 +32,10 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from memory.cases import Case, label_for_reward, normalise_question, now
-from memory.embeddings import Embedder, get_embedder
+from memory.config import MemoryConfig
+from memory.embeddings import Embedder, load_embedder
 
 COLLECTION_PREFIX = "cases__"
-DEFAULT_BANK_PATH = os.path.join(".memento", "cases")
 MANIFEST = "memento-bank.json"
 GENERATION = ".generation"
 LOCK_FILE = ".write.lock"
@@ -139,20 +138,12 @@ class _Store:
         """Publish that this process wrote (embedded mode only)."""
 
 
-@functools.lru_cache(maxsize=1)
-def _chroma_settings() -> Any:
-    # Built once: constructing Chroma's pydantic Settings (env and .env parsing) took 34 ms of a
-    # 50 ms reopen, and a write by another process makes every other writer reopen.
-    from chromadb.config import Settings
-
-    return Settings(anonymized_telemetry=False, allow_reset=False)
-
-
 class _EmbeddedStore(_Store):
     """One embedded client per bank folder per process, reopened when another process wrote."""
 
     def __init__(self, path: Path, lock_timeout: float):
         self.path = path
+        self._settings: Any = None
         # One lock object per folder per process: two FileLock objects on one file in one
         # process would block each other (flock is per open file), so banks share this one.
         self.lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
@@ -192,7 +183,14 @@ class _EmbeddedStore(_Store):
         import chromadb
 
         try:
-            client = chromadb.PersistentClient(path=str(self.path), settings=_chroma_settings())
+            if self._settings is None:
+                # Built once per store: constructing Chroma's pydantic Settings (env and .env
+                # parsing) took 34 ms of a 50 ms reopen, and a write by another process makes
+                # every other writer reopen.
+                from chromadb.config import Settings
+
+                self._settings = Settings(anonymized_telemetry=False, allow_reset=False)
+            client = chromadb.PersistentClient(path=str(self.path), settings=self._settings)
             client.list_collections()
         except BaseException as exc:
             if _is_fatal(exc):
@@ -238,13 +236,17 @@ class _EmbeddedStore(_Store):
         self.seen = token
 
 
+# The one process-wide registry left on purpose (not a cache: nothing ever needs clearing). It
+# mirrors two per-process facts outside our control: Chroma shares one system per folder within a
+# process (its own `SharedSystemClient` registry), and flock locks belong to open files, so two
+# lock objects on one folder in one process would block each other. Every `CaseBank` on a folder
+# (a graph's, a test's, a CLI command's) therefore shares one store and one generation view.
 _STORES: dict[tuple[int, str], _EmbeddedStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
 def _embedded_store(path: Path, lock_timeout: float) -> _EmbeddedStore:
-    # Chroma shares one system per folder within a process; sharing our wrapper the same way keeps
-    # one generation view per folder. The pid in the key keeps forked children off the parent's.
+    # The pid in the key keeps forked children off the parent's store.
     key = (os.getpid(), str(path))
     with _STORES_LOCK:
         store = _STORES.get(key)
@@ -331,7 +333,7 @@ class CaseBank:
             self.location = url
             self._store: _Store = _Store(self._http_client(url))
         else:
-            self.path = Path(path or os.environ.get("MEMENTO_BANK_PATH") or DEFAULT_BANK_PATH).resolve()
+            self.path = Path(path or MemoryConfig.from_env().bank_path).resolve()
             self.location = str(self.path)
             _check_folder(self.path, create)
             self.path.mkdir(parents=True, exist_ok=True)
@@ -367,7 +369,7 @@ class CaseBank:
     def embedder(self) -> Embedder:
         """The embedder, loaded on first use so opening a bank stays cheap."""
         if self._embedder is None:
-            self._embedder = get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+            self._embedder = load_embedder(MemoryConfig.from_env().embedder)
         return self._embedder
 
     def _collection(self, namespace: str | None = None, create: bool = True) -> Any:
@@ -891,9 +893,3 @@ class CaseBank:
             "oldest": oldest,
             "newest": newest,
         }
-
-
-@functools.lru_cache(maxsize=8)
-def open_bank(path: str | None = None, url: str | None = None, namespace: str = "default") -> CaseBank:
-    """A process-wide bank per location, so graph nodes share one client and one embedder."""
-    return CaseBank(path, url=url or None, namespace=namespace)

@@ -45,42 +45,19 @@ def _open(
     bank: str | None, chroma_url: str | None, namespace: str, embedder: str = "minilm", *, create: bool = False
 ) -> CaseBank:
     from memory.bank import BankError, CaseBank
-    from memory.embeddings import get_embedder
+    from memory.embeddings import LazyEmbedder
 
     try:
         return CaseBank(
             bank,
             url=chroma_url or None,
             namespace=namespace,
-            embedder=_LazyEmbedder(embedder, get_embedder),
+            embedder=embedder if isinstance(embedder, LazyEmbedder) else LazyEmbedder(embedder),
             create=create,
         )
     except (BankError, ValueError) as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits
-
-
-class _LazyEmbedder:
-    """Defers loading the model until a command actually embeds (stats and show never do)."""
-
-    def __init__(self, spec: str, factory: Any):
-        self._spec, self._factory, self._real = spec, factory, None
-
-    def _get(self) -> Any:
-        if self._real is None:
-            self._real = self._factory(self._spec)
-        return self._real
-
-    @property
-    def name(self) -> str:
-        return self._get().name
-
-    @property
-    def dim(self) -> int:
-        return self._get().dim
-
-    def embed(self, texts: list[str]) -> Any:
-        return self._get().embed(texts)
 
 
 def _exit_read_only() -> None:
@@ -283,11 +260,12 @@ def search_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Nearest cases to a question, with cosine similarities."""
-    from memory.embeddings import warm_embedder
+    from memory.embeddings import LazyEmbedder
 
     # The model loads while Chroma is imported and opened.
-    warm_embedder(embedder)
-    store = _open(bank, chroma_url, namespace, embedder)
+    model = LazyEmbedder(embedder)
+    model.warm()
+    store = _open(bank, chroma_url, namespace, model)
     hits = _guard(
         lambda: store.search(
             query, n, labels=label or None, exclude_task_ids=exclude_task or (), exclude_similarity_above=exclude_above
@@ -479,7 +457,9 @@ def dedup_command(
 @app.command("namespaces")
 def namespaces_command(bank: BankOpt = None, chroma_url: UrlOpt = None) -> None:
     """Namespaces in the bank with their case counts."""
-    store = _open(bank, chroma_url, os.environ.get("MEMENTO_NAMESPACE") or "default")
+    from memory.config import MemoryConfig
+
+    store = _open(bank, chroma_url, MemoryConfig.from_env().namespace)
     table = Table(title=f"namespaces in {store.location}")
     table.add_column("namespace")
     table.add_column("cases", justify="right")
@@ -491,13 +471,14 @@ def namespaces_command(bank: BankOpt = None, chroma_url: UrlOpt = None) -> None:
 @app.command("repair")
 def repair_command(bank: BankOpt = None, embedder: EmbedderOpt = "minilm") -> None:
     """Rebuild a damaged bank's vector index from its stored cases (the old folder is kept)."""
-    from memory.bank import DEFAULT_BANK_PATH, BankError
-    from memory.embeddings import get_embedder
+    from memory.bank import BankError
+    from memory.config import DEFAULT_BANK_PATH
+    from memory.embeddings import LazyEmbedder
     from memory.repair import repair_bank
 
     path = Path(bank or DEFAULT_BANK_PATH)
     try:
-        report = repair_bank(path, _LazyEmbedder(embedder, get_embedder))
+        report = repair_bank(path, LazyEmbedder(embedder))
     except (BankError, ValueError) as exc:
         _fail(str(exc))
         return

@@ -9,7 +9,6 @@ An OpenAI-compatible ``/embeddings`` endpoint can replace it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -18,6 +17,8 @@ from collections import OrderedDict
 from typing import Protocol
 
 import numpy as np
+
+from memory.config import MemoryConfig
 
 
 class Embedder(Protocol):
@@ -77,7 +78,7 @@ class MiniLMEmbedder:
         self._cache_size = 4096
         self._onnx = None
         self._small = None
-        backend = (backend or os.environ.get("MEMENTO_EMBEDDER_BACKEND") or "auto").lower()
+        backend = (backend or MemoryConfig.from_env().embedder_backend).lower()
         if backend not in ("auto", "onnx", "transformers"):
             raise ValueError(f"unknown embedder backend {backend!r}: use auto, onnx or transformers")
         if backend != "transformers" and device == "cpu":
@@ -241,46 +242,79 @@ class HashEmbedder:
         return _unit(out) if len(texts) else out
 
 
-_BUILD_LOCK = threading.Lock()
+class LazyEmbedder:
+    """One embedder, loaded on first use (or by `warm` on a thread) and then kept by its owner.
 
-
-def get_embedder(spec: str = "minilm") -> Embedder:
-    """Shared embedder per process (see `_get_embedder`); safe to call from several threads.
-
-    A background warm-up (`warm_embedder`) and the command that needs the model may ask at the
-    same moment: the lock makes the second wait for the first instead of loading it twice.
+    Commands that never embed (``stats``, ``show``) never load the model; a background warm-up
+    and the first real call may ask at the same moment, and the lock makes the second wait for the
+    first instead of loading it twice. Whoever holds this object shares the model: a graph's
+    `nodes.resources.Resources`, one CLI command; nothing is cached per process.
     """
-    with _BUILD_LOCK:
-        return _get_embedder(spec)
+
+    def __init__(self, spec: str | None = None, embedder: Embedder | None = None):
+        """Name the embedder to load (default: ``MEMENTO_EMBEDDER``), or wrap one already loaded."""
+        self.spec = spec if spec is not None else MemoryConfig.from_env().embedder
+        self._real: Embedder | None = embedder
+        self._lock = threading.Lock()
+
+    def get(self) -> Embedder:
+        """The embedder, loading it now if nobody has yet."""
+        if self._real is None:
+            with self._lock:
+                if self._real is None:
+                    self._real = load_embedder(self.spec)
+        return self._real
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory already."""
+        return self._real is not None
+
+    @property
+    def name(self) -> str:
+        """The model's name (loads it)."""
+        return self.get().name
+
+    @property
+    def dim(self) -> int:
+        """The vector size (loads the model)."""
+        return self.get().dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed a batch with the (loaded on first use) model."""
+        return self.get().embed(texts)
+
+    def embed_uncached(self, texts: list[str]) -> np.ndarray:
+        """Embed without the model's query cache where it has one."""
+        real = self.get()
+        fn = getattr(real, "embed_uncached", None)
+        return fn(texts) if fn is not None else real.embed(texts)
+
+    def warm(self, query: str | None = "warm-up", cached: bool = False) -> threading.Thread:
+        """Load (and run once) the model on a daemon thread while the caller does other start-up.
+
+        Reading the weights and the tokenizer overlaps with importing and opening Chroma. With
+        ``cached`` the query's vector stays in the model's cache (warm with the real question). A
+        failure is left for the real call to report.
+        """
+
+        def run() -> None:
+            try:
+                emb = self.get()
+                if query and cached:
+                    emb.embed([query])
+                elif query and hasattr(emb, "embed_uncached"):
+                    emb.embed_uncached([query])
+            except Exception:
+                logging.getLogger(__name__).debug("embedder warm-up failed", exc_info=True)
+
+        thread = threading.Thread(target=run, name="memento-embedder-warmup", daemon=True)
+        thread.start()
+        return thread
 
 
-def warm_embedder(spec: str | None = None, query: str | None = "warm-up", cached: bool = False) -> threading.Thread:
-    """Load (and run once) the embedder on a daemon thread while the caller does other start-up.
-
-    Reading the weights and the tokenizer overlaps with importing and opening Chroma, and the
-    caller's own `get_embedder` then returns at once. With ``cached`` the query's vector stays in the
-    embedder's cache (warm with the real question). A failure is left for the real call to report.
-    """
-    spec = spec if spec is not None else os.environ.get("MEMENTO_EMBEDDER", "minilm")
-
-    def run() -> None:
-        try:
-            emb = get_embedder(spec)
-            if query and cached:
-                emb.embed([query])
-            elif query and hasattr(emb, "embed_uncached"):
-                emb.embed_uncached([query])
-        except Exception:
-            logging.getLogger(__name__).debug("embedder warm-up failed", exc_info=True)
-
-    thread = threading.Thread(target=run, name="memento-embedder-warmup", daemon=True)
-    thread.start()
-    return thread
-
-
-@functools.lru_cache(maxsize=4)
-def _get_embedder(spec: str = "minilm") -> Embedder:
-    """Shared embedder per process: loading the model once keeps queries to one encoder pass.
+def load_embedder(spec: str = "minilm") -> Embedder:
+    """Load a new embedder; callers keep it (a `LazyEmbedder` or the graph's resources share one).
 
     Args:
         spec: ``minilm`` (default, local), a folder holding a sentence-transformers model, or
@@ -288,13 +322,16 @@ def _get_embedder(spec: str = "minilm") -> Embedder:
             ``MEMENTO_EMBEDDINGS_BASE_URL`` / ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``, or
             ``hash[:dim]`` (meaningless hash vectors, for tests and benchmarks only).
 
+    Raises:
+        ValueError: The spec names no known embedder.
+
     """
     if spec == "hash" or spec.startswith("hash:"):
         return HashEmbedder(int(spec.split(":", 1)[1]) if ":" in spec else 64)
     if spec in ("", "minilm", "all-MiniLM-L6-v2"):
         return MiniLMEmbedder()
     if spec.startswith("openai:"):
-        base = os.environ.get("MEMENTO_EMBEDDINGS_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        base = MemoryConfig.from_env().embeddings_base_url or None
         return OpenAIEmbedder(spec.split(":", 1)[1], base_url=base)
     if os.path.isdir(spec):
         return MiniLMEmbedder(model_path=spec)

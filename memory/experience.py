@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from memory.cases import now
-
-DEFAULT_LOG_PATH = os.path.join(".memento", "experience.sqlite")
+from memory.config import MemoryConfig
 
 
 class ExperienceLogError(RuntimeError):
@@ -69,7 +68,7 @@ class ExperienceLog:
             ExperienceLogError: The file exists but is not a readable SQLite database.
 
         """
-        self.path = Path(path or os.environ.get("MEMENTO_EXPERIENCE_PATH") or DEFAULT_LOG_PATH)
+        self.path = Path(path or MemoryConfig.from_env().experience_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         try:

@@ -30,7 +30,9 @@ MAX_LENGTH = 256  # the transformers path truncates at 256 tokens too
 
 def cache_dir() -> Path:
     """Folder holding built ONNX graphs."""
-    explicit = os.environ.get("MEMENTO_CACHE_DIR")
+    from memory.config import MemoryConfig
+
+    explicit = MemoryConfig.from_env().cache_dir
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

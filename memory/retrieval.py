@@ -98,6 +98,8 @@ def retrieve_cases(
     exploration: Any = "greedy",
     rng_seed: int | None = None,
     min_similarity: float = 0.0,
+    selectors: Any = None,
+    warned: set[str] | None = None,
 ) -> Retrieval:
     """Select up to ``k`` cases to show for ``question``.
 
@@ -118,6 +120,9 @@ def retrieve_cases(
         rng_seed: Seed of the exploration draw (reproducible evals).
         min_similarity: Similarity mode: cases less similar than this are never shown (an
             unrelated case misleads the planner more than no case).
+        selectors: A `memory.policy.selection.SelectorCache` that keeps loaded checkpoints across
+            calls (the graph's resources own one); None loads the checkpoint for this call.
+        warned: Fallback warnings already given (each is logged once per set); None logs each.
 
     """
     if mode not in ("none", "similarity", "learned"):
@@ -129,7 +134,7 @@ def retrieve_cases(
     selector = None
     note = None
     if mode == "learned":
-        selector, note = _load_bandit(policy_path)
+        selector, note = _load_bandit(policy_path, selectors, warned)
     # Learned mode searches the wider pool even while it falls back to similarity: the fallback
     # explores it (see below), so the log gains outcomes the policy can learn from.
     pool = n_candidates if mode == "learned" else k
@@ -239,28 +244,27 @@ def _similarity_choice(
     return explore_ranking(np.arange(len(hits)), k, exploration, np.random.default_rng(rng_seed))
 
 
-_warned: set[str] = set()
-
-
-def _warn_once(note: str) -> None:
-    # Every task of a long eval would otherwise repeat the same fallback warning.
-    if note not in _warned:
-        _warned.add(note)
+def _warn_once(note: str, warned: set[str] | None) -> None:
+    # Every task of a long eval would otherwise repeat the same fallback warning: the caller's
+    # set (its graph resources') remembers which were given.
+    if warned is None or note not in warned:
+        if warned is not None:
+            warned.add(note)
         logger.warning(note)
 
 
-def _load_bandit(policy_path: str | None):
+def _load_bandit(policy_path: str | None, selectors: Any, warned: set[str] | None):
     """The bandit selector (its prior when no checkpoint exists yet), or None with the reason."""
     try:
         from memory.policy.bandit_serving import BanditCheckpointError
-        from memory.policy.selection import load_bandit_selector
+        from memory.policy.selection import SelectorCache
     except ImportError as exc:
         note = f"learned policy unavailable in this install ({exc}); using similarity"
-        _warn_once(note)
+        _warn_once(note, warned)
         return None, note
     try:
-        return load_bandit_selector(policy_path), None
+        return (selectors or SelectorCache()).load_bandit_selector(policy_path), None
     except BanditCheckpointError as exc:
         note = f"policy checkpoint unusable ({exc}); falling back to similarity"
-        _warn_once(note)
+        _warn_once(note, warned)
         return None, note

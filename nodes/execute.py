@@ -7,9 +7,9 @@ from langgraph.runtime import Runtime
 
 from graph.context import Context
 from graph.state import State
-from mcp_servers.toolbox import get_toolbox
 from nodes import prompts
-from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, text_of
+from nodes.resources import Resources
 
 
 def _record(state: State, result: str, status: str, steps: int) -> dict:
@@ -33,7 +33,7 @@ def _record(state: State, result: str, status: str, steps: int) -> dict:
     }
 
 
-async def execute(state: State, runtime: Runtime[Context]) -> dict:
+async def execute(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """One executor step: a tool request (routed to `tools`) or the subtask's result."""
     ctx = Context.resolve(runtime.context)
     step = state.plan[state.subtask_index]
@@ -57,9 +57,9 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict:
             **_record(state, note, "step_cap", state.executor_steps),
             "errors": [*state.errors, f"subtask {step['id']}: {note}"],
         }
-    toolbox = get_toolbox(ctx.mcp_config) if ctx.mcp_config else None
+    toolbox = resources.toolbox(ctx)
     tools = await toolbox.tools() if toolbox else []
-    model = chat_model(ctx, "executor")
+    model = resources.chat_model(ctx, "executor")
     bound = model.bind_tools(tools) if tools else model
     try:
         reply: AIMessage = await ainvoke(bound, messages)

@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 from graph.context import Context
 from graph.state import State
 from memory.outcomes import apply_feedback
-from nodes.resources import bank_for, experience_for
+from nodes.resources import Resources
 
 _GOOD = {"good": True, "positive": True, "correct": True, "bad": False, "negative": False, "wrong": False}
 
@@ -49,7 +49,7 @@ def parse_feedback(value: Any) -> tuple[bool, str | None]:
     return verdict, None if note is None else str(note)
 
 
-def feedback(state: State, runtime: Runtime[Context]) -> dict:
+def feedback(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Apply a person's feedback to this thread's case and outcome; nothing is re-run."""
     ctx = Context.resolve(runtime.context)
     good, note = parse_feedback(state.feedback)
@@ -61,8 +61,8 @@ def feedback(state: State, runtime: Runtime[Context]) -> dict:
     thread = get_config().get("configurable", {}).get("thread_id")
     try:
         case = apply_feedback(
-            bank_for(ctx),
-            experience_for(ctx),
+            resources.bank(ctx),
+            resources.experience(ctx),
             state.case_id,
             good=good,
             note=note,

@@ -9,16 +9,17 @@ from graph.context import Context
 from graph.state import State
 from nodes import prompts
 from nodes.json_output import extract_json_object
-from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, text_of
+from nodes.resources import Resources
 
 
-async def finalize(state: State, runtime: Runtime[Context]) -> dict:
+async def finalize(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Answer from the gathered results after the last cycle (or a planner failure)."""
     ctx = Context.resolve(runtime.context)
     if not state.subtask_results:
         # Nothing was found and the planner gave no answer: record the failure, invent nothing.
         return {"status": "failed", "answer": None, "errors": [*state.errors, "no answer: nothing was gathered"]}
-    model = chat_model(ctx, "planner")
+    model = resources.chat_model(ctx, "planner")
     try:
         reply = await ainvoke(
             model,

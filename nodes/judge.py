@@ -13,7 +13,8 @@ from graph.state import State
 from memory.cases import label_for_reward
 from nodes import prompts
 from nodes.json_output import extract_json_object
-from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, text_of
+from nodes.resources import Resources
 from nodes.scoring import exact_match, split_answers, token_f1
 
 
@@ -46,7 +47,7 @@ def parse_confidence(text: str) -> float | None:
     return min(1.0, max(0.0, value))
 
 
-async def judge(state: State, runtime: Runtime[Context]) -> dict:
+async def judge(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Grade the answer: against the ground truth, else by self-judgement (unless turned off)."""
     ctx = Context.resolve(runtime.context)
     answers = split_answers(state.ground_truth)
@@ -91,7 +92,7 @@ async def judge(state: State, runtime: Runtime[Context]) -> dict:
             "judge_confidence": None,
         }
 
-    model = chat_model(ctx, "judge")
+    model = resources.chat_model(ctx, "judge")
     usage = state.usage
     rationale = ""
     verdict = confidence = None

@@ -107,33 +107,35 @@ def check_endpoint(ctx: Context) -> None:
         raise ModelConfigError(f"No API key found in ${ctx.api_key_env} and no OPENAI_BASE_URL set.\n{CONFIG_HELP}")
 
 
-@functools.lru_cache(maxsize=32)
-def _chat_model(
-    model: str, base_url: str | None, api_key: str, temperature: float, timeout: float, retries: int
-) -> ChatOpenAI:
+def model_key(ctx: Context, role: str) -> tuple[Any, ...]:
+    """What makes two chat clients for a role interchangeable (a cache key for their owner)."""
+    name = {"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model}[role]
+    return (name, ctx.endpoint, ctx.api_key or "not-needed", ctx.temperature, ctx.request_timeout, ctx.max_retries)
+
+
+def build_chat_model(ctx: Context, role: str) -> ChatOpenAI:
+    """A new client for a role (``planner``, ``executor`` or ``judge``); `Resources` keeps one per setting.
+
+    Raises:
+        ModelConfigError: No API key and no endpoint are configured.
+
+    """
+    check_endpoint(ctx)
     # Imported here: langchain-openai (and openai) take about a second to import, which would
     # otherwise delay `memento ask` before it can show the retrieved cases.
     from langchain_openai import ChatOpenAI
 
+    name, base_url, api_key, temperature, timeout, retries = model_key(ctx, role)
     return ChatOpenAI(
-        model=model,
+        model=name,
         base_url=base_url,
+        # Local servers (vLLM, Ollama) accept any key; the client insists on one.
         api_key=api_key,
         temperature=temperature,
         timeout=timeout,
         max_retries=retries,
         # Token counts come back in the response; get_num_tokens would download tiktoken files.
         stream_usage=True,
-    )
-
-
-def chat_model(ctx: Context, role: str) -> ChatOpenAI:
-    """The model for a role (``planner``, ``executor`` or ``judge``), shared per process."""
-    check_endpoint(ctx)
-    name = {"planner": ctx.planner_model, "executor": ctx.executor_model, "judge": ctx.judge_model}[role]
-    # Local servers (vLLM, Ollama) accept any key; the client insists on one.
-    return _chat_model(
-        name, ctx.endpoint, ctx.api_key or "not-needed", ctx.temperature, ctx.request_timeout, ctx.max_retries
     )
 
 

@@ -12,7 +12,8 @@ from graph.context import Context
 from graph.state import State
 from nodes import prompts
 from nodes.json_output import extract_json_object
-from nodes.models import ModelReplyError, add_usage, ainvoke, chat_model, text_of
+from nodes.models import ModelReplyError, add_usage, ainvoke, text_of
+from nodes.resources import Resources
 
 _ANSWER_KEYS = ("final_answer", "answer")
 
@@ -63,7 +64,7 @@ def parse_planner_reply(text: str, max_steps: int) -> PlannerReply:
     raise ValueError('the JSON has neither "plan" nor "final_answer"')
 
 
-async def plan(state: State, runtime: Runtime[Context]) -> dict:
+async def plan(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Ask the planner; one repair round-trip on malformed output, then a recorded failure."""
     ctx = Context.resolve(runtime.context)
     last = state.cycle + 1 >= ctx.max_cycles
@@ -76,7 +77,7 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict:
         last_cycle_note=prompts.LAST_CYCLE_NOTE if last else "",
     )
     messages = [SystemMessage(prompts.PLANNER_SYSTEM), HumanMessage(task)]
-    model = chat_model(ctx, "planner")
+    model = resources.chat_model(ctx, "planner")
     usage = state.usage
     error = None
     for _attempt in range(2):

@@ -14,7 +14,7 @@ from memory.bank import BankError
 from memory.cases import clean_text
 from memory.retrieval import retrieve_cases as select_cases
 from nodes.approvals import bind_policy
-from nodes.resources import bank_for, experience_for
+from nodes.resources import Resources
 
 
 def _retrieval_id(state: State) -> str:
@@ -24,7 +24,7 @@ def _retrieval_id(state: State) -> str:
     return "ret-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
-def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
+def retrieve_cases(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Fetch cases from the bank and log the retrieval for policy training."""
     ctx = Context.resolve(runtime.context)
     # Lone surrogates (a "\udcff" escape from an HTTP caller) cannot be encoded for the bank.
@@ -42,7 +42,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
             "started_at": started,
             "sensitive_tools": policy,
         }
-    bank = bank_for(ctx)
+    bank = resources.bank(ctx)
     retrieval_id = _retrieval_id(state)
     try:
         result = select_cases(
@@ -60,6 +60,9 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
             # with the same seed) shows the same cases.
             rng_seed=int(retrieval_id[4:20], 16),
             min_similarity=ctx.min_similarity,
+            # Learned mode only: the selector module imports torch.
+            selectors=resources.selectors if ctx.memory_mode == "learned" else None,
+            warned=resources.warned,
         )
     except BankError as exc:
         # A damaged bank must not cost the task: answer without memory and say why.
@@ -71,7 +74,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context]) -> dict:
             "started_at": started,
             "errors": [*state.errors, note],
         }
-    experience_for(ctx).log_retrieval(
+    resources.experience(ctx).log_retrieval(
         retrieval_id,
         namespace=ctx.namespace,
         query=question,

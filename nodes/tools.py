@@ -12,9 +12,8 @@ from langgraph.types import interrupt
 
 from graph.context import Context
 from graph.state import State
-from mcp_servers.toolbox import get_toolbox
 from nodes.approvals import bind_policy, decided_by, decision_record, is_sensitive, read_decision
-from nodes.resources import experience_for
+from nodes.resources import Resources
 
 __all__ = ["is_sensitive", "tools"]
 
@@ -26,7 +25,7 @@ def _approved(decision: Any, call_id: str) -> tuple[bool, str]:
     return read_decision(decision, call_id)
 
 
-async def tools(state: State, runtime: Runtime[Context]) -> dict:
+async def tools(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Execute every tool call of the last executor message; failures go back as error results."""
     ctx = Context.resolve(runtime.context)
     last = state.messages[-1] if state.messages else None
@@ -58,8 +57,10 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
             decisions.append(decision_record(call, ok, by, reason, state.cycle))
         # Recorded before any approved call runs, so a crash in a tool cannot lose the decision.
         # (SQLite blocks: off the event loop, which the LangGraph server checks.)
-        await asyncio.to_thread(_log_decisions, ctx, configurable.get("thread_id"), state.retrieval_id, decisions)
-    toolbox = get_toolbox(ctx.mcp_config) if ctx.mcp_config else None
+        await asyncio.to_thread(
+            _log_decisions, resources, ctx, configurable.get("thread_id"), state.retrieval_id, decisions
+        )
+    toolbox = resources.toolbox(ctx)
     results: list[ToolMessage] = []
     trace: list[dict[str, Any]] = []
     for call in calls:
@@ -108,10 +109,14 @@ async def tools(state: State, runtime: Runtime[Context]) -> dict:
 
 
 def _log_decisions(
-    ctx: Context, thread_id: str | None, retrieval_id: str | None, decisions: list[dict[str, Any]]
+    resources: Resources,
+    ctx: Context,
+    thread_id: str | None,
+    retrieval_id: str | None,
+    decisions: list[dict[str, Any]],
 ) -> None:
     """Every human decision goes to the experience log too (kept even if the thread is deleted)."""
-    log = experience_for(ctx)
+    log = resources.experience(ctx)  # opened here, off the event loop: SQLite blocks
     for d in decisions:
         log.log_approval(thread_id=thread_id or "", retrieval_id=retrieval_id, **d)
 

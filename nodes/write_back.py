@@ -17,7 +17,7 @@ from graph.state import State
 from memory.cases import Case, case_id_for, clean_text
 from memory.limits import CaseLimits
 from memory.outcomes import attempt_record, merge_attempt, record_outcome
-from nodes.resources import bank_for, experience_for
+from nodes.resources import Resources
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _upsert(bank, cases: list[Case]) -> None:
     bank.upsert(cases)
 
 
-def write_back(state: State, runtime: Runtime[Context]) -> dict:
+def write_back(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Upsert the case under a deterministic id, then log the outcome for the policy."""
     ctx = Context.resolve(runtime.context)
     if not ctx.write_back:
@@ -102,7 +102,7 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
     # One huge answer must not be stored in full and then shown to every similar task's planner;
     # the thread's state keeps the full text.
     CaseLimits(ctx.case_answer_chars, ctx.case_plan_chars).apply(case, note=f"; full text in thread {thread}")
-    bank = bank_for(ctx)
+    bank = resources.bank(ctx)
     attempt = attempt_record(
         attempt_id,
         retrieval_id=state.retrieval_id,
@@ -131,7 +131,7 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         ) from exc
     if spooled and spool.exists():
         spool.unlink()
-    log = experience_for(ctx)
+    log = resources.experience(ctx)
     if state.retrieval_id:
         success = None if state.reward is None else state.reward >= 0.5
         # A resumed write_back must not count the usage twice: the outcome row marks it done, and
@@ -147,9 +147,5 @@ def write_back(state: State, runtime: Runtime[Context]) -> dict:
         if ctx.memory_mode == "learned" and state.reward is not None:
             # Counts judged outcomes; every N of them a background thread refits the bandit on
             # this namespace's log and promotes it only if off-policy evaluation prefers it.
-            from memory.policy.online import OnlineTrainer
-
-            OnlineTrainer.get(
-                ctx.policy_path, ctx.experience_path, bank=bank, namespace=ctx.namespace, k=ctx.k
-            ).notify_outcome()
+            resources.trainer(ctx, bank).notify_outcome()
     return {"case_id": case.id, "case_written": True}

@@ -30,9 +30,9 @@ def llm_server():
 @pytest.fixture(scope="session")
 def embedder():
     """The real local MiniLM embedder, loaded once per session."""
-    from memory.embeddings import get_embedder
+    from memory.embeddings import load_embedder
 
-    return get_embedder("minilm")
+    return load_embedder("minilm")
 
 
 @pytest.fixture

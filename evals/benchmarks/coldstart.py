@@ -80,10 +80,10 @@ def _free_port() -> int:
 
 def _import_throughput(data: Path, work: Path, server: bool) -> dict:
     from memory.bank import CaseBank
-    from memory.embeddings import get_embedder
+    from memory.embeddings import load_embedder
     from memory.io import import_jsonl, iter_rows, row_to_case
 
-    embedder = get_embedder("minilm")
+    embedder = load_embedder("minilm")
     texts = []
     fmt = None
     from memory.io import detect_format

@@ -124,9 +124,9 @@ def make_page(fact: str, shared: list[str], position: int, rng: random.Random, s
 
 
 def bench_compression(positions: int, budget: int, seed: int, console: Console) -> None:
-    from memory.embeddings import get_embedder
+    from memory.embeddings import load_embedder
 
-    embedder = get_embedder("minilm")
+    embedder = load_embedder("minilm")
     rng = random.Random(seed)
     methods = {
         "beginning (truncation)": lambda page, q: compress(page, "", budget),

@@ -28,7 +28,7 @@ from evals.sim.openai_server import ScriptedOpenAI, final, plan, verdict
 from graph.builder import compile_graph
 from graph.context import Context
 from graph.persistence import open_checkpointer
-from nodes.models import chat_model
+from nodes.resources import Resources
 
 
 def _script(server: ScriptedOpenAI) -> None:
@@ -44,9 +44,9 @@ def _script(server: ScriptedOpenAI) -> None:
     server.respond_with("judge", lambda _req: verdict(True))
 
 
-async def _baseline(ctx: Context, n: int) -> list[float]:
+async def _baseline(ctx: Context, n: int, resources: Resources) -> list[float]:
     times = []
-    models = [chat_model(ctx, r) for r in ("planner", "executor", "planner", "judge")]
+    models = [resources.chat_model(ctx, r) for r in ("planner", "executor", "planner", "judge")]
     for _ in range(n):
         t0 = time.perf_counter()
         for m in models:
@@ -55,8 +55,8 @@ async def _baseline(ctx: Context, n: int) -> list[float]:
     return times
 
 
-async def _graph_runs(ctx: Context, n: int, saver) -> list[float]:
-    graph = compile_graph(saver)
+async def _graph_runs(ctx: Context, n: int, saver, resources: Resources) -> list[float]:
+    graph = compile_graph(saver, resources=resources)
     times = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -92,19 +92,24 @@ async def main_async(args: argparse.Namespace) -> dict:
         )
         no_memory = Context(**base, memory_mode="none", write_back=False)
         with_memory = Context(**base, memory_mode="similarity")
-        # Warm-up: model clients, the embedder and the bank are per-process and load once.
-        await _baseline(no_memory, 3)
-        await _graph_runs(with_memory, 3, None)
-        rows["direct ChatOpenAI calls (baseline)"] = await _baseline(no_memory, args.tasks)
-        rows["graph, no checkpointer, no memory"] = await _graph_runs(no_memory, args.tasks, None)
-        rows["graph + in-memory checkpoints"] = await _graph_runs(no_memory, args.tasks, InMemorySaver())
+        # One owner of the model clients, the embedder and the bank for every configuration (as one
+        # server holds them); the warm-up loads them once.
+        res = Resources(with_memory)
+        await _baseline(no_memory, 3, res)
+        await _graph_runs(with_memory, 3, None, res)
+        rows["direct ChatOpenAI calls (baseline)"] = await _baseline(no_memory, args.tasks, res)
+        rows["graph, no checkpointer, no memory"] = await _graph_runs(no_memory, args.tasks, None, res)
+        rows["graph + in-memory checkpoints"] = await _graph_runs(no_memory, args.tasks, InMemorySaver(), res)
         async with open_checkpointer(f"{work}/cp.sqlite") as saver:
-            rows["graph + SQLite checkpoints"] = await _graph_runs(no_memory, args.tasks, saver)
+            rows["graph + SQLite checkpoints"] = await _graph_runs(no_memory, args.tasks, saver, res)
         if args.postgres:
             async with open_checkpointer(args.postgres) as saver:
-                rows["graph + Postgres checkpoints"] = await _graph_runs(no_memory, args.tasks, saver)
+                rows["graph + Postgres checkpoints"] = await _graph_runs(no_memory, args.tasks, saver, res)
         async with open_checkpointer(f"{work}/cp2.sqlite") as saver:
-            rows["graph + SQLite + similarity memory + write-back"] = await _graph_runs(with_memory, args.tasks, saver)
+            rows["graph + SQLite + similarity memory + write-back"] = await _graph_runs(
+                with_memory, args.tasks, saver, res
+            )
+        await res.aclose()
     baseline = statistics.median(rows["direct ChatOpenAI calls (baseline)"])
     result = {
         name: {

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from memory.bank import ScoredCase  # noqa: E402
 from memory.cases import Case  # noqa: E402
-from memory.embeddings import get_embedder  # noqa: E402
+from memory.embeddings import load_embedder  # noqa: E402
 from memory.policy.data import PolicyData, from_training_rows, read_training_rows  # noqa: E402
 from memory.policy.metrics import classification_report, finite_or_none, roc_auc  # noqa: E402
 from memory.policy.model import load_backbone  # noqa: E402
@@ -217,7 +217,7 @@ def time_costs(
     max_length: int,
 ):
     """Median seconds per query: policy (encode query + score cached candidates) vs original."""
-    embedder = get_embedder("minilm")
+    embedder = load_embedder("minilm")
     rng = np.random.default_rng(0)
     queries = rng.choice(np.unique(test.q_index), size=min(n_queries, test.n_queries), replace=False)
     ours, theirs, head = [], [], []
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     rows = read_training_rows(args.data)
     with console.status("embedding queries and cases with MiniLM…"):
-        data = from_training_rows(rows, get_embedder("minilm"))
+        data = from_training_rows(rows, load_embedder("minilm"))
     case_text = [str(r["case"]) for r in rows]
     train, val, test = data.split_by_query(FRACTIONS, seed=args.seed)
     console.print(

@@ -82,7 +82,7 @@ def _pct(values: np.ndarray, qs: tuple[int, ...]) -> dict[str, float]:
 
 def measure(data_dir: Path, seed: int = 0) -> dict:
     """Nearest-case similarities of related, unrelated and identical questions, and the floor."""
-    from memory.embeddings import get_embedder
+    from memory.embeddings import load_embedder
 
     cases = [
         json.loads(line)["case"]
@@ -94,7 +94,7 @@ def measure(data_dir: Path, seed: int = 0) -> dict:
         for line in (data_dir / "deepresearcher.jsonl").read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    embedder = get_embedder("minilm")
+    embedder = load_embedder("minilm")
     case_vecs = np.asarray(embedder.embed(cases), dtype=np.float32)
     query_vecs = np.asarray(embedder.embed(questions), dtype=np.float32)
     probe_vecs = np.asarray(embedder.embed(OFF_DOMAIN), dtype=np.float32)

@@ -62,11 +62,11 @@ def gap_closed(mode: float, none: float, oracle: float) -> float:
 
 def run_grid(spec: GridSpec, out_dir: str | Path, *, embedder: Any = None, progress: bool = True) -> dict[str, Any]:
     """Run the grid, write ``grid.json``, ``grid.md`` and ``grid.png`` under ``out_dir``; return the table."""
-    from memory.embeddings import get_embedder
+    from memory.embeddings import load_embedder
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    embedder = embedder or get_embedder("minilm")
+    embedder = embedder or load_embedder("minilm")
     modes = ["none", "similarity", "learned", "oracle"] + (["learned_ungated"] if spec.ungated else [])
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()

@@ -43,12 +43,13 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load_data(experience: Path | None, training_data: Path | None, bank: Path | None, namespace: str | None):
-    from memory.embeddings import get_embedder
+    from memory.config import MemoryConfig
+    from memory.embeddings import load_embedder
     from memory.policy.data import concat, load_experience, load_training_data
 
     if experience is None and training_data is None:
         raise _fail("give --experience PATH and/or --training-data PATH")
-    embedder = get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+    embedder = load_embedder(MemoryConfig.from_env().embedder)
     parts = []
     with console.status("embedding training data…"):
         if training_data is not None:
@@ -140,13 +141,14 @@ def _is_bandit(checkpoint: Path) -> bool:
 def _bandit_logs(experience: Path, bank: Path | None, namespace: str | None) -> list[Any]:
     """The experience log's judged retrievals as bandit rows (case vectors from the bank)."""
     from memory.bank import BankError, CaseBank
-    from memory.embeddings import get_embedder
+    from memory.config import MemoryConfig
+    from memory.embeddings import load_embedder
     from memory.experience import ExperienceLog, ExperienceLogError
     from memory.policy.bandit_serving import logs_from_records
 
     if not experience.is_file():
         raise _fail(f"no experience log at {experience}")
-    embedder = get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+    embedder = load_embedder(MemoryConfig.from_env().embedder)
     try:
         records = list(ExperienceLog(experience).records(judged_only=True, namespace=namespace))
         case_bank = CaseBank(bank, embedder=embedder, create=False)

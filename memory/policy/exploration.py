@@ -10,14 +10,14 @@ ranking would ever pick.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from memory.config import MemoryConfig
+
 STRATEGIES = ("greedy", "epsilon", "thompson")
-DEFAULT_EXPLORATION = "epsilon:0.1"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Exploration:
         if isinstance(spec, Exploration):
             return spec
         if spec is None or spec == "":
-            spec = os.environ.get("MEMENTO_POLICY_EXPLORATION") or DEFAULT_EXPLORATION
+            spec = MemoryConfig.from_env().policy_exploration
         if isinstance(spec, dict):
             known = {f.name for f in fields(cls)}
             unknown = set(spec) - known

@@ -2,7 +2,9 @@
 
 The graph's write-back step calls, after logging a judged outcome in learned mode::
 
-    OnlineTrainer.get(policy_path, experience_path, bank=bank, namespace=ns, k=k).notify_outcome()
+    resources.trainer(ctx, bank).notify_outcome()
+
+(`nodes.resources.Resources` keeps one trainer per paths and namespace.)
 
 Every ``every`` calls (``MEMENTO_POLICY_RETRAIN_EVERY``, default 20; 0 turns it off) a thread
 reads the namespace's judged retrievals from the experience log, turns them into bandit training
@@ -10,7 +12,7 @@ rows (`memory.policy.bandit_serving.logs_from_records`: case vectors from the ba
 propensities and set distributions) and runs `retrain_from_log`: a candidate is fitted on the
 whole log and promoted only when off-policy evaluation prefers it to the incumbent at the stated
 confidence; otherwise it serves a canary share of selections. Running graphs pick the change up
-on their next retrieval (`memory.policy.selection.load_bandit_selector` reloads changed files).
+on their next retrieval (`memory.policy.selection.SelectorCache` reloads changed files).
 Every decision is appended to ``<policy>.history.jsonl``.
 
 The MLP scorer's promotion gate (`train_and_promote`, held-out selection AUC) stays below for
@@ -27,14 +29,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
+from memory.config import DEFAULT_RETRAIN_EVERY, MemoryConfig
+
 log = logging.getLogger(__name__)
 
-DEFAULT_EVERY = 20
+DEFAULT_EVERY = DEFAULT_RETRAIN_EVERY
 
 
 @dataclass
@@ -60,9 +64,6 @@ def _finite(x: float | None) -> float | None:
 class OnlineTrainer:
     """Counts judged outcomes and retrains the bandit from the experience log in a background thread."""
 
-    _instances: ClassVar[dict[tuple[str, str, str], OnlineTrainer]] = {}
-    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
-
     def __init__(
         self,
         policy_path: str | os.PathLike[str],
@@ -77,7 +78,7 @@ class OnlineTrainer:
         confidence: float | None = None,
         synchronous: bool | None = None,
     ):
-        """Configure a trainer (prefer `OnlineTrainer.get`, which shares one per paths and namespace).
+        """Configure a trainer (a graph's `nodes.resources.Resources` keeps one per paths and namespace).
 
         Args:
             policy_path: Checkpoint to create or replace (its canary and history live beside it).
@@ -97,12 +98,11 @@ class OnlineTrainer:
                 depends on timing — reproducible evals.
 
         """
-        from memory.experience import DEFAULT_LOG_PATH
-
+        settings = MemoryConfig.from_env()
         self.policy_path = Path(policy_path)
-        self.experience_path = Path(experience_path or os.environ.get("MEMENTO_EXPERIENCE_PATH") or DEFAULT_LOG_PATH)
+        self.experience_path = Path(experience_path or settings.experience_path)
         if every is None:
-            every = int(os.environ.get("MEMENTO_POLICY_RETRAIN_EVERY", DEFAULT_EVERY))
+            every = settings.policy_retrain_every
         if every < 0:
             raise ValueError(f"every must be >= 0, got {every}")
         self.every = every
@@ -113,7 +113,7 @@ class OnlineTrainer:
         self.config = config
         self.confidence = confidence
         if synchronous is None:
-            synchronous = os.environ.get("MEMENTO_POLICY_RETRAIN_SYNC", "").strip().lower() in ("1", "true", "yes")
+            synchronous = settings.policy_retrain_sync
         self.synchronous = synchronous
         self.pending = 0
         self.last: Any = None
@@ -123,28 +123,6 @@ class OnlineTrainer:
         self._query_cache: _MemoEmbedder | None = None
         # One lock object per trainer: retraining from another thread or process waits for it.
         self._file_lock = FileLock(str(self.policy_path) + ".lock", timeout=300)
-
-    @classmethod
-    def get(
-        cls, policy_path: str | os.PathLike[str], experience_path: str | os.PathLike[str] | None = None, **kwargs: Any
-    ) -> OnlineTrainer:
-        """The process-wide trainer of these paths and namespace (created with ``kwargs`` on first use)."""
-        key = (
-            str(Path(policy_path).resolve()),
-            str(Path(experience_path).resolve()) if experience_path else "",
-            str(kwargs.get("namespace") or ""),
-        )
-        with cls._instances_lock:
-            trainer = cls._instances.get(key)
-            if trainer is None:
-                trainer = cls(policy_path, experience_path, **kwargs)
-                cls._instances[key] = trainer
-            else:
-                if kwargs.get("bank") is not None and trainer.bank is None:
-                    trainer.bank = kwargs["bank"]
-                if kwargs.get("k") is not None:
-                    trainer.k = int(kwargs["k"])
-            return trainer
 
     @property
     def running(self) -> bool:
@@ -191,7 +169,7 @@ class OnlineTrainer:
             self.last = RetrainDecision(False, f"failed: {type(exc).__name__}: {exc}", 0, None, finished_at=time.time())
 
     def _embedder_now(self) -> Any:
-        from memory.embeddings import get_embedder
+        from memory.embeddings import load_embedder
 
         # The bank's own embedder: query vectors must live in the space its cases were stored in.
         if self._embedder is not None:
@@ -199,7 +177,8 @@ class OnlineTrainer:
         elif self.bank is not None:
             inner = self.bank.embedder
         else:
-            inner = get_embedder(os.environ.get("MEMENTO_EMBEDDER", "minilm"))
+            # Loaded once and kept by this trainer (no bank to borrow one from).
+            inner = self._embedder = load_embedder(MemoryConfig.from_env().embedder)
         if self._query_cache is None or self._query_cache.inner is not inner:
             self._query_cache = _MemoEmbedder(inner)
         return self._query_cache

@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from memory.config import DEFAULT_EXPLORATION
 from memory.policy.checkpoint import LoadedPolicy, PolicyCheckpointError, load_checkpoint
-from memory.policy.exploration import DEFAULT_EXPLORATION, STRATEGIES, Exploration, explore_ranking
+from memory.policy.exploration import STRATEGIES, Exploration, explore_ranking
 from memory.policy.features import FEATURE_NAMES, features_for_hits
 from memory.policy.model import FinetuneScorer
 
 __all__ = [
     "DEFAULT_EXPLORATION", "MIN_NULL_EXAMPLES", "STRATEGIES", "Choice", "Exploration", "Selector",
-    "clear_selector_cache", "load_bandit_selector", "load_selector",
+    "SelectorCache", "load_bandit_selector", "load_selector",
 ]  # fmt: skip
 _GAP = FEATURE_NAMES.index("similarity_gap")
 
@@ -224,53 +225,119 @@ class Selector:
         return [Choice(i, float(scores[i]), float(propensity[i]), bool(shown[i])) for i in range(n)]
 
 
-# Loaded selectors per checkpoint path (MLP scorers and, under "bandit|<path>", the bandit), with
-# the file stamp(s) they were loaded from.
-_cache: dict[str, tuple[Any, Any]] = {}
-_cache_lock = threading.Lock()
+class SelectorCache:
+    """Loaded selectors per checkpoint path, with the file stamp(s) they were loaded from.
+
+    One lives in each graph's `nodes.resources.Resources` (and one per test): a running graph
+    picks up promotions without a restart, and nothing is shared per process.
+    """
+
+    def __init__(self) -> None:
+        """Start empty."""
+        # MLP scorers under their path, the bandit under "bandit|<path>".
+        self._cache: dict[str, tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def load_selector(self, policy_path: str | os.PathLike[str] | None) -> Selector | None:
+        """The selector of a checkpoint, cached per path and reloaded when the file changes.
+
+        A change is a new mtime, size or inode (``os.replace`` of a retrained checkpoint gives a
+        new inode), so a running graph picks up promotions without a restart.
+
+        Returns:
+            The selector, or None when ``policy_path`` is empty or no file exists there.
+
+        Raises:
+            PolicyCheckpointError: The file exists but cannot be used and no earlier version of it
+                was loaded (when one was, it keeps serving and the error is logged).
+
+        """
+        if not policy_path:
+            return None
+        path = Path(policy_path).expanduser()
+        key = str(path.resolve())
+        stamp = _stamp(path)
+        cache = self._cache
+        if stamp is None:
+            with self._lock:
+                cache.pop(key, None)
+            return None
+        with self._lock:
+            cached = cache.get(key)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            try:
+                selector = Selector.from_path(path)
+            except PolicyCheckpointError:
+                if cached is None:
+                    raise
+                log.exception(
+                    "policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version
+                )
+                cache[key] = (stamp, cached[1])
+                return cached[1]
+            if cached is not None:
+                log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
+            cache[key] = (stamp, selector)
+            return selector
+
+    def load_bandit_selector(self, policy_path: str | os.PathLike[str] | None) -> Any:
+        """The case-value bandit serving learned mode: the checkpoint and its canary, cached per path.
+
+        Reloaded when the checkpoint or its canary changes (mtime, size or inode: a promotion or a
+        new canary written by the online trainer), so a running graph serves it from its next
+        retrieval.
+
+        Returns:
+            A `memory.policy.bandit_serving.BanditSelector`; similarity (version ``similarity``)
+            serves while no bandit has been promoted yet.
+
+        Raises:
+            BanditCheckpointError: The checkpoint exists but cannot be used and no earlier version
+                of it was loaded (when one was, it keeps serving and the error is logged).
+
+        """
+        from memory.policy.bandit_serving import BanditCheckpointError, BanditSelector, canary_path
+
+        path = Path(policy_path).expanduser() if policy_path else None
+        if path is None:
+            return BanditSelector.load(None)
+        key = "bandit|" + str(path.resolve())
+        stamp = (_stamp(path), _stamp(canary_path(path)))
+        cache = self._cache
+        with self._lock:
+            cached = cache.get(key)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            try:
+                selector = BanditSelector.load(path)
+            except BanditCheckpointError:
+                if cached is None or stamp[0] is None:
+                    raise
+                log.exception(
+                    "policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version
+                )
+                cache[key] = (stamp, cached[1])
+                return cached[1]
+            if cached is not None and cached[1].version != selector.version:
+                log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
+            cache[key] = (stamp, selector)
+            return selector
+
+    def clear(self) -> None:
+        """Forget loaded selectors (to free memory)."""
+        with self._lock:
+            self._cache.clear()
 
 
 def load_selector(policy_path: str | os.PathLike[str] | None) -> Selector | None:
-    """The selector of a checkpoint, cached per path and reloaded when the file changes.
+    """The selector of a checkpoint, loaded now (a `SelectorCache` keeps one across calls)."""
+    return SelectorCache().load_selector(policy_path)
 
-    A change is a new mtime, size or inode (``os.replace`` of a retrained checkpoint gives a new
-    inode), so a running graph picks up promotions without a restart.
 
-    Returns:
-        The selector, or None when ``policy_path`` is empty or no file exists there.
-
-    Raises:
-        PolicyCheckpointError: The file exists but cannot be used and no earlier version of it was
-            loaded (when one was, it keeps serving and the error is logged).
-
-    """
-    if not policy_path:
-        return None
-    path = Path(policy_path).expanduser()
-    key = str(path.resolve())
-    stamp = _stamp(path)
-    if stamp is None:
-        with _cache_lock:
-            _cache.pop(key, None)
-        return None
-    with _cache_lock:
-        cached = _cache.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            selector = Selector.from_path(path)
-        except PolicyCheckpointError:
-            if cached is None:
-                raise
-            log.exception(
-                "policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version
-            )
-            _cache[key] = (stamp, cached[1])
-            return cached[1]
-        if cached is not None:
-            log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
-        _cache[key] = (stamp, selector)
-        return selector
+def load_bandit_selector(policy_path: str | os.PathLike[str] | None) -> Any:
+    """The bandit selector of a checkpoint, loaded now (a `SelectorCache` keeps one across calls)."""
+    return SelectorCache().load_bandit_selector(policy_path)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -279,51 +346,3 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def load_bandit_selector(policy_path: str | os.PathLike[str] | None) -> Any:
-    """The case-value bandit serving learned mode: the checkpoint and its canary, cached per path.
-
-    Reloaded when the checkpoint or its canary changes (mtime, size or inode: a promotion or a new
-    canary written by the online trainer), so a running graph serves it from its next retrieval.
-
-    Returns:
-        A `memory.policy.bandit_serving.BanditSelector`; similarity (version ``similarity``) serves
-        while no bandit has been promoted yet.
-
-    Raises:
-        BanditCheckpointError: The checkpoint exists but cannot be used and no earlier version of
-            it was loaded (when one was, it keeps serving and the error is logged).
-
-    """
-    from memory.policy.bandit_serving import BanditCheckpointError, BanditSelector, canary_path
-
-    path = Path(policy_path).expanduser() if policy_path else None
-    if path is None:
-        return BanditSelector.load(None)
-    key = "bandit|" + str(path.resolve())
-    stamp = (_stamp(path), _stamp(canary_path(path)))
-    with _cache_lock:
-        cached = _cache.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            selector = BanditSelector.load(path)
-        except BanditCheckpointError:
-            if cached is None or stamp[0] is None:
-                raise
-            log.exception(
-                "policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version
-            )
-            _cache[key] = (stamp, cached[1])  # type: ignore[assignment]
-            return cached[1]
-        if cached is not None and cached[1].version != selector.version:
-            log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
-        _cache[key] = (stamp, selector)  # type: ignore[assignment]
-        return selector
-
-
-def clear_selector_cache() -> None:
-    """Forget loaded selectors (tests, or to free memory)."""
-    with _cache_lock:
-        _cache.clear()

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from memory.config import MemoryConfig
 from memory.policy.checkpoint import VARIANTS, save_checkpoint
 from memory.policy.data import PolicyData, PolicyDataError
 from memory.policy.features import FEATURE_NAMES
@@ -387,7 +388,7 @@ def checkpoint_metadata(
     """JSON-plain description of a training run (stored in the checkpoint)."""
     meta = {
         "backbone": "all-MiniLM-L6-v2",
-        "embedder": os.environ.get("MEMENTO_EMBEDDER", "minilm"),
+        "embedder": MemoryConfig.from_env().embedder,
         "features": list(FEATURE_NAMES),
         "data_hash": data.data_hash(),
         "data_sources": list(data.sources),

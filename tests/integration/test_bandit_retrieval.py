@@ -27,7 +27,7 @@ from memory.policy.bandit_serving import (
     is_bandit_checkpoint,
 )
 from memory.policy.online import OnlineTrainer
-from memory.policy.selection import clear_selector_cache, load_bandit_selector
+from memory.policy.selection import load_bandit_selector
 from memory.retrieval import retrieve_cases
 
 DIM = 16
@@ -38,7 +38,6 @@ def hash_bank(tmp_path):
     bank = CaseBank(tmp_path / "bank", embedder=HashEmbedder(DIM))
     bank.upsert([Case(question=f"stored question {i}", label="positive" if i % 2 else "negative", reward=float(i % 2))
                  for i in range(12)])  # fmt: skip
-    clear_selector_cache()
     return bank
 
 
@@ -166,7 +165,6 @@ def test_damaged_checkpoint_falls_back_to_similarity_and_the_trainer_sets_it_asi
     assert (tmp_path / "policy.pt.unusable").read_bytes() == b"not a checkpoint"
     reasons = [json.loads(x)["reason"] for x in history_path(policy).read_text().splitlines()]
     assert "moved to policy.pt.unusable" in reasons[0]
-    clear_selector_cache()
     assert (
         retrieve_cases(hash_bank, "q", mode="learned", k=2, policy_path=str(policy), rng_seed=0).selector == "learned"
     )

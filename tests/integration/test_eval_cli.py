@@ -105,9 +105,9 @@ def test_eval_cli_modes_passes_summary_and_plot(llm_server, dataset, tmp_path):
     assert "Evaluation summary" in result.output
 
     # Each mode wrote into its own namespace of the bank.
-    from memory.bank import open_bank
+    from memory.bank import CaseBank
 
-    bank = open_bank(str(out / "bank"))
+    bank = CaseBank(str(out / "bank"))
     assert set(bank.namespaces()) == {"eval-none", "eval-similarity"}
     assert bank.count("eval-similarity") == 4
 
@@ -151,9 +151,9 @@ def test_test_split_runs_with_leakage_guard_and_never_writes_memory(llm_server, 
     for it in (1, 2):
         order = [r["split"] for r in records if r["iteration"] == it]
         assert order == sorted(order, key=lambda s: s == "test")
-    from memory.bank import open_bank
+    from memory.bank import CaseBank
 
-    bank = open_bank(str(out / "bank"))
+    bank = CaseBank(str(out / "bank"))
     stored = {c.task_id for c in bank.iter_cases("eval-similarity")}
     assert stored == {t for t, s in splits.items() if s == "train"}
     # The leakage guard: a test task is never shown a case of itself.

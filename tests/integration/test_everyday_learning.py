@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from evals.sim.openai_server import final
 from graph.builder import compile_graph
 from graph.cli import app
-from mcp_servers.toolbox import close_toolboxes
 from memory.bank import CaseBank
 from memory.experience import ExperienceLog
+from nodes.resources import Resources
 
 runner = CliRunner()
 QUESTION = "What is the capital city of France?"
@@ -28,11 +28,12 @@ def self_verdict(correct: bool, confidence: float = 0.9, rationale: str = "suppo
 
 
 async def run(ctx, payload, thread_id, saver=None):
-    graph = compile_graph(saver or InMemorySaver())
+    resources = Resources(ctx)
+    graph = compile_graph(saver or InMemorySaver(), resources=resources)
     try:
         return await graph.ainvoke(payload, {"configurable": {"thread_id": thread_id}}, context=ctx)
     finally:
-        await close_toolboxes()
+        await resources.aclose()
 
 
 def ask(*args: str):

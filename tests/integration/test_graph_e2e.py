@@ -7,18 +7,19 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from evals.sim.openai_server import final, plan, tool_call, verdict
 from graph.builder import compile_graph
-from mcp_servers.toolbox import close_toolboxes
 from memory.bank import CaseBank
+from nodes.resources import Resources
 
 pytestmark = pytest.mark.anyio
 
 
 async def run(ctx, payload, thread_id, checkpointer=None):
-    graph = compile_graph(checkpointer or InMemorySaver())
+    resources = Resources(ctx)  # each run its own clients, as each CLI command has
+    graph = compile_graph(checkpointer or InMemorySaver(), resources=resources)
     try:
         return await graph.ainvoke(payload, {"configurable": {"thread_id": thread_id}}, context=ctx)
     finally:
-        await close_toolboxes()
+        await resources.aclose()
 
 
 async def test_two_subtasks_tool_call_judge_write_back_and_reuse(ctx, llm_server, thread_id, embedder):

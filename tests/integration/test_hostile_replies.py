@@ -11,18 +11,19 @@ from openai import APITimeoutError
 from evals.sim.openai_server import error, final, plan, verdict
 from graph.builder import compile_graph
 from graph.context import Context
-from mcp_servers.toolbox import close_toolboxes
+from nodes.resources import Resources
 from tests.fakes.raw_http import RawServer, completion
 
 pytestmark = pytest.mark.anyio
 
 
 async def run(ctx, payload, thread_id):
-    graph = compile_graph(InMemorySaver())
+    resources = Resources(ctx)
+    graph = compile_graph(InMemorySaver(), resources=resources)
     try:
         return await graph.ainvoke(payload, {"configurable": {"thread_id": thread_id}}, context=ctx)
     finally:
-        await close_toolboxes()
+        await resources.aclose()
 
 
 def nested(depth: int) -> str:

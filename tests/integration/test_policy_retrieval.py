@@ -17,7 +17,6 @@ from memory.policy.bandit import (
     query_key,
 )
 from memory.policy.bandit_serving import logs_from_records, save_bandit
-from memory.policy.selection import clear_selector_cache
 from memory.retrieval import retrieve_cases
 
 QUESTION = "What is the capital city of Austria?"
@@ -78,7 +77,6 @@ def policy_path(tmp_path, embedder):
             logs.append(LoggedRetrieval(query_key(queries[i]), q_emb[i], cands, shown, reward, 1 / len(slates)))
     path = tmp_path / "policy.pt"
     save_bandit(CaseValueModel(BanditConfig(dims=8)).fit(logs), path)
-    clear_selector_cache()
     return path
 
 
@@ -123,7 +121,6 @@ def test_learned_retrieval_chooses_among_cached_candidates(filled_bank, policy_p
 
 
 def test_learned_mode_falls_back_to_similarity(filled_bank, tmp_path, caplog):
-    clear_selector_cache()
     # No checkpoint yet is not a fallback: similarity serves until a bandit is promoted.
     got = retrieve_cases(filled_bank, QUESTION, mode="learned", k=2, policy_path=str(tmp_path / "none.pt"))
     assert got.selector == "learned" and got.policy_version == "similarity" and not got.fallback
@@ -140,7 +137,6 @@ def test_learned_mode_falls_back_to_similarity(filled_bank, tmp_path, caplog):
 
 
 def test_similarity_fallback_explores_near_the_top_and_logs_propensities(filled_bank, tmp_path):
-    clear_selector_cache()
     # An unusable checkpoint makes learned mode fall back to similarity.
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     missing = str(tmp_path / "bad.pt")

@@ -10,8 +10,8 @@ import pytest
 from evals.sim.openai_server import final, plan, tool_call, verdict
 from graph.builder import compile_graph
 from graph.persistence import open_checkpointer
-from mcp_servers.toolbox import close_toolboxes
 from memory.bank import CaseBank
+from nodes.resources import Resources
 from tests.integration.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.anyio
@@ -61,9 +61,10 @@ async def test_approval_pause_then_resume_in_new_process(
     script_sensitive_run(llm_server)
     config = {"configurable": {"thread_id": thread_id}}
     async with open_checkpointer(checkpoint_url) as saver:
-        graph = compile_graph(saver)
+        resources = Resources(ctx)
+        graph = compile_graph(saver, resources=resources)
         result = await graph.ainvoke({"question": "What is 6*7?", "ground_truth": "42"}, config, context=ctx)
-        await close_toolboxes()
+        await resources.aclose()
         assert "__interrupt__" in result
         request = result["__interrupt__"][0].value
         assert request["type"] == "tool_approval" and request["tool_calls"][0]["name"] == "math_evaluate"
@@ -97,11 +98,12 @@ async def test_rejected_tool_call_reaches_the_model_as_error(ctx, llm_server, th
     llm_server.script("judge", verdict(False))
     config = {"configurable": {"thread_id": thread_id}}
     async with open_checkpointer(str(tmp_path / "cp.sqlite")) as saver:
-        graph = compile_graph(saver)
+        resources = Resources(ctx)
+        graph = compile_graph(saver, resources=resources)
         first = await graph.ainvoke({"question": "What is 6*7?", "ground_truth": "42"}, config, context=ctx)
         assert first["__interrupt__"][0].value["tool_calls"][0]["name"] == "math_evaluate"
         out = await graph.ainvoke(Command(resume={"approved": False, "reason": "no maths today"}), config, context=ctx)
-        await close_toolboxes()
+        await resources.aclose()
     assert out["tool_calls"][0]["approved"] is False and out["tool_calls"][0]["status"] == "error"
     tool_msg = llm_server.requests_for("executor")[1]["messages"][-1]
     assert tool_msg["role"] == "tool" and "rejected" in tool_msg["content"] and "no maths today" in tool_msg["content"]
@@ -126,7 +128,8 @@ async def test_write_back_crash_is_resumed_without_duplicate(
 
     monkeypatch.setattr(memory.bank.CaseBank, "upsert", broken_upsert)
     async with open_checkpointer(str(tmp_path / "cp.sqlite")) as saver:
-        graph = compile_graph(saver)
+        resources = Resources(ctx)
+        graph = compile_graph(saver, resources=resources)
         with pytest.raises(RuntimeError, match=r"pending_cases\.jsonl"):
             await graph.ainvoke({"question": "Capital of Peru?", "ground_truth": "Lima"}, config, context=ctx)
         assert calls["n"] == 3  # retried before giving up

@@ -31,22 +31,24 @@ def test_help_imports_nothing_heavy(tmp_path):
 
 def test_warm_resources_opens_bank_and_caches_question(tmp_path, monkeypatch, embedder):
     from graph.context import Context
-    from nodes.resources import warm_resources
+    from nodes.resources import Resources
 
     monkeypatch.delenv("MEMENTO_EMBEDDER", raising=False)
     question = "Which river flows through the warm-up test city?"
     assert question not in embedder._cache
     ctx = Context(bank_path=str(tmp_path / "bank"), mcp_config="")
-    warm_resources(ctx, question).join(120)
+    resources = Resources(ctx, embedder=embedder)
+    resources.warm(question).join(120)
     assert question in embedder._cache
     assert (tmp_path / "bank" / "chroma.sqlite3").exists()
+    assert resources.bank(ctx).embedder.get() is embedder  # the bank the first retrieval uses
 
 
 def test_warm_resources_skips_when_memory_is_off(tmp_path):
     from graph.context import Context
-    from nodes.resources import warm_resources
+    from nodes.resources import Resources
 
-    warm_resources(Context(bank_path=str(tmp_path / "bank"), memory_mode="none"), "q").join(30)
+    Resources(Context(bank_path=str(tmp_path / "bank"), memory_mode="none")).warm("q").join(30)
     assert not (tmp_path / "bank").exists()
 
 

@@ -22,7 +22,7 @@ from memory.policy.features import FEATURE_NAMES, N_FEATURES, feature_row
 from memory.policy.metrics import classification_report, roc_auc
 from memory.policy.model import CaseScorer
 from memory.policy.online import OnlineTrainer
-from memory.policy.selection import Exploration, Selector, clear_selector_cache, load_selector
+from memory.policy.selection import Exploration, Selector, SelectorCache
 from memory.policy.train import TrainConfig, evaluate, fit, fit_and_save, predict
 
 DIM = 8
@@ -265,19 +265,19 @@ def test_show_nothing_when_no_case_is_expected_to_help(tmp_path):
 
 
 def test_load_selector_absent_cached_and_reloaded(tmp_path, trained):
-    clear_selector_cache()
+    selectors = SelectorCache()  # what a graph's resources hold
     path = tmp_path / "live.pt"
-    assert load_selector(path) is None
-    assert load_selector("") is None
+    assert selectors.load_selector(path) is None
+    assert selectors.load_selector("") is None
     path.write_bytes(trained[0].read_bytes())
-    first = load_selector(path)
-    assert first is not None and load_selector(path) is first
+    first = selectors.load_selector(path)
+    assert first is not None and selectors.load_selector(path) is first
     fit_and_save(synthetic(seed=5), path, FAST, progress=False)
-    second = load_selector(path)
+    second = selectors.load_selector(path)
     assert second is not first and second.version != first.version
     # A damaged replacement does not take a running graph down: the last good version serves.
     path.write_bytes(b"not a checkpoint")
-    assert load_selector(path) is second
+    assert selectors.load_selector(path) is second
 
 
 def _experience(path, n: int, seed: int = 0) -> None:
@@ -363,7 +363,6 @@ def test_online_trainer_promotes_only_without_regression(tmp_path, bandit_bank):
     from memory.policy.bandit import BanditConfig
     from memory.policy.selection import load_bandit_selector
 
-    clear_selector_cache()
     exp = tmp_path / "exp.sqlite"
     policy = tmp_path / "policy.pt"
     # Enough retrievals that each policy's sets were logged a few dozen times (whole-set IPS).

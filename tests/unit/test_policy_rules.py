@@ -12,7 +12,7 @@ from memory.policy.data import PolicyData
 from memory.policy.exploration import Exploration, explore_ranking
 from memory.policy.features import feature_row
 from memory.policy.online import similarity_selection_auc, train_and_promote
-from memory.policy.selection import Selector, clear_selector_cache, load_selector
+from memory.policy.selection import Selector, load_selector
 from memory.policy.train import TrainConfig, case_contributions, fit_and_save, predict_sets
 from tests.unit.test_policy import DIM, FAST, _unit, synthetic
 
@@ -144,7 +144,6 @@ def test_policy_does_not_promote_cases_outside_its_training_support(tmp_path):
 
 
 def test_promotion_requires_beating_similarity_and_retires_a_policy_that_falls_behind(tmp_path):
-    clear_selector_cache()
     data = sets(n_queries=120, rule="similarity")
     assert similarity_selection_auc(data) > 0.9
     path = tmp_path / "policy.pt"
@@ -162,7 +161,6 @@ def test_promotion_requires_beating_similarity_and_retires_a_policy_that_falls_b
     # An incumbent that now loses to similarity is retired along with the losing candidate.
     bad = fit_and_save_quiet(data, blind)[0]
     save_checkpoint(bad.model, path, metadata={"null_examples": 0})
-    clear_selector_cache()
     last = train_and_promote(data, path, blind)
     assert not last.promoted and "retired" in last.reason
     assert not path.exists() and (tmp_path / "policy.pt.retired").exists()
