@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from evals.datasets import Example
 from evals.metrics import exact_match, is_correct, token_f1
 from evals.results import ResultStore, write_json_atomic
+from memory.records import shown_summary
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def build_record(
         "cost_usd": cost_usd(usage, models, prices),
         "latency_s": out.get("latency_s"),
         "k": k,
-        "cases_shown": [{"id": c.get("id"), "label": c.get("label"), "similarity": c.get("similarity")} for c in shown],
+        "cases_shown": shown_summary(shown),
         "selector": retrieval.get("selector"),
         "policy_version": retrieval.get("policy_version"),
         "retrieval_note": retrieval.get("note"),
@@ -443,9 +444,7 @@ class EvalRunner:
                         "case_id",
                     )
                 }
-                outputs["cases"] = [
-                    {k: c.get(k) for k in ("id", "label", "similarity")} for c in state.get("cases") or []
-                ]
+                outputs["cases"] = shown_summary(state.get("cases") or [])
                 outputs["latency_s"] = latency
                 record = build_record(
                     ex,

@@ -6,9 +6,30 @@ No numpy scalars, tensors or clients, so every checkpointer and the LangGraph se
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from langchain_core.messages import AnyMessage
+
+from memory.records import CaseView, PlanStep, RetrievalSummary
+
+
+class ModelUsage(TypedDict):
+    """Token counts of one model (a role's model; evals price each separately)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    llm_calls: int
+
+
+class Usage(ModelUsage):
+    """Token counts of a run: totals, and per model name."""
+
+    by_model: dict[str, ModelUsage]
+
+
+def new_usage() -> Usage:
+    """Counters of a run that has made no model call yet."""
+    return {"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0, "by_model": {}}
 
 
 @dataclass(kw_only=True)
@@ -36,12 +57,12 @@ class State(InputState):
     """Everything the nodes read and write during one task."""
 
     # retrieve_cases
-    cases: list[dict[str, Any]] = field(default_factory=list)
-    retrieval: dict[str, Any] = field(default_factory=dict)
+    cases: list[CaseView] = field(default_factory=list)
+    retrieval: RetrievalSummary = field(default_factory=lambda: RetrievalSummary())
     retrieval_id: str | None = None
     # plan
-    plan: list[dict[str, Any]] = field(default_factory=list)
-    plans: list[list[dict[str, Any]]] = field(default_factory=list)
+    plan: list[PlanStep] = field(default_factory=list)
+    plans: list[list[PlanStep]] = field(default_factory=list)
     cycle: int = 0
     # execute / tools: the executor conversation of the current subtask only
     subtask_index: int = 0
@@ -71,9 +92,7 @@ class State(InputState):
     case_id: str | None = None
     case_written: bool = False
     # bookkeeping
-    usage: dict[str, Any] = field(
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0, "by_model": {}}
-    )
+    usage: Usage = field(default_factory=new_usage)
     started_at: float | None = None
 
 
@@ -84,12 +103,12 @@ class OutputState:
     question: str = ""
     answer: str | None = None
     status: str = "running"
-    plan: list[dict[str, Any]] = field(default_factory=list)
+    plan: list[PlanStep] = field(default_factory=list)
     subtask_results: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     approvals: list[dict[str, Any]] = field(default_factory=list)
-    cases: list[dict[str, Any]] = field(default_factory=list)
-    retrieval: dict[str, Any] = field(default_factory=dict)
+    cases: list[CaseView] = field(default_factory=list)
+    retrieval: RetrievalSummary = field(default_factory=lambda: RetrievalSummary())
     retrieval_id: str | None = None
     reward: float | None = None
     label: str = "unknown"
@@ -102,5 +121,5 @@ class OutputState:
     case_id: str | None = None
     case_written: bool = False
     errors: list[str] = field(default_factory=list)
-    usage: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | dict[str, Any] = field(default_factory=dict)
     cycle: int = 0

@@ -4,8 +4,9 @@ Each server runs as its own process (the toolbox starts it with the environment 
 names), so it reads its settings here when it needs them: `ServerConfig.from_env()` at the call
 keeps a changed variable effective for the next call, as the servers always behaved. Settings
 with their own reader stay there: the code sandbox's limits (`mcp_servers.sandbox.Limits`), the
-egress policy (`mcp_servers.netguard.EgressPolicy`), the crawler's (`mcp_servers.crawl.CrawlSettings`)
-and the search backends' API keys (`mcp_servers.search`, named per backend).
+egress policy (`mcp_servers.netguard.EgressPolicy`), the crawler's (`mcp_servers.crawl.CrawlSettings`),
+the search backends' API keys (`mcp_servers.search`, named per backend), and the rest of the code
+sandbox's (`mcp_servers.sandbox.Sandbox`: that file also runs as a standalone script in the sandbox).
 """
 
 from __future__ import annotations
@@ -40,12 +41,6 @@ class ServerConfig:
     math_memory_mb: int = field(default=2048, metadata={"description": "Memory one computation may use."})
     # code
     code_workspace: str = field(default="default", metadata={"description": "Workspace of calls without a session."})
-    code_workspace_root: str = field(default="", metadata={"description": "Folder of the workspaces."})
-    code_sandbox: str = field(default="auto", metadata={"description": "auto, bwrap or rlimits."})
-    code_python: str = field(default="", metadata={"description": "Interpreter the sandbox runs."})
-    code_idle_s: float = field(default=3600.0, metadata={"description": "Idle seconds before a workspace is removed."})
-    code_max_workspaces: int = field(default=8, metadata={"description": "Workspaces kept at most."})
-    code_ro_paths: str = field(default="", metadata={"description": "Extra read-only paths (os.pathsep list)."})
     # documents
     documents_roots: str = field(default="", metadata={"description": "Folders reads are confined to."})
     documents_max_bytes: int = field(default=50_000_000, metadata={"description": "Largest file read."})
@@ -96,12 +91,6 @@ class ServerConfig:
             math_timeout_s=float(number("math_timeout_s", float, 5.0)),
             math_memory_mb=int(number("math_memory_mb", int, 2048)),
             code_workspace=env.get("MEMENTO_CODE_WORKSPACE", "default"),
-            code_workspace_root=get("code_workspace_root"),
-            code_sandbox=env.get("MEMENTO_CODE_SANDBOX", "auto"),
-            code_python=get("code_python"),
-            code_idle_s=float(number("code_idle_s", float, 3600.0)),
-            code_max_workspaces=int(number("code_max_workspaces", int, 8)),
-            code_ro_paths=get("code_ro_paths"),
             documents_roots=get("documents_roots"),
             documents_max_bytes=int(number("documents_max_bytes", int, 50_000_000)),
             documents_max_zip_members=int(number("documents_max_zip_members", int, 10_000)),

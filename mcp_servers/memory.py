@@ -37,6 +37,7 @@ from memory.cases import LABELS, POSITIVE_THRESHOLD, Case, label_for_reward
 from memory.config import MemoryConfig
 from memory.experience import ExperienceLog
 from memory.limits import CaseLimits
+from memory.records import logged_candidate
 
 mcp = FastMCP(
     "memory",
@@ -139,17 +140,9 @@ def _search(query: str, k: int, label: str | None, namespace: str | None) -> dic
     ns = resolve_namespace(namespace)
     hits = bank().search(query, k, namespace=ns, labels=[label] if label else None)
     retrieval_id = RETRIEVAL_PREFIX + uuid.uuid4().hex
+    # Logged like the graph's own retrievals (every case shown, for certain), so a policy can learn from them.
     candidates = [
-        {
-            "case_id": h.case.id,
-            "similarity": float(h.similarity),
-            "score": float(h.similarity),
-            "shown": True,
-            "propensity": 1.0,
-            "label": h.case.label,
-            "reward": h.case.reward,
-        }
-        for h in hits
+        logged_candidate(h.case, float(h.similarity), float(h.similarity), shown=True, propensity=1.0) for h in hits
     ]
     experience().log_retrieval(retrieval_id, namespace=ns, query=query, candidates=candidates, selector="similarity")
     return {

@@ -61,8 +61,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcp_servers.config import ServerConfig
-
 WORKSPACE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Unprivileged uids for workspaces: far above normal accounts, one per workspace, so a fork bomb
 # in one workspace cannot eat another workspace's process budget.
@@ -481,8 +479,11 @@ class Sandbox:
                 ``rlimits``; a level that does not work here falls back to the next.
 
         """
-        config = ServerConfig.from_env()
-        root = root or config.code_workspace_root or os.path.join(tempfile.gettempdir(), "memento-code")
+        # Settings are read here, not through `mcp_servers.config`: this file also runs as a
+        # standalone script inside the sandbox, where the package cannot be imported.
+        root = (
+            root or os.environ.get("MEMENTO_CODE_WORKSPACE_ROOT") or os.path.join(tempfile.gettempdir(), "memento-code")
+        )
         self.root = Path(os.path.realpath(root))
         self.root.mkdir(parents=True, exist_ok=True)
         self.limits = limits or Limits.from_env()
@@ -490,15 +491,15 @@ class Sandbox:
         if self.is_root:
             # Workspace uids must be able to traverse down to their own folder.
             os.chmod(self.root, 0o711)
-        self.requested = mode or config.code_sandbox
+        self.requested = mode or os.environ.get("MEMENTO_CODE_SANDBOX", "auto")
         if self.requested not in ("auto", "namespaces", "userns", "rlimits"):
             raise SandboxError(f"unknown sandbox mode {self.requested!r}: use auto, namespaces, userns or rlimits")
-        self.python = config.code_python or sys.executable
+        self.python = os.environ.get("MEMENTO_CODE_PYTHON") or sys.executable
         self.notes: list[str] = []
         # Idle workspaces are removed after this long; never before a command could have ended.
-        self.idle_s = config.code_idle_s
+        self.idle_s = float(os.environ.get("MEMENTO_CODE_IDLE_S") or 3600)
         # Each may be a tmpfs of up to ``disk_mb``: a session cannot open them without end.
-        self.max_workspaces = config.code_max_workspaces
+        self.max_workspaces = int(os.environ.get("MEMENTO_CODE_MAX_WORKSPACES") or 8)
         self._lock = threading.RLock()
         self._me = (os.getpid(), _process_start(os.getpid()))
         self._dead_owners: set[str] = set()
@@ -859,7 +860,7 @@ class Sandbox:
                     ro.append(real)
             elif os.path.isdir(top):
                 ro.append(top)
-        extra = [p for p in ServerConfig.from_env().code_ro_paths.split(os.pathsep) if p]
+        extra = [p for p in os.environ.get("MEMENTO_CODE_RO_PATHS", "").split(os.pathsep) if p]
         covered = tuple(d + "/" for d in ro)
         for folder in sorted(self._python_folders()) + [os.path.abspath(p) for p in extra]:
             if folder in ro or folder.startswith(covered):

@@ -19,6 +19,7 @@ from typing import Any
 
 from memory.cases import MAX_ATTEMPT_LOG, SOURCE_RANK, Case, clean_text, label_for_reward, now
 from memory.experience import ExperienceLog
+from memory.records import Attempt
 
 # Fields that describe the attempt the planner is shown (its plan, its answer and their verdict).
 _EXEMPLAR_FIELDS = (
@@ -52,13 +53,13 @@ def attempt_record(
     reward_source: str,
     answer: str,
     limit: int = 300,
-) -> dict[str, Any]:
+) -> Attempt:
     """One entry of a case's attempt log (the answer is truncated: the log is for bookkeeping).
 
     Its text is cleaned like the case's own fields (`memory.cases.clean_text`): the log is stored in
     the case's Chroma metadata, which rejects lone surrogates (from escapes in a model's JSON).
     """
-    return clean_text(
+    attempt: Attempt = clean_text(
         {
             "id": attempt_id,
             "retrieval_id": retrieval_id,
@@ -69,6 +70,7 @@ def attempt_record(
             "at": now(),
         }
     )
+    return attempt
 
 
 def merge_attempt(existing: Case | None, new: Case, attempt: dict[str, Any]) -> Case:

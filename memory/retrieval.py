@@ -21,6 +21,7 @@ import numpy as np
 
 from memory.bank import CaseBank
 from memory.policy.exploration import Exploration, explore_ranking
+from memory.records import CaseView, LoggedCandidate, case_view, logged_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 class Retrieval:
     """What was shown to the planner and everything it was chosen from (for the experience log)."""
 
-    shown: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
+    shown: list[CaseView] = field(default_factory=list)
+    candidates: list[LoggedCandidate] = field(default_factory=list)
     selector: str = "none"
     policy_version: str | None = None
     note: str | None = None
@@ -40,48 +41,22 @@ class Retrieval:
     slates: list[list[Any]] | None = None
 
     @property
-    def positive(self) -> list[dict[str, Any]]:
+    def positive(self) -> list[CaseView]:
         """Shown cases that succeeded (examples to follow)."""
         return [c for c in self.shown if c["label"] == "positive"]
 
     @property
-    def negative(self) -> list[dict[str, Any]]:
+    def negative(self) -> list[CaseView]:
         """Shown cases that failed (examples to avoid)."""
         return [c for c in self.shown if c["label"] == "negative"]
 
 
-def _case_view(hit, score: float | None) -> dict[str, Any]:
-    case = hit.case
-    return {
-        "id": case.id,
-        "question": case.question,
-        "plan": case.plan,
-        "answer": case.answer,
-        "label": case.label,
-        "reward": case.reward,
-        "reward_source": case.reward_source,
-        "similarity": round(float(hit.similarity), 6),
-        "score": None if score is None else round(float(score), 6),
-    }
+def _case_view(hit, score: float | None) -> CaseView:
+    return case_view(hit.case, hit.similarity, score)
 
 
-def _log_view(hit, view: dict[str, Any]) -> dict[str, Any]:
-    # Everything the policy's features need, as it was at selection time, plus the question so a
-    # policy can be trained from the log alone when the bank is not at hand.
-    case = hit.case
-    return {
-        "case_id": view["id"],
-        "question": case.question,
-        "similarity": view["similarity"],
-        "score": view["score"],
-        "label": view["label"],
-        "reward": view["reward"],
-        # Where the label came from (human, ground-truth judge, self-judge): a policy feature.
-        "reward_source": case.reward_source,
-        "times_retrieved": case.times_retrieved,
-        "retrieved_successes": case.retrieved_successes,
-        "retrieved_failures": case.retrieved_failures,
-    }
+def _logged(hit, view: CaseView, shown: bool, propensity: float) -> LoggedCandidate:
+    return logged_candidate(hit.case, view["similarity"], view["score"], shown=shown, propensity=propensity)
 
 
 def retrieve_cases(
@@ -168,7 +143,7 @@ def retrieve_cases(
     candidates, shown = [], []
     for i, hit in enumerate(hits):
         view = _case_view(hit, hit.similarity)
-        candidates.append({**_log_view(hit, view), "shown": bool(chosen[i]), "propensity": float(propensity[i])})
+        candidates.append(_logged(hit, view, bool(chosen[i]), float(propensity[i])))
         if chosen[i]:
             shown.append(view)
     return Retrieval(shown=shown, candidates=candidates, selector="similarity", note=note, fallback=mode == "learned",
@@ -192,14 +167,11 @@ def _bandit_retrieval(
     for i, hit in enumerate(hits):
         view = _case_view(hit, float(choice.scores[i]))
         views.append(view)
-        candidates.append({
-            **_log_view(hit, view),
-            "shown": bool(choice.shown[i]),
-            "propensity": float(choice.propensity[i]),
-            # This question's earlier outcomes with this case: a feature the bandit selected with.
-            "pair_successes": float(cands[i].pair_successes),
-            "pair_failures": float(cands[i].pair_failures),
-        })  # fmt: skip
+        logged = _logged(hit, view, bool(choice.shown[i]), float(choice.propensity[i]))
+        # This question's earlier outcomes with this case: a feature the bandit selected with.
+        logged["pair_successes"] = float(cands[i].pair_successes)
+        logged["pair_failures"] = float(cands[i].pair_failures)
+        candidates.append(logged)
     # Best predicted first: the planner reads the most useful case first.
     shown = [views[int(i)] for i in choice.order]
     note = None

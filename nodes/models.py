@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage
 from pydantic import ValidationError
 
 from graph.context import Context
+from graph.state import ModelUsage, Usage
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
@@ -139,8 +140,8 @@ def build_chat_model(ctx: Context, role: str) -> ChatOpenAI:
     )
 
 
-def add_usage(usage: dict[str, Any], message: Any, model: str | None = None) -> dict[str, Any]:
-    """Accumulate one reply's token usage into the state's counters (a new dict).
+def add_usage(usage: Usage | Mapping[str, Any], message: Any, model: str | None = None) -> Usage:
+    """Accumulate one reply's token usage into the state's counters (a new record).
 
     Totals drive the progress display; the per-model breakdown lets evals price a strong planner
     and a cheap executor separately.
@@ -148,18 +149,25 @@ def add_usage(usage: dict[str, Any], message: Any, model: str | None = None) -> 
     meta = getattr(message, "usage_metadata", None) or {}
     prompt = int(meta.get("input_tokens", 0) or 0)
     completion = int(meta.get("output_tokens", 0) or 0)
-    by_model = {name: dict(counts) for name, counts in (usage.get("by_model") or {}).items()}
+    by_model: dict[str, ModelUsage] = {
+        name: ModelUsage(
+            prompt_tokens=counts.get("prompt_tokens", 0),
+            completion_tokens=counts.get("completion_tokens", 0),
+            llm_calls=counts.get("llm_calls", 0),
+        )
+        for name, counts in (usage.get("by_model") or {}).items()
+    }
     if model:
-        entry = by_model.setdefault(model, {"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0})
+        entry = by_model.setdefault(model, ModelUsage(prompt_tokens=0, completion_tokens=0, llm_calls=0))
         entry["prompt_tokens"] += prompt
         entry["completion_tokens"] += completion
         entry["llm_calls"] += 1
-    return {
-        "prompt_tokens": usage.get("prompt_tokens", 0) + prompt,
-        "completion_tokens": usage.get("completion_tokens", 0) + completion,
-        "llm_calls": usage.get("llm_calls", 0) + 1,
-        "by_model": by_model,
-    }
+    return Usage(
+        prompt_tokens=usage.get("prompt_tokens", 0) + prompt,
+        completion_tokens=usage.get("completion_tokens", 0) + completion,
+        llm_calls=usage.get("llm_calls", 0) + 1,
+        by_model=by_model,
+    )
 
 
 def text_of(message: AIMessage) -> str:

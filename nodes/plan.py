@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from graph.context import Context
 from graph.state import State
+from memory.records import PlanStep
 from nodes import prompts
 from nodes.json_output import extract_json_object
 from nodes.models import ModelReplyError, add_usage, ainvoke, text_of
@@ -22,7 +22,7 @@ _ANSWER_KEYS = ("final_answer", "answer")
 class PlannerReply:
     """A parsed planner reply: exactly one of ``steps`` or ``answer`` is set."""
 
-    steps: list[dict[str, Any]] | None = None
+    steps: list[PlanStep] | None = None
     answer: str | None = None
 
 
@@ -41,7 +41,7 @@ def parse_planner_reply(text: str, max_steps: int) -> PlannerReply:
         raw = data["plan"]
         if not isinstance(raw, list) or not raw:
             raise ValueError('"plan" must be a non-empty list of {"id", "description"} objects')
-        steps = []
+        steps: list[PlanStep] = []
         for i, step in enumerate(raw[:max_steps], start=1):
             if isinstance(step, str):
                 description = step
