@@ -12,60 +12,56 @@ Design choices that matter at scale:
   other processes (its count does, its queries do not). Every write therefore stamps a
   generation token in the bank folder, and a process that sees a token it did not write reopens
   its client before the next read, so readers in other processes see every committed write.
+
+This module holds the bank's reads, writes and search; the folder checks live in
+`memory.bank_folder`, the embedded stores and their cross-process refresh in `memory.bank_store`,
+and the Chroma server's client and retries in `memory.bank_server`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
-from filelock import FileLock, Timeout
 
+from memory.bank_folder import (
+    BANK_FORMAT,
+    COLLECTION_PREFIX,
+    GENERATION,
+    LOCK_FILE,
+    MANIFEST,
+    SQLITE_FILE,
+    BankError,
+    check_folder,
+    damage_error,
+)
+from memory.bank_server import RetryingCollection, http_client
+from memory.bank_store import EmbeddedStore, Store, embedded_store
 from memory.cases import Case, label_for_reward, normalise_question, now
 from memory.config import MemoryConfig
 from memory.embeddings import Embedder, load_embedder
 
-COLLECTION_PREFIX = "cases__"
-MANIFEST = "memento-bank.json"
-GENERATION = ".generation"
-LOCK_FILE = ".write.lock"
-SQLITE_FILE = "chroma.sqlite3"
-BANK_FORMAT = 1
+__all__ = [
+    "BANK_FORMAT",
+    "COLLECTION_PREFIX",
+    "GENERATION",
+    "LOCK_FILE",
+    "MANIFEST",
+    "SQLITE_FILE",
+    "BankError",
+    "CaseBank",
+    "ScoredCase",
+    "validate_namespace",
+]
+
 # Recent usage keys kept per case: enough for the resumes of overlapping runs, bounded in size.
 _USAGE_KEYS_KEPT = 16
-
-_RECOVERY = (
-    "To recover, move the folder aside and re-import your last export (`memento memory import <file> --bank {path}`)."
-)
-
-
-class BankError(RuntimeError):
-    """The bank cannot be opened or written; the message says where and how to recover."""
-
-
-def _damage(location: str, exc: BaseException) -> BankError:
-    """A Chroma internal error as one message naming the bank and how to recover it."""
-    detail = " ".join(str(exc).split())[:300]
-    if "malformed" in detail or "not a database" in detail:
-        return BankError(
-            f"the case bank data file {location}/{SQLITE_FILE} is damaged ({detail}). "
-            + _RECOVERY.format(path=location)
-        )
-    return BankError(
-        f"the case bank at {location} is damaged ({detail}). Rebuild its index from the stored cases with "
-        f"`memento memory repair --bank {location}`; if that fails, move the folder aside and re-import "
-        f"your last export (`memento memory import <file> --bank {location}`)."
-    )
 
 
 @dataclass
@@ -85,213 +81,6 @@ def validate_namespace(namespace: str) -> str:
             "starting and ending with a letter or digit"
         )
     return COLLECTION_PREFIX + namespace
-
-
-def _is_fatal(exc: BaseException) -> bool:
-    # pyo3 panics from Chroma's Rust core derive from BaseException; only these three must pass.
-    return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
-
-
-# Transient server-side states seen with `chroma run` under concurrent clients (a just-created
-# collection has no index files yet); the same request succeeds moments later.
-_TRANSIENT = ("Nothing found on disk", "database is locked")
-
-
-class _RetryingCollection:
-    """A server collection whose calls retry transient errors (all our writes are idempotent)."""
-
-    def __init__(self, col: Any, attempts: int = 8):
-        self._col = col
-        self._attempts = attempts
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._col, name)
-        if name not in ("get", "query", "add", "upsert", "update", "delete", "count"):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-            retrying = Retrying(
-                stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential(multiplier=0.05, max=2.0),
-                retry=retry_if_exception(lambda e: any(t in str(e) for t in _TRANSIENT)),
-                reraise=True,
-            )
-            return retrying(attr, *args, **kwargs)
-
-        return call
-
-
-class _Store:
-    """A Chroma client plus the collections opened through it (server mode: nothing to refresh)."""
-
-    def __init__(self, client: Any):
-        self.client = client
-        self.collections: dict[str, Any] = {}
-        self.mutex = threading.RLock()
-
-    def refresh(self) -> None:
-        """Reopen the client if another process wrote (embedded mode only)."""
-
-    def mark_written(self) -> None:
-        """Publish that this process wrote (embedded mode only)."""
-
-
-class _EmbeddedStore(_Store):
-    """One embedded client per bank folder per process, reopened when another process wrote."""
-
-    def __init__(self, path: Path, lock_timeout: float):
-        self.path = path
-        self._settings: Any = None
-        # One lock object per folder per process: two FileLock objects on one file in one
-        # process would block each other (flock is per open file), so banks share this one.
-        self.lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
-        with self.locked(lock_timeout):
-            self.seen = self._generation()
-            super().__init__(self._open())
-            manifest = path / MANIFEST
-            if not manifest.exists():
-                manifest.write_text(json.dumps({"format": BANK_FORMAT, "created_at": now()}))
-
-    @contextlib.contextmanager
-    def locked(self, timeout: float) -> Iterator[None]:
-        """Hold the folder's write lock (re-entrant within a thread)."""
-        try:
-            self.lock.acquire(timeout=timeout)
-        except Timeout as exc:
-            from memory.lock_holder import break_if_stale, describe_holder
-
-            # A lock left by a dead process on this machine (network filesystems without
-            # flock) is broken once; a live holder is named instead, never overridden.
-            if not break_if_stale(self.path / LOCK_FILE):
-                raise BankError(describe_holder(self.path, self.path / LOCK_FILE, timeout)) from exc
-            try:
-                self.lock.acquire(timeout=timeout)
-            except Timeout as again:
-                raise BankError(describe_holder(self.path, self.path / LOCK_FILE, timeout)) from again
-        try:
-            if self.lock.lock_counter == 1:
-                from memory.lock_holder import record_holder
-
-                record_holder(self.path / LOCK_FILE)
-            yield
-        finally:
-            self.lock.release()
-
-    def _open(self) -> Any:
-        import chromadb
-
-        try:
-            if self._settings is None:
-                # Built once per store: constructing Chroma's pydantic Settings (env and .env
-                # parsing) took 34 ms of a 50 ms reopen, and a write by another process makes
-                # every other writer reopen.
-                from chromadb.config import Settings
-
-                self._settings = Settings(anonymized_telemetry=False, allow_reset=False)
-            client = chromadb.PersistentClient(path=str(self.path), settings=self._settings)
-            client.list_collections()
-        except BaseException as exc:
-            if _is_fatal(exc):
-                raise
-            raise BankError(
-                f"the case bank at {self.path} cannot be opened ({type(exc).__name__}: {exc}); "
-                "it looks corrupt. " + _RECOVERY.format(path=self.path)
-            ) from exc
-        return client
-
-    def _generation(self) -> str:
-        try:
-            return (self.path / GENERATION).read_text()
-        except FileNotFoundError:
-            return ""
-
-    def refresh(self) -> None:
-        if self._generation() == self.seen:
-            return
-        # Reload under the write lock so no other process is halfway through writing the index.
-        with self.locked(self.lock.timeout), self.mutex:
-            gen = self._generation()
-            if gen == self.seen:
-                return
-            from chromadb.api.shared_system_client import SharedSystemClient
-
-            ident = str(self.path)
-            with contextlib.suppress(Exception):
-                self.client.close()
-            # Another client object on this folder (outside the bank) keeps Chroma's shared
-            # system alive; drop it from the registry so the reopened client loads from disk.
-            SharedSystemClient._identifier_to_system.pop(ident, None)
-            SharedSystemClient._identifier_to_refcount.pop(ident, None)
-            self.seen = gen
-            self.client = self._open()
-            self.collections = {}
-
-    def mark_written(self) -> None:
-        token = uuid.uuid4().hex
-        tmp = self.path / f"{GENERATION}.{os.getpid()}.tmp"
-        tmp.write_text(token)
-        os.replace(tmp, self.path / GENERATION)
-        self.seen = token
-
-
-# The one process-wide registry left on purpose (not a cache: nothing ever needs clearing). It
-# mirrors two per-process facts outside our control: Chroma shares one system per folder within a
-# process (its own `SharedSystemClient` registry), and flock locks belong to open files, so two
-# lock objects on one folder in one process would block each other. Every `CaseBank` on a folder
-# (a graph's, a test's, a CLI command's) therefore shares one store and one generation view.
-_STORES: dict[tuple[int, str], _EmbeddedStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def _embedded_store(path: Path, lock_timeout: float) -> _EmbeddedStore:
-    # The pid in the key keeps forked children off the parent's store.
-    key = (os.getpid(), str(path))
-    with _STORES_LOCK:
-        store = _STORES.get(key)
-        if store is None:
-            store = _STORES[key] = _EmbeddedStore(path, lock_timeout)
-        return store
-
-
-def _check_folder(path: Path, create: bool) -> None:
-    """Refuse folders that would silently open as an empty bank."""
-    sqlite = path / SQLITE_FILE
-    if path.exists() and not path.is_dir():
-        raise BankError(f"the case bank path {path} is a file, not a folder; pass a folder path")
-    if not path.exists():
-        if not create:
-            raise BankError(
-                f"no case bank at {path}: create one with `memento memory import <file> --bank {path}` "
-                "or by running `memento ask`, or point MEMENTO_BANK_PATH at an existing bank."
-            )
-        return
-    entries = {p.name for p in path.iterdir()}
-    has_manifest = MANIFEST in entries
-    segment_dirs = [e for e in entries if re.fullmatch(r"[0-9a-f-]{36}", e)]
-    if SQLITE_FILE not in entries:
-        if has_manifest or segment_dirs:
-            raise BankError(
-                f"the case bank at {path} has lost its data file {SQLITE_FILE}. " + _RECOVERY.format(path=path)
-            )
-        if not create:
-            raise BankError(f"{path} is not a case bank (no {SQLITE_FILE}); pass the bank folder")
-        # Lock, holder record (and its temporary file while a concurrent creator writes it) and
-        # generation stamp are ours: a bank another process is creating right now is not "foreign".
-        foreign = {e for e in entries if not e.startswith(LOCK_FILE) and e != GENERATION}
-        if foreign:
-            raise BankError(f"{path} is not empty and is not a case bank; pick an empty or new folder for the bank")
-        return
-    if sqlite.stat().st_size == 0 and (has_manifest or segment_dirs):
-        raise BankError(f"the case bank data file {sqlite} is empty (truncated). " + _RECOVERY.format(path=path))
-    if sqlite.stat().st_size:
-        with open(sqlite, "rb") as fh:
-            if fh.read(16) != b"SQLite format 3\x00":
-                raise BankError(
-                    f"the case bank data file {sqlite} is not a SQLite database (corrupt). "
-                    + _RECOVERY.format(path=path)
-                )
 
 
 class CaseBank:
@@ -331,37 +120,13 @@ class CaseBank:
         if url:
             self.path: Path | None = None
             self.location = url
-            self._store: _Store = _Store(self._http_client(url))
+            self._store: Store = Store(http_client(url))
         else:
             self.path = Path(path or MemoryConfig.from_env().bank_path).resolve()
             self.location = str(self.path)
-            _check_folder(self.path, create)
+            check_folder(self.path, create)
             self.path.mkdir(parents=True, exist_ok=True)
-            self._store = _embedded_store(self.path, lock_timeout)
-
-    @staticmethod
-    def _http_client(url: str) -> Any:
-        import chromadb
-        from chromadb.config import Settings
-
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise BankError(f"invalid Chroma server URL {url!r}: expected http://host:port")
-        try:
-            client = chromadb.HttpClient(
-                host=parsed.hostname,
-                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
-                ssl=parsed.scheme == "https",
-                settings=Settings(anonymized_telemetry=False, allow_reset=False),
-            )
-            client.heartbeat()
-        except Exception as exc:
-            raise BankError(
-                f"cannot reach the Chroma server at {url}: {exc}. Start it with "
-                f"`chroma run --path <dir> --port {parsed.port or 8000}` or unset MEMENTO_CHROMA_URL "
-                "to use the embedded bank."
-            ) from exc
-        return client
+            self._store = embedded_store(self.path, lock_timeout)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -388,8 +153,8 @@ class CaseBank:
                     embedding_function=None,
                     metadata={"hnsw:space": "cosine", "embedder": self.embedder.name},
                 )
-            if not isinstance(store, _EmbeddedStore):
-                col = _RetryingCollection(col)
+            if not isinstance(store, EmbeddedStore):
+                col = RetryingCollection(col)
             store.collections[ns] = col
         return col
 
@@ -410,7 +175,7 @@ class CaseBank:
         try:
             yield
         except InternalError as exc:
-            raise _damage(self.location, exc) from exc
+            raise damage_error(self.location, exc) from exc
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -421,7 +186,7 @@ class CaseBank:
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
         # The server serialises its own writes; a local lock would not span machines anyway.
-        if not isinstance(self._store, _EmbeddedStore):
+        if not isinstance(self._store, EmbeddedStore):
             yield
             return
         with self._store.locked(self.lock_timeout):
@@ -440,7 +205,7 @@ class CaseBank:
 
     @property
     def _lock_held_locally(self) -> bool:
-        return isinstance(self._store, _EmbeddedStore)
+        return isinstance(self._store, EmbeddedStore)
 
     def namespaces(self) -> list[str]:
         """Namespaces that hold a collection."""
@@ -717,7 +482,7 @@ class CaseBank:
             for meta in metas:
                 yield Case.from_metadata(meta)
 
-    def list(
+    def list_cases(
         self,
         namespace: str | None = None,
         limit: int = 20,

@@ -294,7 +294,7 @@ def list_command(
 ) -> None:
     """A page of cases."""
     store = _open(bank, chroma_url, namespace)
-    cases = _guard(lambda: store.list(limit=limit, offset=offset, labels=label or None))
+    cases = _guard(lambda: store.list_cases(limit=limit, offset=offset, labels=label or None))
     if as_json:
         print(json.dumps([c.to_dict() for c in cases], indent=2, ensure_ascii=False))
         return

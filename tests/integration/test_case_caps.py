@@ -22,7 +22,7 @@ def test_huge_answer_is_capped_in_the_bank_and_in_later_prompts(agent_env, llm_s
     assert huge in first.stdout.replace("\n", "")  # the user still gets the full answer
     thread = re.search(r"thread (\w+)", first.output).group(1)
 
-    (case,) = CaseBank(agent_env["MEMENTO_BANK_PATH"], embedder=embedder).list()
+    (case,) = CaseBank(agent_env["MEMENTO_BANK_PATH"], embedder=embedder).list_cases()
     assert case.label == "positive"
     assert case.answer.startswith("The answer is very") and 4000 <= len(case.answer) < 4100
     assert f"full text in thread {thread}" in case.answer

@@ -153,7 +153,7 @@ async def test_namespaces_ownership_outcomes_and_caps_over_stdio(tmp_path, bank)
         refused = await call(tools, "add_case", question="q" * 900_000, answer="a")
         assert "at most 4,000" in refused["error"]
 
-    stored = {c.id: c for c in bank.list(namespace="bob")}
+    stored = {c.id: c for c in bank.list_cases(namespace="bob")}
     assert stored[cases["bob2"].id].retrieved_successes == 1
     assert stored[added["case_id"]].created_by == "mcp:stdio"
 
@@ -213,7 +213,7 @@ async def test_http_needs_a_bearer_token_and_names_each_client(tmp_path, bank):
                 assert "not served here" in (await call(tools, "bank_stats", namespace="alice"))["error"]
     # Two clients, two cases: neither can replace the other's.
     assert ids["alice"] != ids["bob"]
-    stored = {c.id: c for c in bank.list(namespace="bob")}
+    stored = {c.id: c for c in bank.list_cases(namespace="bob")}
     assert stored[ids["alice"]].created_by == "mcp:alice" and stored[ids["alice"]].answer == "alice's answer"
     assert stored[ids["bob"]].created_by == "mcp:bob"
 

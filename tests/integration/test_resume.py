@@ -80,12 +80,12 @@ async def test_approval_pause_then_resume_in_new_process(
     assert proc.stdout.strip().endswith("42")
     assert "tool math_evaluate" in proc.stderr
     assert bank.count() == 1
-    case_id = bank.list()[0].id
+    case_id = bank.list_cases()[0].id
 
     # Resuming a finished thread again changes nothing and duplicates nothing.
     again = memento("ask", "--thread", thread_id, env=agent_env)
     assert again.returncode == 0, again.stderr
-    assert bank.count() == 1 and bank.list()[0].id == case_id
+    assert bank.count() == 1 and bank.list_cases()[0].id == case_id
     assert len(llm_server.requests_for("judge")) == 1
 
 

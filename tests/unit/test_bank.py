@@ -64,8 +64,8 @@ def test_usage_reward_delete_list_and_stats(hbank):
     assert stats["by_source"]["nq"] == 6
     assert stats["retrieved_failures"] == 2
     assert stats["embedder"] == "hash-32"
-    assert {c.id for c in hbank.list(limit=100)} == {c.id for c in cases}
-    assert {c.label for c in hbank.list(labels=["unknown"])} == {"unknown"}
+    assert {c.id for c in hbank.list_cases(limit=100)} == {c.id for c in cases}
+    assert {c.label for c in hbank.list_cases(labels=["unknown"])} == {"unknown"}
     assert hbank.delete([cases[2].id, "case-nope"]) == 1
     assert hbank.get(cases[2].id) is None
     assert hbank.count() == 6
