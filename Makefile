@@ -1,6 +1,7 @@
-# Two commands for a fresh clone (each does its own set-up):
+# Commands for a fresh clone (each does its own set-up):
 #   make demo   - the main job: the simulated continual-learning benchmark, offline, with plots
 #   make test   - the test suite
+#   make lint   - ruff (check and format), mypy and the import-layer contracts: what CI runs first
 # `make ask Q="..."` asks one question against your configured OpenAI-compatible endpoint.
 
 VENV ?= .venv
@@ -32,10 +33,11 @@ test: $(STAMP) inspector
 inspector:
 	./scripts/install_inspector.sh
 
-# Lint: style, formatting and the import layers (pyproject's [tool.importlinter]).
+# Lint: style, formatting, types (pyproject's [tool.mypy]) and the import layers ([tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/mypy
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 demo: $(STAMP)

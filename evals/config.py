@@ -85,7 +85,7 @@ def make_context(config: EvalConfig, mode: str, split: str):
     return Context(
         **settings,
         k=config.k,
-        memory_mode=mode,
+        memory_mode=mode,  # type: ignore[arg-type]  # EvalConfig checks modes against MODES
         namespace=f"{config.namespace_prefix}-{mode}",
         bank_path=str(config.bank_path or out / "bank"),
         experience_path=str(out / "experience" / f"{mode}.sqlite"),

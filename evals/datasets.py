@@ -241,7 +241,11 @@ _CSV_FORMATS = {"simpleqa", "frames", "csv"}
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     # One JSONL reader with line-numbered errors serves the bank's import and the datasets.
     for lineno, row, error in iter_rows(path):
-        yield lineno, row if error is None else error
+        if error is None:
+            assert row is not None  # iter_rows yields a row or an error, never neither
+            yield lineno, row
+        else:
+            yield lineno, error
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:

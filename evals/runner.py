@@ -186,7 +186,7 @@ class EvalRunner:
     def todo(self) -> list[tuple[str, int, str, Example]]:
         """Remaining (mode, pass, split, example) in run order."""
         done = self.store.finished()
-        order = []
+        order: list[tuple[str, int, str, Example]] = []
         for mode in self.config.modes:
             for it in range(1, self.config.iterations + 1):
                 for split in ("train", "test"):

@@ -61,7 +61,7 @@ def _bind(node: Callable[..., Any], resources: Resources) -> Callable[..., Any]:
     return bound
 
 
-def build_graph(resources: Resources) -> StateGraph:
+def build_graph(resources: Resources) -> StateGraph[State, Context, InputState, OutputState]:
     """The uncompiled graph: nodes (bound to ``resources``) and edges."""
     builder = StateGraph(State, input_schema=InputState, output_schema=OutputState, context_schema=Context)
     builder.add_node("retrieve_cases", _bind(retrieve_cases, resources))
@@ -85,7 +85,9 @@ def build_graph(resources: Resources) -> StateGraph:
     return builder
 
 
-def compile_graph(checkpointer: Any = None, *, resources: Resources | None = None, **kwargs: Any) -> CompiledStateGraph:
+def compile_graph(
+    checkpointer: Any = None, *, resources: Resources | None = None, **kwargs: Any
+) -> CompiledStateGraph[State, Context, InputState, OutputState]:
     """Compile with a checkpointer (SQLite/Postgres/in-memory) for resumable runs.
 
     Args:

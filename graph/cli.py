@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from dotenv import find_dotenv, load_dotenv
@@ -19,6 +19,11 @@ from rich.panel import Panel
 from evals.cli import eval_command
 from memory.cli import app as memory_app
 from memory.policy.cli import app as policy_app
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
+    from graph.context import Context
 
 
 class _App(typer.Typer):
@@ -126,7 +131,7 @@ class _Spinner:
     """A transient status line between updates, only on a terminal (piped output stays clean)."""
 
     def __init__(self) -> None:
-        self._status = None
+        self._status: Any = None
 
     def start(self, text: str) -> None:
         self.stop()
@@ -142,7 +147,7 @@ class _Spinner:
 
 async def _run(
     payload: Any,
-    config: dict,
+    config: RunnableConfig,
     ctx,
     checkpoint_url: str | None,
     progress: dict[str, int] | None = None,
@@ -243,7 +248,7 @@ def ask(
     from memory.experience import ExperienceLogError
     from nodes.models import CONFIG_HELP, ModelConfigError, ModelEndpointError, check_endpoint
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "planner_model": planner,
         "executor_model": executor,
         "judge_model": judge,
@@ -273,7 +278,7 @@ def ask(
         raise typer.Exit(EXIT_CONFIG)
 
     thread = thread or uuid.uuid4().hex[:12]
-    config = {"configurable": {"thread_id": thread}}
+    config: RunnableConfig = {"configurable": {"thread_id": thread}}
     if question is not None:
         payload: Any = {"question": question, "ground_truth": ground_truth, "task_id": task_id}
     elif approve is not None:
@@ -391,7 +396,7 @@ def feedback(
     if good is None:
         console.print("[red]error:[/] say --good or --bad")
         raise typer.Exit(EXIT_CONFIG)
-    overrides = {"namespace": namespace, "bank_path": bank, "chroma_url": chroma_url}
+    overrides: dict[str, Any] = {"namespace": namespace, "bank_path": bank, "chroma_url": chroma_url}
     try:
         ctx = Context(**{key: v for key, v in overrides.items() if v is not None})
         if target.startswith("case-"):
@@ -418,13 +423,15 @@ def _feedback_on_case(ctx, case_id: str, good: bool, note: str | None) -> dict:
     return {"case_id": case.id, "label": case.label}
 
 
-async def _feedback_on_thread(ctx, thread: str, good: bool, note: str | None, checkpoint_url: str | None) -> dict:
+async def _feedback_on_thread(
+    ctx: Context, thread: str, good: bool, note: str | None, checkpoint_url: str | None
+) -> dict:
     """Send ``{"feedback": ...}`` on the thread: the same path a served graph takes."""
     from graph.builder import compile_graph
     from graph.persistence import open_checkpointer
     from nodes.resources import Resources
 
-    config = {"configurable": {"thread_id": thread}}
+    config: RunnableConfig = {"configurable": {"thread_id": thread}}
     resources = Resources(ctx)
     async with open_checkpointer(checkpoint_url or ctx.checkpoint_url) as saver:
         graph = compile_graph(saver, resources=resources)
@@ -437,7 +444,8 @@ async def _feedback_on_thread(ctx, thread: str, good: bool, note: str | None, ch
                 f"the run on thread {thread} has not finished; finish it with `memento ask --thread {thread}` first"
             )
         try:
-            state = await graph.ainvoke({"feedback": {"good": good, "note": note}}, config, context=ctx)
+            payload: Any = {"feedback": {"good": good, "note": note}}
+            state = await graph.ainvoke(payload, config, context=ctx)
         finally:
             await resources.aclose()
     return {"case_id": state.get("case_id"), "label": state.get("label")}

@@ -175,8 +175,9 @@ class Context:
             return value
         if not value:
             return cls()
+        assert isinstance(value, dict)  # what is left of the union: a mapping of settings
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in dict(value).items() if k in known})
+        return cls(**{k: v for k, v in value.items() if k in known})
 
     @property
     def api_key(self) -> str | None:
@@ -192,7 +193,7 @@ class Context:
 def _default(f) -> Any:
     if f.default is not MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    return f.default_factory()
 
 
 def _coerce(raw: str, default: Any) -> Any:

@@ -67,10 +67,10 @@ async def open_checkpointer(url: str | None = None) -> AsyncIterator[object]:
     stack = contextlib.AsyncExitStack()
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(path))
-        await saver.setup()
+        sqlite_saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(path))
+        await sqlite_saver.setup()
     except (sqlite3.Error, OSError) as exc:
         await stack.aclose()
         raise CheckpointerError(f"cannot open the SQLite checkpoint store {path}: {exc} ({help_})") from None
     async with stack:
-        yield saver
+        yield sqlite_saver

@@ -16,6 +16,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from graph.builder import compile_graph
 from graph.context import Context
+from graph.state import InputState, OutputState, State
 from nodes.resources import Resources
 
 # A bad MEMENTO_* setting is left for the first run to report in its own words.
@@ -31,7 +32,7 @@ if _context is not None:
 _graph = compile_graph(resources=resources)
 
 
-def make_graph(config: RunnableConfig) -> CompiledStateGraph:
+def make_graph(config: RunnableConfig) -> CompiledStateGraph[State, Context, InputState, OutputState]:
     """The graph factory LangGraph's server calls (per request): the graph bound to this server's resources."""
     return _graph
 

@@ -160,7 +160,7 @@ def _http_strategy(settings: CrawlSettings):
         """Same fetching and decoding as crawl4ai's, through a guarded session."""
 
         async def start(self) -> None:
-            if not self._session:
+            if not self._session:  # type: ignore[has-type]  # crawl4ai sets it untyped in __init__
                 self._session = aiohttp.ClientSession(
                     headers=dict(self._BASE_HEADERS),
                     # The resolver checks every address of every host, redirect hops included, and

@@ -244,10 +244,10 @@ def _read_bytes(path: Path, limit: int) -> bytes:
 def _zip_member_count(path: Path) -> int:
     """Members announced by the end record, read before the whole central directory is."""
     with path.open("rb") as fh:
-        end = zipfile._EndRecData(fh)  # the stdlib's own reader; public API would load everything
+        end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # the stdlib's own reader; public API would load everything
     if end is None:
         raise DocumentError(f"{path.name} is not a readable ZIP package: no end of central directory")
-    return int(end[zipfile._ECD_ENTRIES_TOTAL])
+    return int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]  # private, as above
 
 
 def check_zip(path: Path, kind: str) -> list[zipfile.ZipInfo]:

@@ -116,12 +116,14 @@ def _log10_bound(node) -> float | None:
         if node.is_Integer or node.is_Float:
             return math.log10(abs(float(node)) + 1) if abs(node) < 10**300 else len(str(abs(int(node))))
         if node.is_Rational:
-            return max(_log10_bound(sympy.Integer(node.p)), _log10_bound(sympy.Integer(node.q)))
+            p, q = _log10_bound(sympy.Integer(node.p)), _log10_bound(sympy.Integer(node.q))
+            return None if p is None or q is None else max(p, q)  # integers: never None
         return None
     if node.is_NumberSymbol or node is sympy.I:
         return 1.0
-    bounds = [_log10_bound(arg) for arg in node.args]
-    if any(b is None for b in bounds) or not bounds:
+    maybe = [_log10_bound(arg) for arg in node.args]
+    bounds = [b for b in maybe if b is not None]
+    if len(bounds) != len(maybe) or not bounds:
         return None
     bound: float | None = None
     if node.is_Add:
@@ -299,7 +301,7 @@ def _integrate(expression: str, variable: str | None, lower: str | None, upper: 
     symbol = _symbol(expr, variable)
     if (lower is None) != (upper is None):
         raise MathError("give both bounds for a definite integral, or neither")
-    if lower is None:
+    if lower is None or upper is None:  # both, as checked above
         return str(sympy.integrate(expr, symbol))
     return str(sympy.integrate(expr, (symbol, _prepare(lower), _prepare(upper))))
 

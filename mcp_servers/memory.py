@@ -33,7 +33,7 @@ from mcp_servers.memory_access import (
 )
 from mcp_servers.serving import run_server
 from memory.bank import CaseBank
-from memory.cases import LABELS, POSITIVE_THRESHOLD, Case, label_for_reward
+from memory.cases import LABELS, POSITIVE_THRESHOLD, Case, label_for_reward, parse_plan
 from memory.config import MemoryConfig
 from memory.experience import ExperienceLog
 from memory.limits import CaseLimits
@@ -226,7 +226,7 @@ def _add(
         id=client_case_id(client, ns, question or "", task_id) if (question or "").strip() else "",
         question=question,
         namespace=ns,
-        plan=plan or [],
+        plan=parse_plan(plan),
         answer=answer,
         reward=reward,
         label=label_for_reward(reward),

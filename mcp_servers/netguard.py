@@ -183,7 +183,7 @@ class EgressPolicy:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise BlockedURLError(f"refused: cannot resolve host {host!r} ({exc.strerror or exc})") from None
-        addresses = sorted({info[4][0] for info in infos})
+        addresses = sorted({str(info[4][0]) for info in infos})
         for address in addresses:
             parsed = _parse_ip(address)
             if parsed is None:  # pragma: no cover - getaddrinfo returns numeric addresses

@@ -386,7 +386,7 @@ def _process_start(pid: int) -> str | None:
 
 def _uids_in_use() -> set[int]:
     """Every uid a running process holds (real, effective, saved or filesystem)."""
-    uids = set()
+    uids: set[int] = set()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -1004,7 +1004,8 @@ class Sandbox:
         for capture in (out, err):
             capture.thread.join(timeout=2.0)
         for stream in (proc.stdout, proc.stderr):
-            stream.close()
+            if stream is not None:  # both are pipes here; the check is for the type checker
+                stream.close()
         duration = time.monotonic() - started
         code = proc.returncode
         killed_by = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from mcp.server.fastmcp import FastMCP
 
@@ -72,7 +73,7 @@ def _serve_http_with_auth(mcp: FastMCP, args: argparse.Namespace) -> None:
     if not is_loopback(args.host):
         # FastMCP only lets loopback Host headers through; off loopback the token is the guard.
         mcp.settings.transport_security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    app = mcp.streamable_http_app()
+    app: Any = mcp.streamable_http_app()
     if tokens:
         app = BearerAuth(app, tokens)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())

@@ -164,7 +164,8 @@ class Toolbox:
 
         self.config_path = config_path
         self.connections = load_connections(config_path) if config_path else {}
-        self._client = MultiServerMCPClient(self.connections) if self.connections else None
+        # load_connections builds the adapter's connection dicts; they are plain dicts to the type checker.
+        self._client = MultiServerMCPClient(self.connections) if self.connections else None  # type: ignore[arg-type]
         self._servers: dict[str, _Server] = {}
         self._start_timeout = start_timeout
         # One lock per server: servers start in parallel, and one server never starts twice.

@@ -118,7 +118,7 @@ class Case:
 
     question: str
     namespace: str = "default"
-    plan: list[dict[str, Any]] = field(default_factory=list)
+    plan: list[Any] = field(default_factory=list)
     answer: str = ""
     reward: float | None = None
     label: Label = "unknown"

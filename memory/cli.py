@@ -18,6 +18,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from memory.bank import CaseBank
+    from memory.embeddings import LazyEmbedder
 
 app = typer.Typer(help="Inspect and maintain the case bank.", no_args_is_help=True)
 console = Console()
@@ -42,7 +43,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 def _open(
-    bank: str | None, chroma_url: str | None, namespace: str, embedder: str = "minilm", *, create: bool = False
+    bank: str | None,
+    chroma_url: str | None,
+    namespace: str,
+    embedder: str | LazyEmbedder = "minilm",
+    *,
+    create: bool = False,
 ) -> CaseBank:
     from memory.bank import BankError, CaseBank
     from memory.embeddings import LazyEmbedder
@@ -66,7 +72,7 @@ def _exit_read_only() -> None:
     Only when running as the real CLI (stdout is the process's own): nothing was written, so
     there is nothing to flush but our output. Under a test runner this returns normally.
     """
-    if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
+    if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__ or sys.stdout is None or sys.stderr is None:
         return
     sys.stdout.flush()
     sys.stderr.flush()

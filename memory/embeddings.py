@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,8 +24,15 @@ from memory.config import MemoryConfig
 class Embedder(Protocol):
     """Turns texts into unit-norm float32 vectors."""
 
-    name: str
-    dim: int
+    @property
+    def name(self) -> str:
+        """The model's name (stored with a bank's collections)."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """The vector size."""
+        ...
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed a batch; returns an array of shape (len(texts), dim)."""
@@ -76,8 +83,8 @@ class MiniLMEmbedder:
         self.device = device
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = 4096
-        self._onnx = None
-        self._small = None
+        self._onnx: Any = None
+        self._small: Any = None
         backend = (backend or MemoryConfig.from_env().embedder_backend).lower()
         if backend not in ("auto", "onnx", "transformers"):
             raise ValueError(f"unknown embedder backend {backend!r}: use auto, onnx or transformers")

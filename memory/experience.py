@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,7 @@ class ExperienceLog:
         *,
         namespace: str,
         query: str,
-        candidates: list[dict[str, Any]],
+        candidates: Sequence[Mapping[str, Any]],
         selector: str,
         policy_version: str | None = None,
         task_id: str | None = None,

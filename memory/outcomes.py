@@ -15,6 +15,7 @@ The CLI (`memento feedback`), the graph's ``feedback`` input and the memory MCP 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from memory.cases import MAX_ATTEMPT_LOG, SOURCE_RANK, Case, clean_text, label_for_reward, now
@@ -73,7 +74,7 @@ def attempt_record(
     return attempt
 
 
-def merge_attempt(existing: Case | None, new: Case, attempt: dict[str, Any]) -> Case:
+def merge_attempt(existing: Case | None, new: Case, attempt: Mapping[str, Any]) -> Case:
     """The case to store after ``attempt`` (whose plan and verdict ``new`` holds).
 
     Args:
@@ -85,6 +86,7 @@ def merge_attempt(existing: Case | None, new: Case, attempt: dict[str, Any]) -> 
         ``new`` updated in place: the attempt counted once, the exemplar the most trusted one.
 
     """
+    attempt = dict(attempt)
     if existing is None:
         new.attempts = max(new.attempts, 1)
         new.attempt_log = [attempt]
@@ -140,7 +142,7 @@ def apply_feedback(
     namespace: str | None = None,
     attempt_id: str | None = None,
     retrieval_id: str | None = None,
-    plan: list[dict[str, Any]] | None = None,
+    plan: list[Any] | None = None,
     answer: str | None = None,
 ) -> Case:
     """A person's verdict: label the case (and the attempt) good or bad, and log it as an outcome.

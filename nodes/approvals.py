@@ -8,6 +8,7 @@ settings. A resume may add tools to the policy, never remove them.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 APPROVE_WORDS = ("approve", "approved", "yes", "y", "true")
@@ -62,7 +63,7 @@ def decided_by(decision: Any, configurable: dict[str, Any]) -> str:
     return "unknown"
 
 
-def decision_record(call: dict[str, Any], approved: bool, by: str, reason: str, cycle: int) -> dict[str, Any]:
+def decision_record(call: Mapping[str, Any], approved: bool, by: str, reason: str, cycle: int) -> dict[str, Any]:
     """One decision as kept in the state and the experience log."""
     return {
         "tool_call_id": call.get("id"),

@@ -37,7 +37,7 @@ def parse_verdict(text: str) -> tuple[bool, str]:
 def parse_confidence(text: str) -> float | None:
     """The judge's confidence in [0, 1], or None when it gave none (or nothing usable)."""
     try:
-        value = float(extract_json_object(text).get("confidence"))
+        value = float(extract_json_object(text).get("confidence"))  # type: ignore[arg-type]  # None raises TypeError, caught
     except (ValueError, TypeError):
         return None
     if value != value:  # NaN
@@ -52,6 +52,8 @@ async def judge(state: State, runtime: Runtime[Context], resources: Resources) -
     ctx = Context.resolve(runtime.context)
     answers = split_answers(state.ground_truth)
     answer = state.answer or ""
+    em: float | None
+    f1: float | None
     if answers:
         em = exact_match(answer, answers)
         f1 = token_f1(answer, answers)
@@ -114,7 +116,7 @@ async def judge(state: State, runtime: Runtime[Context], resources: Resources) -
         if source == "self_judge":
             return {"reward": None, "label": "unknown", "reward_source": "none", "usage": usage, "errors": errors}
         # The string metrics still give a trustworthy (strict) reward when the judge fails.
-        reward = float(em)
+        reward = float(em or 0.0)  # em is set: a ground truth was given
         return {
             "reward": reward,
             "label": label_for_reward(reward),

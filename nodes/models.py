@@ -95,7 +95,8 @@ async def ainvoke(model: Any, messages: list[Any]) -> AIMessage:
     except ValidationError as exc:
         # E.g. tool-call arguments that are JSON but not an object ("[1, 2]"): langchain cannot
         # build the message at all, so there is no partial reply to keep.
-        first = exc.errors()[0] if exc.errors() else {}
+        errors = exc.errors()
+        first: dict[str, Any] = dict(errors[0]) if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise ModelReplyError(
             f"the model's reply does not fit the chat message format ({where}: {first.get('msg', exc)})"

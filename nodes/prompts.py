@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from memory.limits import PROMPT_CASE_CHARS, cut, share
@@ -95,7 +96,7 @@ TOOLS_HEADER = "Tool calls:"
 TOOL_ITEM = "- {name}({args}) [{status}] -> {result}"
 
 
-def format_cases(cases: list[dict[str, Any]], case_chars: int = PROMPT_CASE_CHARS) -> str:
+def format_cases(cases: Sequence[Mapping[str, Any]], case_chars: int = PROMPT_CASE_CHARS) -> str:
     """Positive then negative cases, each in a tagged block; empty when none.
 
     Args:

@@ -26,7 +26,9 @@ from memory.experience import ExperienceLog
 from nodes.models import build_chat_model, model_key
 
 if TYPE_CHECKING:
-    from langchain_openai import ChatOpenAI
+    from collections.abc import Mapping
+
+    from langchain_core.language_models import BaseChatModel
 
     from mcp_servers.toolbox import Toolbox
     from memory.policy.online import OnlineTrainer
@@ -38,7 +40,13 @@ logger = logging.getLogger(__name__)
 class Resources:
     """Clients and caches of one graph (one server, one CLI command, one eval run, one test)."""
 
-    def __init__(self, context: Context | None = None, *, embedder: Embedder | None = None):
+    def __init__(
+        self,
+        context: Context | None = None,
+        *,
+        embedder: Embedder | None = None,
+        chat_models: Mapping[str, BaseChatModel] | None = None,
+    ):
         """Own nothing yet: every resource is built on first use.
 
         Args:
@@ -46,13 +54,17 @@ class Resources:
                 when first needed (a bad setting is then reported by the run that needs it).
             embedder: An embedder already loaded (tests share one per session); default: the one
                 ``Context.embedder`` names, loaded on first use.
+            chat_models: Chat models per role (``planner``, ``executor``, ``judge``) built by the
+                caller, e.g. a model of another provider or a test's fake; they serve every run
+                whatever its model settings. Other roles get ``ChatOpenAI`` clients.
 
         """
         self._context = context
         self._lock = threading.RLock()
         self._embedders: dict[str, LazyEmbedder] = {}
         self._given_embedder = embedder
-        self._models: dict[tuple[Any, ...], ChatOpenAI] = {}
+        self._models: dict[tuple[Any, ...], BaseChatModel] = {}
+        self._given_models = dict(chat_models or {})
         self._banks: dict[tuple[str, str, str], CaseBank] = {}
         self._logs: dict[str, ExperienceLog] = {}
         # MCP sessions belong to the event loop that opened them: one toolbox per loop and config.
@@ -138,13 +150,16 @@ class Resources:
 
     # -- models and tools -----------------------------------------------------------------------
 
-    def chat_model(self, ctx: Context, role: str) -> ChatOpenAI:
+    def chat_model(self, ctx: Context, role: str) -> BaseChatModel:
         """The model for a role (``planner``, ``executor`` or ``judge``), one client per setting.
 
         Raises:
             ModelConfigError: No API key and no endpoint are configured.
 
         """
+        given = self._given_models.get(role)
+        if given is not None:
+            return given
         key = (role, *model_key(ctx, role))
         with self._lock:
             model = self._models.get(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
@@ -52,7 +53,7 @@ async def tools(state: State, runtime: Runtime[Context], resources: Resources) -
         )
         by = decided_by(decision, configurable)
         for call in sensitive:
-            ok, reason = read_decision(decision, call.get("id"))
+            ok, reason = read_decision(decision, call.get("id") or "")
             verdicts[call.get("id")] = (ok, reason)
             decisions.append(decision_record(call, ok, by, reason, state.cycle))
         # Recorded before any approved call runs, so a crash in a tool cannot lose the decision.
@@ -121,7 +122,7 @@ def _log_decisions(
         log.log_approval(thread_id=thread_id or "", retrieval_id=retrieval_id, **d)
 
 
-def _invalid_call_result(bad: dict[str, Any], fallback_id: str) -> ToolMessage:
+def _invalid_call_result(bad: Mapping[str, Any], fallback_id: str) -> ToolMessage:
     """An error result for a call whose arguments did not parse, so the model can retry it."""
     name = str(bad.get("name") or "(no tool name)")[:100]
     args = str(bad.get("args") or "")
@@ -138,7 +139,7 @@ def _invalid_call_result(bad: dict[str, Any], fallback_id: str) -> ToolMessage:
     )
 
 
-def _trace(state: State, call: dict, msg: ToolMessage, approved: bool | None) -> dict[str, Any]:
+def _trace(state: State, call: Mapping[str, Any], msg: ToolMessage, approved: bool | None) -> dict[str, Any]:
     return {
         "cycle": state.cycle,
         "subtask": state.plan[state.subtask_index]["id"] if state.subtask_index < len(state.plan) else None,

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -67,9 +68,11 @@ def _timed(argv: list[str], cwd: Path, env: dict[str, str], until: str | None = 
     total = time.perf_counter() - start
     if rc != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}… exited {rc}")
-    if until and seen is None:
-        raise RuntimeError(f"{' '.join(argv[:4])}… never printed {until!r}")
-    return seen if until else total
+    if until:
+        if seen is None:
+            raise RuntimeError(f"{' '.join(argv[:4])}… never printed {until!r}")
+        return seen
+    return total
 
 
 def _free_port() -> int:
@@ -80,10 +83,10 @@ def _free_port() -> int:
 
 def _import_throughput(data: Path, work: Path, server: bool) -> dict:
     from memory.bank import CaseBank
-    from memory.embeddings import load_embedder
+    from memory.embeddings import MiniLMEmbedder
     from memory.io import import_jsonl, iter_rows, row_to_case
 
-    embedder = load_embedder("minilm")
+    embedder = MiniLMEmbedder()  # what load_embedder("minilm") builds; its cache is cleared below
     texts = []
     fmt = None
     from memory.io import detect_format
@@ -101,7 +104,7 @@ def _import_throughput(data: Path, work: Path, server: bool) -> dict:
             embedder.embed_uncached(texts[i : i + 64])
         return len(texts) / (time.perf_counter() - t)
 
-    result = {"cases": len(texts), "backend": getattr(embedder, "backend", "?")}
+    result: dict[str, Any] = {"cases": len(texts), "backend": getattr(embedder, "backend", "?")}
 
     def timed_import(bank: CaseBank) -> float:
         embedder._cache.clear()

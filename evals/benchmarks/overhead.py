@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -60,8 +61,9 @@ async def _graph_runs(ctx: Context, n: int, saver, resources: Resources) -> list
     times = []
     for i in range(n):
         t0 = time.perf_counter()
+        task: Any = {"question": f"What is the answer to question {i}?", "ground_truth": "42"}
         out = await graph.ainvoke(
-            {"question": f"What is the answer to question {i}?", "ground_truth": "42"},
+            task,
             {"configurable": {"thread_id": uuid.uuid4().hex}},
             context=ctx,
         )
@@ -81,7 +83,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     rows: dict[str, list[float]] = {}
     with ScriptedOpenAI() as server:
         _script(server)
-        base = dict(
+        base: dict[str, Any] = dict(
             planner_model="planner",
             executor_model="executor",
             judge_model="judge",

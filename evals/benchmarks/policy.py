@@ -34,6 +34,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ORT_DISABLE_TELEMETRY": "1"}.items():
     os.environ.setdefault(_key, _value)
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from memory.bank import ScoredCase  # noqa: E402
 from memory.cases import Case  # noqa: E402
-from memory.embeddings import load_embedder  # noqa: E402
+from memory.embeddings import MiniLMEmbedder, load_embedder  # noqa: E402
 from memory.policy.data import PolicyData, from_training_rows, read_training_rows  # noqa: E402
 from memory.policy.metrics import classification_report, finite_or_none, roc_auc  # noqa: E402
 from memory.policy.model import load_backbone  # noqa: E402
@@ -83,7 +84,7 @@ def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str
 
     x, y = rows(train)
     pw = float((1 - y).sum() / y.sum())
-    best = (-math.inf, None)
+    best: tuple[float, Any] = (-math.inf, None)
     for l2 in (1e-3, 1e-2, 3e-2, 1e-1):
         torch.manual_seed(0)
         lin = nn.Linear(x.shape[1], 1)
@@ -116,10 +117,10 @@ def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str
 class OriginalScorer(nn.Module):
     """Shared encoder; CLS(case) ++ CLS(query) -> 512 -> 2."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: Any):
         super().__init__()
         self.encoder = encoder
-        h = encoder.config.hidden_size
+        h = int(encoder.config.hidden_size)
         self.mlp = nn.Sequential(nn.Linear(2 * h, 512), nn.ReLU(), nn.Dropout(0.1), nn.Linear(512, 2))
 
     def cls(self, enc) -> torch.Tensor:
@@ -165,7 +166,7 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
     rng = np.random.default_rng(seed)
     steps = math.ceil(len(train_rows) / batch)
     eval_at = {round(steps * (i + 1) / evals_per_epoch) for i in range(evals_per_epoch)}
-    best = (-math.inf, None, None)
+    best: tuple[float, Any, Any] = (-math.inf, None, None)
     history = []
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(train_rows))
@@ -193,7 +194,7 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
             opt.step()
             bar.set_postfix(loss=round(float(loss.detach()), 4))
             if step + 1 in eval_at:
-                vauc = roc_auc([r[2] for r in val_rows], original_probs(model, tok, val_rows, max_length))
+                vauc = roc_auc(np.array([r[2] for r in val_rows]), original_probs(model, tok, val_rows, max_length))
                 history.append({"epoch": epoch, "step": step + 1, "val_auc": vauc})
                 if vauc > best[0]:
                     best = (vauc, {k: v.detach().clone() for k, v in model.state_dict().items()}, (epoch, step + 1))
@@ -217,7 +218,7 @@ def time_costs(
     max_length: int,
 ):
     """Median seconds per query: policy (encode query + score cached candidates) vs original."""
-    embedder = load_embedder("minilm")
+    embedder = MiniLMEmbedder()  # what load_embedder("minilm") builds, with its uncached path
     rng = np.random.default_rng(0)
     queries = rng.choice(np.unique(test.q_index), size=min(n_queries, test.n_queries), replace=False)
     ours, theirs, head = [], [], []
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
                 n_queries=args.timing_queries, n_cand=32, max_length=args.orig_max_length,
             )  # fmt: skip
 
-    repeats = {}
+    repeats: dict[str, Any] = {}
     if args.repeats:
         for name in ("similarity", "policy", "query-only"):
             repeats[name] = []

@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             hits = bank.search(q1, args.k)
             ours.append(time.perf_counter() - t)
             assert len(hits) == args.k
-        row = {"ours": percentiles(ours), "query_embedding": percentiles(embed_only)}
+        row: dict[str, Any] = {"ours": percentiles(ours), "query_embedding": percentiles(embed_only)}
         row["ours_vs_embedding_p50"] = row["ours"]["p50_ms"] / row["query_embedding"]["p50_ms"]
         if size in baseline_sizes:
             console.print(f"  original method at {size} ({args.baseline_queries} queries)…")

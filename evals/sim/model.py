@@ -229,7 +229,7 @@ class SimLLM:
     def _self_judge(self, question: str, answer: str) -> str:
         """A noisy self-judge: it knows the task's answer but is right only with ``judge_accuracy``."""
         task = self._by_question.get(question)
-        ok = bool(task) and bool(exact_match(answer, [task.answer]))
+        ok = task is not None and bool(exact_match(answer, [task.answer]))
         with self._lock:
             attempt = self._attempts[question]
         if uniform(self.seed, "self-judge|" + question, attempt) >= self.judge_accuracy:

@@ -168,7 +168,7 @@ class ScriptedOpenAI:
                 delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
                 if message.get("tool_calls"):
                     delta["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(message["tool_calls"])]
-                chunks = [
+                chunks: list[dict[str, Any]] = [
                     {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
                     {
                         **base,
@@ -193,7 +193,7 @@ class ScriptedOpenAI:
     def url(self) -> str:
         """Base URL to hand to ``ChatOpenAI(base_url=...)``."""
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def script(self, model: str, *replies: Reply) -> ScriptedOpenAI:
         """Queue replies for a model name; each request pops one."""

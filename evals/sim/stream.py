@@ -120,7 +120,9 @@ def run_stream(
                 record = LoggedRetrieval(query_key(task.question), q, cands, sel.shown, 0.0, sel.slate_propensity)
             elif mode == "learned":
                 record = LoggedRetrieval(query_key(task.question), q, [], np.zeros(0, bool), 0.0, 1.0)
-            shown = [(bank[ids[i]].task.family, bank[ids[i]].label, bank[ids[i]].right) for i in chosen]
+            shown: list[tuple[str | None, str, bool]] = [
+                (bank[ids[i]].task.family, bank[ids[i]].label, bank[ids[i]].right) for i in chosen
+            ]
             p = success_probability(task.family, shown, params)
             right = uniform(seed, task.question, it - 1) < p
             passed = lenient_verdict(seed, task.question, it - 1, right, params.wrong_label)

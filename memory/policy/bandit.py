@@ -292,7 +292,7 @@ class CaseValueModel:
         logs = list(logs)
         self.n_rows = len(logs)
         if not logs:
-            self.__init__(c)
+            self.__init__(c)  # type: ignore[misc]  # reset to the prior in place; subclasses share __init__
             return self
         vecs = [r.query_embedding for r in logs] + [
             cand.embedding for r in logs for cand, s in zip(r.candidates, r.shown, strict=True) if s

@@ -139,7 +139,7 @@ class BanditSelector:
 
     def __init__(
         self,
-        model: CaseValueModel,
+        model: CaseValueModel | SimilarityPolicy,
         version: str,
         canary: CaseValueModel | None = None,
         canary_share: float = DEFAULT_CANARY,

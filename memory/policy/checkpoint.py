@@ -76,7 +76,7 @@ def save_checkpoint(
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     digest = weights_digest(state)
     version = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + digest[:8]
-    config = {
+    config: dict[str, Any] = {
         "variant": variant,
         "head": head.config(),
         "feature_names": list(FEATURE_NAMES),

@@ -358,7 +358,7 @@ def _bandit_info(checkpoint: Path, as_json: bool, last: int = 5) -> None:
                 history.append(json.loads(line))
             except ValueError:
                 continue  # a torn last line of a crashed write
-    info = {"checkpoint": describe(checkpoint), "canary": describe(canary_path(checkpoint)), "decisions": len(history),
+    info: dict[str, Any] = {"checkpoint": describe(checkpoint), "canary": describe(canary_path(checkpoint)), "decisions": len(history),
             "last_decisions": history[-last:]}  # fmt: skip
     if as_json:
         console.print_json(json.dumps(info))

@@ -55,6 +55,12 @@ class PolicyData:
         return int(self.target.shape[0])
 
     @property
+    def row_groups(self) -> np.ndarray:
+        """``group`` as construction leaves it: never None."""
+        assert self.group is not None
+        return self.group
+
+    @property
     def dim(self) -> int:
         """Embedding size."""
         return int(self.query_emb.shape[1])
@@ -78,7 +84,7 @@ class PolicyData:
             weight=self.weight[rows],
             case_ids=[self.case_ids[i] for i in rows],
             sources=list(self.sources),
-            group=self.group[rows],
+            group=self.row_groups[rows],
         )
 
     def split_by_query(self, fractions: Sequence[float], seed: int = 0) -> list[PolicyData]:
@@ -145,8 +151,8 @@ def concat(parts: Sequence[PolicyData]) -> PolicyData:
     q_index = []
     groups, offset = [], 0
     for p in parts:
-        groups.append(p.group + offset)
-        offset += int(p.group.max()) + 1 if len(p) else 0
+        groups.append(p.row_groups + offset)
+        offset += int(p.row_groups.max()) + 1 if len(p) else 0
         remap = np.empty(len(p.queries), dtype=np.int64)
         for i, q in enumerate(p.queries):
             key = normalise_question(q)
@@ -319,20 +325,20 @@ def from_experience(
     for rec in records:
         cands = list(rec.get("candidates") or [])
         feats = features_for_candidates(cands)
-        shown = [(c, feats[i]) for i, c in enumerate(cands) if c.get("shown")]
+        shown_pairs = [(c, feats[i]) for i, c in enumerate(cands) if c.get("shown")]
         planned.append(
             (
                 rec,
-                [c for c, _ in shown],
-                np.stack([f for _, f in shown]) if shown else np.zeros((0, N_FEATURES), np.float32),
+                [c for c, _ in shown_pairs],
+                np.stack([f for _, f in shown_pairs]) if shown_pairs else np.zeros((0, N_FEATURES), np.float32),
             )
         )
-        for c, _ in shown:
+        for c, _ in shown_pairs:
             need_ids.setdefault(rec.get("namespace") or "default", set()).add(str(c["case_id"]))
     stored: dict[tuple[str, str], np.ndarray] = {}
     if bank is not None:
-        for ns, ids in need_ids.items():
-            for cid, emb in bank.get_embeddings(sorted(ids), namespace=ns).items():
+        for ns, wanted in need_ids.items():
+            for cid, emb in bank.get_embeddings(sorted(wanted), namespace=ns).items():
                 stored[(ns, cid)] = emb
     texts = [rec["query"] for rec, _, _ in planned]
     for rec, shown, _ in planned:

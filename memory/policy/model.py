@@ -39,6 +39,8 @@ def _dropout(x: torch.Tensor, p: float, active: bool, generator: torch.Generator
 class CaseScorer(nn.Module):
     """MLP head over (query, case, query*case, |query-case|, scalar features)."""
 
+    logit_offset: torch.Tensor  # a buffer (register_buffer), which torch's stubs type loosely
+
     def __init__(
         self,
         dim: int = 384,
@@ -164,6 +166,9 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class FinetuneScorer(nn.Module):
     """`CaseScorer` whose query embedding comes from a trainable MiniLM encoder."""
+
+    encoder: nn.Module
+    head: CaseScorer
 
     def __init__(self, encoder: nn.Module, head: CaseScorer, max_length: int = 64):
         """Wrap an encoder (transformers AutoModel) and a head."""

@@ -97,10 +97,10 @@ class Selector:
             if not query_text:
                 raise ValueError("the fine-tuned policy encodes the query itself: pass query_text")
             tok = self._loaded.tokenizer
-            enc = tok(
-                [query_text], padding=True, truncation=True, max_length=self.model.max_length, return_tensors="pt"
-            )
-            q = self.model.encode(enc["input_ids"], enc["attention_mask"])[0]
+            model = self.model
+            assert isinstance(model, FinetuneScorer)  # needs_query_text says so
+            enc = tok([query_text], padding=True, truncation=True, max_length=model.max_length, return_tensors="pt")
+            q = model.encode(enc["input_ids"], enc["attention_mask"])[0]
         else:
             q = torch.as_tensor(np.asarray(query_embedding, dtype=np.float32).reshape(-1))
         dim = self.model.head.dim if self.needs_query_text else self.model.dim

@@ -132,7 +132,7 @@ def evaluate(model: CaseScorer | FinetuneScorer, data: PolicyData, tokenizer: An
 
 def group_rows(data: PolicyData) -> tuple[np.ndarray, np.ndarray]:
     """Per row the index of its retrieval among ``data``'s retrievals, and each retrieval's first row."""
-    _, first, inverse = np.unique(data.group, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(data.row_groups, return_index=True, return_inverse=True)
     return inverse.astype(np.int64), first
 
 
@@ -285,10 +285,11 @@ def _train(train: PolicyData, val: PolicyData, cfg: TrainConfig, progress: bool)
     tokenizer = None
     if cfg.variant == "finetune":
         tokenizer, encoder = load_backbone()
-        model: CaseScorer | FinetuneScorer = FinetuneScorer(encoder, head, max_length=cfg.max_length)
+        finetune = FinetuneScorer(encoder, head, max_length=cfg.max_length)
+        model: CaseScorer | FinetuneScorer = finetune
         params = [
-            {"params": model.encoder.parameters(), "lr": cfg.encoder_lr},
-            {"params": [p for n, p in model.head.named_parameters() if n != "prior_raw"], "lr": cfg.lr},
+            {"params": finetune.encoder.parameters(), "lr": cfg.encoder_lr},
+            {"params": [p for n, p in finetune.head.named_parameters() if n != "prior_raw"], "lr": cfg.lr},
         ]
     else:
         model = head

@@ -9,7 +9,7 @@ from filelock import FileLock
 
 from memory.bank import BankError, CaseBank
 from memory.cases import Case
-from memory.embeddings import HashEmbedder, OpenAIEmbedder
+from memory.embeddings import HashEmbedder
 
 ENV = {**os.environ, "ANONYMIZED_TELEMETRY": "False", "ORT_DISABLE_TELEMETRY": "1"}
 
@@ -210,6 +210,7 @@ def test_locked_bank_times_out_with_a_clear_error(tmp_path):
     finally:
         holder.kill()
         holder.wait(timeout=10)
+        holder.stdout.close()
     bank.upsert(Case(question="q"))
     assert bank.count() == 1
     assert FileLock  # the lock library the bank uses
@@ -242,15 +243,3 @@ def test_readers_in_other_processes_see_new_writes(tmp_path):
     assert len(hits) == 60
     assert hits[0].case.question == "other 7"
     assert reader.count() == 60
-
-
-def test_openai_embedder_against_the_scripted_server(llm_server, tmp_path):
-    emb = OpenAIEmbedder("text-embedding-fake", base_url=llm_server.url, api_key="test")
-    vectors = emb.embed(["alpha", "beta", "alpha"])
-    assert vectors.shape == (3, emb.dim)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(vectors[0], vectors[2])
-    bank = CaseBank(tmp_path / "b", embedder=emb)
-    bank.upsert([Case(question="alpha"), Case(question="beta")])
-    assert bank.search("alpha", 1)[0].case.question == "alpha"
-    assert bank.stats()["embedder"] == "text-embedding-fake"

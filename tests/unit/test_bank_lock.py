@@ -50,6 +50,7 @@ def test_timeout_names_the_live_holder(hbank):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     hbank.upsert(Case(question="free again?"))  # the kernel released the dead holder's lock
     assert hbank.count() == 1
 
