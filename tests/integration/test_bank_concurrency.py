@@ -132,6 +132,7 @@ def test_killed_writer_resumes_without_loss_or_duplicates(tmp_path, chroma_serve
     assert proc.stdout.readline().startswith("batch")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    proc.stdout.close()
     bank = CaseBank(
         None if mode == "server" else location,
         url=chroma_server if mode == "server" else None,
