@@ -15,9 +15,8 @@ def train_policy_before_pass(
 ) -> None:
     """Learned mode, before passes 2, 3, ...: refit the bandit on this mode's experience log.
 
-    The candidate is promoted only when off-policy evaluation on the log prefers it to the
-    incumbent at the stated confidence; otherwise it serves a canary share of the next pass
-    (`memory.policy.online.OnlineTrainer.retrain`). The graph's online trainer also refits every
+    The refit serves the bandit's share of the next pass; the off-policy A/B comparison of the
+    bandit and similarity arms on the log moves that share (`memory.policy.online.OnlineTrainer.retrain`). The graph's online trainer also refits every
     few dozen outcomes within a pass; this makes each pass start from everything before it.
     ``resources`` is the runner's (`nodes.resources.Resources`): its trainer is the graph's, so a
     refit still running from the last pass finishes first. None builds one for this call.

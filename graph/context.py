@@ -68,8 +68,8 @@ class Context:
         default="similarity",
         metadata={
             "description": "Case selection: none (no memory), similarity (nearest cases) or learned "
-            "(the case-value bandit chooses 0..K of the nearest N once off-policy evaluation prefers it "
-            "to similarity; until then similarity serves and the bandit explores on a canary share)."
+            "(the case-value bandit chooses 0..K of the nearest N; it serves a share of selections and "
+            "similarity the rest, and an off-policy A/B comparison of the two moves the share)."
         },
     )
     exploration: str = field(

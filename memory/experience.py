@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS retrievals (
     policy_version TEXT,
     candidates TEXT NOT NULL,
     created_at REAL NOT NULL,
-    slates TEXT
+    slates TEXT,
+    arm TEXT
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     retrieval_id TEXT PRIMARY KEY,
@@ -82,10 +83,12 @@ class ExperienceLog:
         """Bring a log written by an older version up to this schema (adds columns, loses nothing)."""
         conn = self._conn()
         columns = {row[1] for row in conn.execute("PRAGMA table_info(retrievals)")}
-        if "slates" not in columns:
+        for column in ("slates", "arm"):
+            if column in columns:
+                continue
             try:
                 with conn:
-                    conn.execute("ALTER TABLE retrievals ADD COLUMN slates TEXT")
+                    conn.execute(f"ALTER TABLE retrievals ADD COLUMN {column} TEXT")
             except sqlite3.OperationalError as exc:
                 # Another process migrated it between the check and the change.
                 if "duplicate column" not in str(exc):
@@ -123,6 +126,7 @@ class ExperienceLog:
         policy_version: str | None = None,
         task_id: str | None = None,
         slates: list[Any] | None = None,
+        arm: dict[str, Any] | None = None,
     ) -> None:
         """Record one retrieval; a repeat of the same id (a resumed run) is ignored.
 
@@ -136,12 +140,14 @@ class ExperienceLog:
             task_id: The task's id, if any.
             slates: The selector's distribution over shown sets, ``[[candidate indices],
                 probability]`` each (off-policy evaluation of slates needs it); None if unknown.
+            arm: Which serving arm chose (``{"arm": "bandit" | "similarity", "p": probability it
+                was drawn}``), for the A/B comparison of arms; None outside learned mode.
 
         """
         with self._conn() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO retrievals (retrieval_id, namespace, task_id, query, selector, "
-                "policy_version, candidates, created_at, slates) VALUES (?,?,?,?,?,?,?,?,?)",
+                "policy_version, candidates, created_at, slates, arm) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     retrieval_id,
                     namespace,
@@ -152,6 +158,7 @@ class ExperienceLog:
                     json.dumps(candidates),
                     now(),
                     None if slates is None else json.dumps([[list(map(int, st)), float(p)] for st, p in slates]),
+                    None if arm is None else json.dumps(arm),
                 ),
             )
 
@@ -232,7 +239,7 @@ class ExperienceLog:
         """Retrievals joined with outcomes, oldest first."""
         sql = (
             "SELECT r.retrieval_id, r.namespace, r.task_id, r.query, r.selector, r.policy_version, "
-            "r.candidates, r.created_at, o.reward, o.label, o.reward_source, r.slates FROM retrievals r "
+            "r.candidates, r.created_at, o.reward, o.label, o.reward_source, r.slates, r.arm FROM retrievals r "
             "LEFT JOIN outcomes o USING (retrieval_id)"
         )
         where, args = [], []
@@ -261,6 +268,7 @@ class ExperienceLog:
                 "label": row[9],
                 "reward_source": row[10],
                 "slates": None if row[11] is None else json.loads(row[11]),
+                "arm": None if row[12] is None else json.loads(row[12]),
             }
 
     def get(self, retrieval_id: str) -> dict[str, Any] | None:

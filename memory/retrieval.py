@@ -39,6 +39,8 @@ class Retrieval:
     # The selector's whole distribution over shown sets: ``[[candidate indices], probability]``
     # (None when not known exactly).
     slates: list[list[Any]] | None = None
+    # Learned mode: which arm (bandit or similarity) chose, and the probability it was drawn.
+    arm: dict[str, Any] | None = None
 
     @property
     def positive(self) -> list[CaseView]:
@@ -162,7 +164,7 @@ def _bandit_retrieval(
     from memory.policy.bandit_serving import hit_candidates
 
     cands = selector.with_history(question, hit_candidates(hits))
-    choice = selector.select_candidates(query_embedding, cands, k, np.random.default_rng(rng_seed))
+    choice = selector.select_candidates(query_embedding, cands, k, np.random.default_rng(rng_seed), question)
     candidates, views = [], []
     for i, hit in enumerate(hits):
         view = _case_view(hit, float(choice.scores[i]))
@@ -187,6 +189,7 @@ def _bandit_retrieval(
         policy_version=selector.version,
         note=note,
         slates=slates,
+        arm={"arm": choice.arm, "p": float(choice.arm_propensity)},
     )
 
 

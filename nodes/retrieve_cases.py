@@ -83,6 +83,7 @@ def retrieve_cases(state: State, runtime: Runtime[Context], resources: Resources
         policy_version=result.policy_version,
         task_id=state.task_id,
         slates=result.slates,
+        arm=result.arm,
     )
     return {
         "question": question,

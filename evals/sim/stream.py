@@ -41,6 +41,8 @@ class StreamResult:
     mode: str
     correct: dict[int, dict[str, bool]] = field(default_factory=dict)
     shown: dict[int, list[int]] = field(default_factory=dict)
+    # Per pass and task: (same-family cases with a right answer, misleading cases) among those shown.
+    composition: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)
 
     def accuracy(self, iteration: int) -> float:
@@ -78,7 +80,7 @@ def run_stream(
         retrain_every: Learned mode refits after this many outcomes.
         gate: Learned mode promotes refits only by off-policy evaluation.
         bandit: Learned mode's priors.
-        learner_options: Extra `BanditLearner` settings for experiments (start, confidence, canary).
+        learner_options: Extra `BanditLearner` settings for experiments (share, confidence, window).
 
     """
     if mode not in MODES:
@@ -93,6 +95,7 @@ def run_stream(
     for it in range(1, passes + 1):
         result.correct[it] = {}
         result.shown[it] = []
+        result.composition[it] = []
         for t, task in enumerate(tasks):
             q = embeddings[t]
             # Judged cases only, nearest first (what the bank's search returns).
@@ -112,12 +115,14 @@ def run_stream(
                 chosen = good[:k]
             elif mode == "learned" and near.size:
                 cands = learner.with_history(task.question, [
-                    CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label, "ground_truth_judge")
+                    CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label, "ground_truth_judge",
+                                  question=bank[ids[i]].task.question)
                     for i in near
                 ])  # fmt: skip
-                sel = learner.select(q, cands, rng)
+                sel = learner.select(q, cands, rng, task.question)
                 chosen = [int(near[i]) for i in sel.order]
-                record = LoggedRetrieval(query_key(task.question), q, cands, sel.shown, 0.0, sel.slate_propensity)
+                record = LoggedRetrieval(query_key(task.question), q, cands, sel.shown, 0.0, sel.slate_propensity,
+                                         sel.arm, sel.arm_propensity)  # fmt: skip
             elif mode == "learned":
                 record = LoggedRetrieval(query_key(task.question), q, [], np.zeros(0, bool), 0.0, 1.0)
             shown: list[tuple[str | None, str, bool]] = [
@@ -128,6 +133,9 @@ def run_stream(
             passed = lenient_verdict(seed, task.question, it - 1, right, params.wrong_label)
             result.correct[it][task.task_id] = right
             result.shown[it].append(len(chosen))
+            good = sum(1 for f, _, r in shown if f == task.family and r)
+            bad = sum(1 for f, label, r in shown if f != task.family or (label == "positive" and not r))
+            result.composition[it].append((good, bad))
             if record is not None:
                 # The learner sees the judge's verdict, never the truth.
                 record.reward = 1.0 if passed else 0.0

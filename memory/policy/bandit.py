@@ -61,6 +61,8 @@ class CandidateCase:
     # selection): what worked for exactly this question, MemRL-style.
     pair_successes: float = 0.0
     pair_failures: float = 0.0
+    # The case's question text: which words it does not share with the query is a feature.
+    question: str = ""
 
 
 @dataclass
@@ -75,6 +77,8 @@ class LoggedRetrieval:
         reward: The task's outcome in [0, 1].
         slate_propensity: Probability, under the logging policy, of showing exactly this set
             (None when unknown, e.g. logs written before it was recorded).
+        arm: Which serving policy chose the set (``similarity`` or ``bandit``; None if unknown).
+        arm_propensity: The probability that this arm was drawn to serve the retrieval.
 
     """
 
@@ -84,6 +88,8 @@ class LoggedRetrieval:
     shown: np.ndarray
     reward: float
     slate_propensity: float | None = None
+    arm: str | None = None
+    arm_propensity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,13 +97,19 @@ class BanditConfig:
     """Priors and sizes of the bandit. Variances are in success-probability units squared.
 
     Attributes:
-        dims: Size of the reduced embedding space ``z`` (PCA of the logged embeddings, whitened).
+        dims: Size of the reduced embedding space ``z`` (PCA of the logged embeddings, whitened) for
+            the query trend and the diagonal metric. Off by default: on the confounder grid the
+            metric's 128 weights learned noise from a few hundred outcomes, while word differences
+            (a few dozen weights, each seen in many pairs) learned what distinguishes look-alikes.
         noise_var: Outcome noise (a Bernoulli outcome near 0.5 has variance 0.25).
         query_var: Prior variance of each per-question intercept.
         trend_var: Prior variance of each query-trend weight (over ``z(q)``).
         static_var: Prior variance of the static case weights (similarity, label, source).
         metric_var: Prior variance of each metric weight (summed over ``dims`` terms, so small).
         case_var: Prior variance of each per-case value.
+        lexical_var: Prior variance of each word's weight (a word that one question has and the
+            other lacks).
+        max_words: At most this many words get a weight (the most frequent; 0 turns words off).
         show_prior: Prior mean effect of showing any case: slightly negative, so an unknown case
             is not shown on the model's mean belief (a cautious start: no evidence, no case).
         repeat_prior: Prior mean effect of a positive case of (nearly) the same question: the
@@ -119,13 +131,15 @@ class BanditConfig:
 
     """
 
-    dims: int = 32
+    dims: int = 0
     noise_var: float = 0.2
     query_var: float = 0.03
     trend_var: float = 0.002
     static_var: float = 0.01
     metric_var: float = 0.02
     case_var: float = 0.002
+    lexical_var: float = 0.01
+    max_words: int = 512
     show_prior: float = -0.04
     repeat_prior: float = 0.1
     negative_prior: float = -0.03
@@ -141,6 +155,9 @@ class BanditConfig:
 
 def _whiten_basis(vectors: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, components and scales of a PCA of the given rows (at most ``dims`` components)."""
+    if dims <= 0:
+        width = vectors.shape[1]
+        return np.zeros(width, np.float32), np.zeros((0, width), np.float32), np.zeros(0, np.float32)
     rng = np.random.default_rng(seed)
     if vectors.shape[0] > 3000:
         vectors = vectors[rng.choice(vectors.shape[0], 3000, replace=False)]
@@ -163,6 +180,8 @@ def _source_index(source: str | None) -> int:
 class CaseValueModel:
     """The fitted bandit: posterior mean, a Thompson ensemble, and the feature maps it was fit with."""
 
+    name = "bandit"
+
     def __init__(self, config: BanditConfig | None = None):
         """An unfitted model: the prior alone (shows nothing on its mean, explores a little)."""
         self.config = config or BanditConfig()
@@ -171,6 +190,8 @@ class CaseValueModel:
         self.scale = np.zeros(0, np.float32)
         self.case_index: dict[str, int] = {}
         self.query_index: dict[str, int] = {}
+        self.vocab: dict[str, int] = {}
+        self._word_vectors: dict[str, np.ndarray] = {}
         self.n_rows = 0
         self.pair_counts: dict[str, tuple[float, float]] = {}
         self.theta_mean = np.zeros(0, np.float32)
@@ -187,7 +208,7 @@ class CaseValueModel:
     def _layout(self) -> dict[str, slice]:
         m = self.dims
         sizes = [("intercept", 1), ("trend", m), ("query", len(self.query_index)), ("static", N_STATIC),
-                 ("metric", 4 * m), ("case", len(self.case_index))]  # fmt: skip
+                 ("metric", 4 * m), ("lexical", len(self.vocab)), ("case", len(self.case_index))]  # fmt: skip
         out, pos = {}, 0
         for name, size in sizes:
             out[name] = slice(pos, pos + size)
@@ -213,6 +234,7 @@ class CaseValueModel:
         var[gap] = max(c.static_var, c.gap_prior**2)
         mean[lay["static"].start + _STATIC.index("positive_nearest_four")] = c.top_prior
         var[lay["metric"]] = c.metric_var
+        var[lay["lexical"]] = c.lexical_var
         var[lay["case"]] = c.case_var
         return mean, var
 
@@ -229,8 +251,10 @@ class CaseValueModel:
             return np.zeros((vectors.shape[0], 0), np.float32)
         return ((vectors - self.mean_vec) @ self.components.T) / self.scale
 
-    def case_features(self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]) -> np.ndarray:
-        """Per candidate, its row of the case part of the design (static, metric, case one-hot)."""
+    def case_features(
+        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], query: str = ""
+    ) -> np.ndarray:
+        """Per candidate, its row of the case part of the design (static, metric, lexical, case one-hot)."""
         lay = self._layout()
         width = lay["all"].stop - lay["static"].start
         rows = np.zeros((len(candidates), width), np.float32)
@@ -266,11 +290,29 @@ class CaseValueModel:
             rows[:, off + m : off + 2 * m] = prod
             rows[:, off + 2 * m : off + 3 * m] = pos[:, None] * diff
             rows[:, off + 3 * m : off + 4 * m] = pos[:, None] * prod
+        if self.vocab:
+            # The words one of the two questions has and the other lacks, one weight per word:
+            # a look-alike differs from the query in the words that decide what is asked.
+            off = lay["lexical"].start - base
+            qv = self._word_vector(query)
+            cv = np.stack([self._word_vector(c.question) for c in candidates])
+            rows[:, off : off + len(self.vocab)] = np.abs(cv - qv)
         for i, c in enumerate(candidates):
             j = self.case_index.get(c.case_id)
             if j is not None:
                 rows[i, lay["case"].start - base + j] = 1.0
         return rows
+
+    def _word_vector(self, text: str) -> np.ndarray:
+        """Which vocabulary words a text has, as 0/1 (memoised: the same questions recur)."""
+        vec = self._word_vectors.get(text)
+        if vec is None:
+            vec = np.zeros(len(self.vocab), np.float32)
+            idx = [self.vocab[w] for w in words(text) if w in self.vocab]
+            vec[idx] = 1.0
+            if len(self._word_vectors) < 100_000:
+                self._word_vectors[text] = vec
+        return vec
 
     def _query_row(self, query_embedding: np.ndarray, query_key: str | None) -> np.ndarray:
         lay = self._layout()
@@ -306,6 +348,8 @@ class CaseValueModel:
         asked: Counter[str] = Counter(r.query_key for r in logs)
         repeated = [q for q, n in asked.most_common(c.max_queries) if n >= 2]
         self.query_index = {q: i for i, q in enumerate(sorted(repeated))}
+        self.vocab = _vocabulary(logs, c.max_words) if c.max_words else {}
+        self._word_vectors = {}
         lay = self._layout()
         p = lay["all"].stop
         x = np.zeros((len(logs), p), np.float32)
@@ -315,7 +359,9 @@ class CaseValueModel:
             if r.shown.any():
                 # Features over the whole candidate list, as at selection time: the gap to the best
                 # candidate and the rank depend on the cases that were not shown too.
-                x[t, lay["static"].start :] = self.case_features(r.query_embedding, r.candidates)[r.shown].sum(0)
+                x[t, lay["static"].start :] = self.case_features(r.query_embedding, r.candidates, r.query_key)[
+                    r.shown
+                ].sum(0)
             y[t] = float(r.reward)
         self.pair_counts = pair_history(logs)
         prior_mean, prior_var = self._prior()
@@ -344,7 +390,7 @@ class CaseValueModel:
 
     # ----- prediction and selection ---------------------------------------------------------------
     def effects(
-        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase]
+        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], query: str = ""
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted change in success from showing each candidate.
 
@@ -352,7 +398,7 @@ class CaseValueModel:
             ``(mean effects (n,), effects under every ensemble draw (draws, n))``.
 
         """
-        feats = self.case_features(query_embedding, candidates)
+        feats = self.case_features(query_embedding, candidates, query)
         start = self._layout()["static"].start
         return feats @ self.theta_mean[start:], self.theta_draws[:, start:] @ feats.T
 
@@ -375,6 +421,7 @@ class CaseValueModel:
         rng: np.random.Generator,
         *,
         explore: bool = True,
+        query: str = "",
     ) -> Selection:
         """Choose the set to show and the exact probability of every choice.
 
@@ -384,15 +431,18 @@ class CaseValueModel:
             k: At most this many are shown.
             rng: Picks the ensemble draw (exploration).
             explore: False shows the posterior-mean choice (propensities then 1 or 0).
+            query: The task's question (its words are compared with each case's).
 
         """
         n = len(candidates)
-        mean, draws = self.effects(query_embedding, candidates)
+        mean, draws = self.effects(query_embedding, candidates, query)
         if not explore or self.theta_draws.shape[0] == 0:
             chosen = self.best_set(mean, k)
             shown = np.zeros(n, bool)
             shown[chosen] = True
-            return Selection(shown, shown.astype(float), 1.0, mean, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)])
+            return Selection(
+                shown, shown.astype(float), 1.0, mean, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)], self.name
+            )
         sets = [tuple(sorted(self.best_set(d, k).tolist())) for d in draws]
         member = int(rng.integers(len(sets)))
         chosen_set = sets[member]
@@ -405,13 +455,18 @@ class CaseValueModel:
         order = np.array(sorted(chosen_set, key=lambda i: -mean[i]), dtype=np.int64)
         dist = Counter(sets)
         return Selection(shown, counts / len(sets), slate, mean, order, member,
-                         [(st, c / len(sets)) for st, c in sorted(dist.items())])  # fmt: skip
+                         [(st, c / len(sets)) for st, c in sorted(dist.items())], self.name)  # fmt: skip
 
     def slate_probability(
-        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int
+        self,
+        query_embedding: np.ndarray,
+        candidates: Sequence[CandidateCase],
+        shown: np.ndarray,
+        k: int,
+        query: str = "",
     ) -> float:
         """Probability that this model's exploring policy shows exactly ``shown`` (for off-policy evaluation)."""
-        _, draws = self.effects(query_embedding, candidates)
+        _, draws = self.effects(query_embedding, candidates, query)
         target = tuple(sorted(np.flatnonzero(shown).tolist()))
         if draws.shape[0] == 0:
             return 0.0
@@ -427,6 +482,7 @@ class CaseValueModel:
             "scale": torch.from_numpy(self.scale),
             "case_ids": sorted(self.case_index, key=self.case_index.__getitem__),
             "query_keys": sorted(self.query_index, key=self.query_index.__getitem__),
+            "vocab": sorted(self.vocab, key=self.vocab.__getitem__),
             "theta_mean": torch.from_numpy(self.theta_mean),
             "theta_draws": torch.from_numpy(self.theta_draws),
             "offset": self.offset,
@@ -446,6 +502,8 @@ class CaseValueModel:
         model.scale = state["scale"].numpy()
         model.case_index = {cid: i for i, cid in enumerate(state["case_ids"])}
         model.query_index = {q: i for i, q in enumerate(state["query_keys"])}
+        model.vocab = {w: i for i, w in enumerate(state.get("vocab", []))}
+        model._word_vectors = {}
         model.theta_mean = state["theta_mean"].numpy()
         model.theta_draws = state["theta_draws"].numpy()
         model.offset = float(state["offset"])
@@ -469,6 +527,8 @@ class Selection:
         order: Shown candidates, best predicted first.
         member: The ensemble draw used (-1: posterior mean).
         slates: Every set the policy could have shown here, with its exact probability.
+        arm: The policy that chose (``bandit`` or ``similarity``).
+        arm_propensity: The probability that this arm was drawn.
 
     """
 
@@ -479,6 +539,8 @@ class Selection:
     order: np.ndarray
     member: int
     slates: list[tuple[tuple[int, ...], float]] = field(default_factory=list)
+    arm: str = ""
+    arm_propensity: float = 1.0
 
 
 class SimilarityPolicy:
@@ -489,6 +551,7 @@ class SimilarityPolicy:
     """
 
     n_rows = 0
+    name = "similarity"
 
     @staticmethod
     def _top(candidates: Sequence[CandidateCase], k: int) -> np.ndarray:
@@ -506,49 +569,62 @@ class SimilarityPolicy:
         rng: np.random.Generator,
         *,
         explore: bool = True,
+        query: str = "",
     ) -> Selection:
         """The top K (propensity 1 each; the set has probability 1)."""
         chosen = self._top(candidates, k)
         shown = np.zeros(len(candidates), bool)
         shown[chosen] = True
         sims = np.array([c.similarity for c in candidates], np.float32)
-        return Selection(shown, shown.astype(float), 1.0, sims, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)])
+        return Selection(
+            shown, shown.astype(float), 1.0, sims, chosen, -1, [(tuple(sorted(chosen.tolist())), 1.0)], self.name
+        )
 
     def slate_probability(
-        self, query_embedding: np.ndarray, candidates: Sequence[CandidateCase], shown: np.ndarray, k: int
+        self,
+        query_embedding: np.ndarray,
+        candidates: Sequence[CandidateCase],
+        shown: np.ndarray,
+        k: int,
+        query: str = "",
     ) -> float:
         """1 when ``shown`` is the top K, else 0."""
         return float(set(np.flatnonzero(shown).tolist()) == set(self._top(candidates, k).tolist()))
 
 
 def select_mixture(
-    incumbent: CaseValueModel | SimilarityPolicy,
-    canary: CaseValueModel | None,
+    control: CaseValueModel | SimilarityPolicy,
+    treatment: CaseValueModel | None,
     share: float,
     query_embedding: np.ndarray,
     candidates: Sequence[CandidateCase],
     k: int,
     rng: np.random.Generator,
+    query: str = "",
 ) -> Selection:
-    """The incumbent's choice, or with probability ``share`` the canary's, with exact mixture propensities.
+    """The treatment arm's choice with probability ``share``, else the control arm's, with exact propensities.
 
-    Both policies' whole set distributions are mixed, so the logged probability of the shown set
-    (and of each candidate) is exact whichever of the two chose it.
+    Both arms' whole set distributions are mixed, so the logged probability of the shown set (and of
+    each candidate) is exact whichever arm chose it; the arm and the probability that it was drawn
+    are logged too, for the A/B comparison of arms (`memory.policy.ope.compare_arms`).
     """
-    if canary is None or share <= 0:
-        return incumbent.select(query_embedding, candidates, k, rng)
-    use_canary = rng.random() < share
-    inc = incumbent.select(query_embedding, candidates, k, rng)
-    cha = canary.select(query_embedding, candidates, k, rng)
-    sel = cha if use_canary else inc
+    if treatment is None or share <= 0:
+        return control.select(query_embedding, candidates, k, rng, query=query)
+    if share >= 1:
+        return treatment.select(query_embedding, candidates, k, rng, query=query)
+    use_treatment = rng.random() < share
+    ctl = control.select(query_embedding, candidates, k, rng, query=query)
+    trt = treatment.select(query_embedding, candidates, k, rng, query=query)
+    sel = trt if use_treatment else ctl
     dist: dict[tuple[int, ...], float] = {}
-    for slates, w in ((inc.slates, 1.0 - share), (cha.slates, share)):
+    for slates, w in ((ctl.slates, 1.0 - share), (trt.slates, share)):
         for st, p in slates:
             dist[st] = dist.get(st, 0.0) + w * p
     chosen = tuple(sorted(np.flatnonzero(sel.shown).tolist()))
-    sel.propensity = (1.0 - share) * inc.propensity + share * cha.propensity
+    sel.propensity = (1.0 - share) * ctl.propensity + share * trt.propensity
     sel.slate_propensity = dist[chosen]
     sel.slates = sorted(dist.items())
+    sel.arm_propensity = share if use_treatment else 1.0 - share
     return sel
 
 
@@ -579,6 +655,27 @@ def fill_pair_history(
         s, f = counts.get(f"{key}\x1f{c.case_id}", (0.0, 0.0))
         out.append(replace(c, pair_successes=s, pair_failures=f))
     return out
+
+
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def words(text: str) -> set[str]:
+    """The distinct lower-cased words of a text."""
+    return set(_WORD.findall(text.lower()))
+
+
+def _vocabulary(logs: Sequence[LoggedRetrieval], limit: int) -> dict[str, int]:
+    """Words that appear in at least two distinct logged questions (queries and shown cases).
+
+    A word seen once (an item code, a name) cannot be learned about; the most frequent ``limit``
+    words keep a weight.
+    """
+    questions = {r.query_key for r in logs}
+    questions.update(c.question.strip().lower() for r in logs for c, s in zip(r.candidates, r.shown, strict=True) if s)
+    df: Counter[str] = Counter(w for q in questions if q for w in words(q))
+    common = [w for w, n in df.most_common(limit) if n >= 2]
+    return {w: i for i, w in enumerate(sorted(common))}
 
 
 def query_key(question: str) -> str:

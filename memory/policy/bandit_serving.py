@@ -1,9 +1,9 @@
 """The case-value bandit in the graph: its checkpoint, its selector, and retraining from the log.
 
-Files (beside each other): ``<policy>`` the incumbent, ``<policy>.canary`` the newest candidate
-that OPE has not yet preferred (it serves a ``canary`` share of selections so the next decision has
-outcomes for what it proposes), ``<policy>.history.jsonl`` every decision with its estimate.
-Checkpoints are plain tensors and lists, loaded with ``torch.load(weights_only=True)``.
+Files (beside each other): ``<policy>`` the newest fit of the bandit, with its ``share`` of
+selections in the metadata (the rest go to similarity; `memory.policy.learner` explains the A/B
+rollout), and ``<policy>.history.jsonl`` every decision with its estimate. Checkpoints are plain
+tensors and lists, loaded with ``torch.load(weights_only=True)``.
 
 `BanditSelector` is what `memory.retrieval` calls in learned mode; `retrain_from_log` is what the
 online trainer runs every few dozen judged outcomes.
@@ -33,13 +33,12 @@ from memory.policy.bandit import (
     query_key,
     select_mixture,
 )
-from memory.policy.learner import canary_share, gate_decision
+from memory.policy.learner import START_SHARE, arm_gate
 
 log = logging.getLogger(__name__)
 
 KIND = "memento-case-value-bandit"
 FORMAT = 1
-DEFAULT_CANARY = 0.1
 DEFAULT_CONFIDENCE = 0.95
 
 
@@ -48,7 +47,7 @@ class BanditCheckpointError(ValueError):
 
 
 def canary_path(path: str | os.PathLike[str]) -> Path:
-    """Where the candidate under canary lives."""
+    """Where earlier versions kept an unpromoted candidate (read by nothing now; removed on retraining)."""
     return Path(str(path) + ".canary")
 
 
@@ -116,6 +115,8 @@ class BanditChoice:
     slate_propensity: float
     slates: list[tuple[tuple[int, ...], float]]
     order: np.ndarray
+    arm: str = "bandit"
+    arm_propensity: float = 1.0
 
 
 def hit_candidates(hits: Sequence[Any]) -> list[CandidateCase]:
@@ -127,73 +128,67 @@ def hit_candidates(hits: Sequence[Any]) -> list[CandidateCase]:
     for h in hits:
         source = getattr(h.case, "reward_source", None)
         out.append(
-            CandidateCase(h.case.id, np.asarray(h.embedding, np.float32), float(h.similarity), h.case.label, source)
+            CandidateCase(
+                h.case.id,
+                np.asarray(h.embedding, np.float32),
+                float(h.similarity),
+                h.case.label,
+                source,
+                question=h.case.question,
+            )
         )
     return out
 
 
 class BanditSelector:
-    """The incumbent bandit (and its canary, when one is out) serving learned-mode retrieval."""
+    """Learned-mode retrieval: the bandit serving its share of selections, similarity the rest."""
 
     name = "learned"
 
-    def __init__(
-        self,
-        model: CaseValueModel | SimilarityPolicy,
-        version: str,
-        canary: CaseValueModel | None = None,
-        canary_share: float = DEFAULT_CANARY,
-    ):
-        """Wrap loaded models."""
+    def __init__(self, model: CaseValueModel, version: str, share: float = START_SHARE):
+        """Wrap a loaded (or prior) bandit and its share."""
         self.model = model
         self.version = version
-        self.canary = canary
-        self.canary_share = canary_share if canary is not None else 0.0
+        self.share = share
+        self.similarity = SimilarityPolicy()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None, canary_share: float = DEFAULT_CANARY) -> BanditSelector:
-        """The checkpoint at ``path`` (the prior when there is none yet) and its canary, if any.
+    def load(cls, path: str | os.PathLike[str] | None) -> BanditSelector:
+        """The checkpoint at ``path`` and its share; the bandit's prior at an even split when there is none.
 
         Raises:
             BanditCheckpointError: A checkpoint exists but cannot be used.
 
         """
-        # Before any bandit has been promoted, similarity serves (a bandit replaces it only once
-        # off-policy evaluation prefers it); the newest candidate explores as the canary.
-        model: CaseValueModel | SimilarityPolicy = SimilarityPolicy()
-        version = "similarity"
         if path and Path(path).is_file():
-            model, version, _ = load_bandit(path)
-        canary = None
-        if path and canary_path(path).is_file():
-            try:
-                canary, _, meta = load_bandit(canary_path(path))
-                canary_share = float(meta.get("canary_share", canary_share))
-            except BanditCheckpointError as exc:
-                log.warning("ignoring the canary policy: %s", exc)
-        return cls(model, version, canary, canary_share)
+            model, version, meta = load_bandit(path)
+            return cls(model, version, float(meta.get("share", START_SHARE)))
+        return cls(CaseValueModel(), "prior", START_SHARE)
 
     def with_history(self, query: str, candidates: Sequence[CandidateCase]) -> list[CandidateCase]:
-        """The candidates with this question's earlier outcomes per case, from the freshest fit.
-
-        The canary is always fitted after the incumbent, so its counts are the newer ones.
-        """
-        return (self.canary or self.model).with_history(query, candidates)
+        """The candidates with this question's earlier outcomes per case, as of the last fit."""
+        return self.model.with_history(query, candidates)
 
     def select(
-        self, query_embedding: np.ndarray, hits: Sequence[Any], k: int, rng: np.random.Generator
+        self, query_embedding: np.ndarray, hits: Sequence[Any], k: int, rng: np.random.Generator, query: str = ""
     ) -> BanditChoice:
-        """Choose among the hits; propensities are exact for the incumbent/canary mixture."""
-        return self.select_candidates(query_embedding, hit_candidates(hits), k, rng)
+        """Choose among the hits; propensities are exact for the mixture of the two arms."""
+        return self.select_candidates(query_embedding, hit_candidates(hits), k, rng, query)
 
     def select_candidates(
-        self, query_embedding: np.ndarray, cands: Sequence[CandidateCase], k: int, rng: np.random.Generator
+        self,
+        query_embedding: np.ndarray,
+        cands: Sequence[CandidateCase],
+        k: int,
+        rng: np.random.Generator,
+        query: str = "",
     ) -> BanditChoice:
         """`select` on candidates already built (e.g. with their pair history filled in)."""
         cands = list(cands)
         q = np.asarray(query_embedding, np.float32)
-        sel = select_mixture(self.model, self.canary, self.canary_share, q, cands, k, rng)
-        return BanditChoice(sel.shown, sel.effects, sel.propensity, sel.slate_propensity, sel.slates, sel.order)
+        sel = select_mixture(self.similarity, self.model, self.share, q, cands, k, rng, query)
+        return BanditChoice(sel.shown, sel.effects, sel.propensity, sel.slate_propensity, sel.slates, sel.order,
+                            sel.arm, sel.arm_propensity)  # fmt: skip
 
 
 def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: Any = None) -> list[LoggedRetrieval]:
@@ -227,7 +222,7 @@ def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: An
             # The pair history as it was at selection time (what the features were then).
             cands.append(CandidateCase(str(c["case_id"]), emb, float(c.get("similarity") or 0.0), str(c.get("label") or "unknown"),
                                        c.get("reward_source"), float(c.get("pair_successes") or 0.0),
-                                       float(c.get("pair_failures") or 0.0)))  # fmt: skip
+                                       float(c.get("pair_failures") or 0.0), str(c.get("question") or "")))  # fmt: skip
             shown.append(bool(c.get("shown")))
         reward = r.get("reward")
         y = float(reward) if reward is not None else (1.0 if r.get("label") == "positive" else 0.0)
@@ -237,8 +232,9 @@ def logs_from_records(records: Iterable[dict[str, Any]], embedder: Any, bank: An
         # The probability with which the logging policy showed exactly this set (IPS needs it).
         dist = {tuple(sorted(int(i) for i in st)): float(p) for st, p in slates} if slates else {}
         logged_p = dist.get(tuple(i for i, s in enumerate(shown) if s)) if slates else None
+        arm = r.get("arm") or {}
         out.append(LoggedRetrieval(query_key(r["query"]), qvec[r["query"]], cands, np.array(shown, bool), min(1.0, max(0.0, y)),
-                                   logged_p))  # fmt: skip
+                                   logged_p, arm.get("arm"), arm.get("p")))  # fmt: skip
     return out
 
 
@@ -256,6 +252,8 @@ class RetrainDecision:
     confidence: float = DEFAULT_CONFIDENCE
     fit_seconds: float = 0.0
     finished_at: float = 0.0
+    share: float = START_SHARE
+    demoted: bool = False
 
 
 def _finite(x: float) -> float | None:
@@ -271,31 +269,33 @@ def retrain_from_log(
     confidence: float = DEFAULT_CONFIDENCE,
     gate: bool = True,
 ) -> RetrainDecision:
-    """Fit a candidate on the log; promote it if OPE prefers it to the incumbent, else put it on canary."""
+    """Refit the bandit on the log, let the A/B comparison of arms set its share, and save both.
+
+    ``k`` is kept for callers; the arm comparison does not replay selections.
+    """
     started = time.perf_counter()
-    incumbent = BanditSelector.load(path).model
+    share = START_SHARE
+    if Path(path).is_file():
+        try:
+            share = float(load_bandit(path)[2].get("share", START_SHARE))
+        except BanditCheckpointError as exc:
+            log.warning("retraining over an unusable policy file: %s", exc)
     candidate = CaseValueModel(config or BanditConfig(seed=len(logs))).fit(logs)
     fit_s = time.perf_counter() - started
-    retire = False
+    promoted = demoted = False
+    numbers: dict[str, float | None] = {}
     if gate:
-        verdict = gate_decision(logs, candidate, incumbent, k, confidence=confidence)
+        verdict = arm_gate(logs, share, confidence=confidence)
         est = verdict.estimate
-        promoted, retire, reason = verdict.promote, verdict.retire, verdict.reason
+        share, promoted, demoted, reason = verdict.share, verdict.promoted, verdict.demoted, verdict.reason
         numbers = {"candidate": _finite(est.candidate), "incumbent": _finite(est.incumbent), "low": _finite(est.low)}
     else:
-        promoted, reason, numbers = True, "installed without a gate", {}
-    if retire and Path(path).is_file():
-        os.replace(path, str(path) + ".retired")
-    meta = {"rows": len(logs), "decided_at": time.time(), "reason": reason}
-    if promoted:
-        version: str | None = save_bandit(candidate, path, meta)
-        canary_path(path).unlink(missing_ok=True)
-    else:
-        meta["canary_share"] = canary_share(DEFAULT_CANARY, est if gate else None)
-        save_bandit(candidate, canary_path(path), meta)
-        version = None
+        share, reason = 1.0, "no gate: the bandit serves every selection"
+    meta = {"rows": len(logs), "decided_at": time.time(), "reason": reason, "share": share}
+    version = save_bandit(candidate, path, meta)
+    canary_path(path).unlink(missing_ok=True)
     decision = RetrainDecision(promoted, reason, len(logs), version, confidence=confidence, fit_seconds=fit_s,
-                               finished_at=time.time(), **numbers)  # fmt: skip
+                               finished_at=time.time(), share=share, demoted=demoted, **numbers)  # fmt: skip
     try:
         with open(history_path(path), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(asdict(decision)) + "\n")

@@ -130,12 +130,12 @@ def train(
 
 
 def _is_bandit(checkpoint: Path) -> bool:
-    """Whether ``checkpoint`` names the case-value bandit (its file, or only its canary/history yet)."""
-    from memory.policy.bandit_serving import canary_path, history_path, is_bandit_checkpoint
+    """Whether ``checkpoint`` names the case-value bandit (its file, or only its history yet)."""
+    from memory.policy.bandit_serving import history_path, is_bandit_checkpoint
 
     if checkpoint.is_file():
         return is_bandit_checkpoint(checkpoint)
-    return canary_path(checkpoint).is_file() or history_path(checkpoint).is_file()
+    return history_path(checkpoint).is_file()
 
 
 def _bandit_logs(experience: Path, bank: Path | None, namespace: str | None) -> list[Any]:
@@ -162,30 +162,32 @@ def _bandit_logs(experience: Path, bank: Path | None, namespace: str | None) -> 
 
 def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespace: str | None, k: int,
                  confidence: float, json_out: Path | None) -> None:  # fmt: skip
-    """Off-policy estimates of the served bandit (and its canary) against similarity and the prior."""
+    """Off-policy estimates: the two serving arms as logged (A/B), and the served bandit's shown sets."""
     from memory.policy.bandit import CaseValueModel
-    from memory.policy.bandit_serving import BanditCheckpointError, canary_path, load_bandit
-    from memory.policy.ope import compare
+    from memory.policy.bandit_serving import BanditCheckpointError, load_bandit
+    from memory.policy.learner import WINDOW
+    from memory.policy.ope import compare, compare_arms
 
     policies: list[tuple[str, Any]] = []
     try:
         if checkpoint.is_file():
             model, version, _ = load_bandit(checkpoint)
             policies.append((f"policy {version}", model))
-        if canary_path(checkpoint).is_file():
-            model, version, _ = load_bandit(canary_path(checkpoint))
-            policies.append((f"canary {version}", model))
     except BanditCheckpointError as exc:
         raise _fail(str(exc)) from exc
     prior = CaseValueModel()
     if not policies:
         policies.append(("prior (no checkpoint yet)", prior))
     logs = _bandit_logs(experience, bank, namespace)
+    arms = {
+        "all": compare_arms(logs, confidence=confidence, min_ess=1.0),
+        f"last {WINDOW}": compare_arms(logs, window=WINDOW, confidence=confidence, min_ess=1.0),
+    }
 
     from memory.policy.bandit import SimilarityPolicy
 
     def prob_of(model: Any):
-        return lambda r: model.slate_probability(r.query_embedding, r.candidates, r.shown, k)
+        return lambda r: model.slate_probability(r.query_embedding, r.candidates, r.shown, k, r.query_key)
 
     similarity = SimilarityPolicy()
     rows: dict[str, dict[str, Any]] = {}
@@ -218,16 +220,35 @@ def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespac
     table.add_row(f"similarity top-{k}", _fmt(first["similarity"]), f"{first['similarity_ess']:.0f}", "", "")
     table.add_row("prior", _fmt(first["prior"]), f"{first['prior_ess']:.0f}", "", "")
     console.print(table)
-    console.print("Self-normalised IPS over whole shown sets, from the logged probability of each shown set (the same "
-                  "estimator the promotion gate uses; retrievals logged without one are skipped). Effective n: how many "
-                  "logged retrievals the estimate effectively rests on; a small one means a rough estimate.")  # fmt: skip
+    console.print("Self-normalised IPS over whole shown sets, from the logged probability of each shown set "
+                  "(retrievals logged without one are skipped). Effective n: how many logged retrievals the estimate "
+                  "effectively rests on; a small one means a rough estimate.")  # fmt: skip
+    ab = Table(title="serving arms, A/B (what the rollout gate decides on)")
+    for col in ("retrievals", "bandit arm", "similarity arm", f"bandit − similarity [{confidence:.0%} interval]",
+                "effective n (bandit / similarity)"):  # fmt: skip
+        ab.add_column(col, justify="right")
+    for span, est in arms.items():
+        if est.rows == 0:
+            ab.add_row(span, "—", "—", "no retrieval logged its arm", "—")
+            continue
+        ab.add_row(f"{span} ({est.rows})", _fmt(est.candidate), _fmt(est.incumbent),
+                   diff([est.difference, est.low, est.high]), f"{est.ess_candidate:.0f} / {est.ess_incumbent:.0f}")  # fmt: skip
+    console.print(ab)
+    console.print("Each retrieval was served by one arm, drawn at random with the logged probability; the estimate "
+                  "is each arm's success rate weighted by the inverse of that probability.")  # fmt: skip
     if json_out is not None:
         plain = {
             n: {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in r.items()}
             for n, r in rows.items()
         }
-        json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "k": k, "confidence": confidence, "policies": plain}, indent=2,
-                                       default=lambda x: None))  # fmt: skip
+        arm_rows = {
+            span: {
+                key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in est.__dict__.items()
+            }
+            for span, est in arms.items()
+        }
+        json_out.write_text(json.dumps({"checkpoint": str(checkpoint), "k": k, "confidence": confidence, "policies": plain,
+                                        "arms": arm_rows}, indent=2, default=lambda x: None))  # fmt: skip
 
 
 @app.command("eval")
@@ -332,13 +353,9 @@ def info(
 
 
 def _bandit_info(checkpoint: Path, as_json: bool, last: int = 5) -> None:
-    """The served bandit, its canary and its last retraining decisions."""
-    from memory.policy.bandit_serving import (
-        BanditCheckpointError,
-        canary_path,
-        history_path,
-        load_bandit,
-    )
+    """The served bandit, its share of selections and its last retraining decisions."""
+    from memory.policy.bandit_serving import BanditCheckpointError, history_path, load_bandit
+    from memory.policy.learner import START_SHARE
 
     def describe(path: Path) -> dict[str, Any] | None:
         if not path.is_file():
@@ -348,7 +365,8 @@ def _bandit_info(checkpoint: Path, as_json: bool, last: int = 5) -> None:
         except BanditCheckpointError as exc:
             return {"error": str(exc)}
         return {"version": version, "rows": model.n_rows, "case_values": len(model.case_index),
-                "dims": model.dims, "decided_at": meta.get("decided_at"), "reason": meta.get("reason")}  # fmt: skip
+                "dims": model.dims, "words": len(model.vocab), "decided_at": meta.get("decided_at"),
+                "reason": meta.get("reason"), "share": float(meta.get("share", START_SHARE))}  # fmt: skip
 
     history: list[dict[str, Any]] = []
     hist = history_path(checkpoint)
@@ -358,8 +376,7 @@ def _bandit_info(checkpoint: Path, as_json: bool, last: int = 5) -> None:
                 history.append(json.loads(line))
             except ValueError:
                 continue  # a torn last line of a crashed write
-    info: dict[str, Any] = {"checkpoint": describe(checkpoint), "canary": describe(canary_path(checkpoint)), "decisions": len(history),
-            "last_decisions": history[-last:]}  # fmt: skip
+    info: dict[str, Any] = {"checkpoint": describe(checkpoint), "decisions": len(history), "last_decisions": history[-last:]}
     if as_json:
         console.print_json(json.dumps(info))
         return
@@ -370,23 +387,25 @@ def _bandit_info(checkpoint: Path, as_json: bool, last: int = 5) -> None:
     table = Table(title=f"case-value bandit {checkpoint}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for label, part in (("policy", info["checkpoint"]), ("canary", info["canary"])):
-        if part is None:
-            table.add_row(label, "prior (no checkpoint yet)" if label == "policy" else "none")
-        elif "error" in part:
-            table.add_row(label, f"unusable: {part['error']}")
-        else:
-            table.add_row(label, f"{part['version']} ({part['rows']} retrievals, {part['case_values']} case values, "
-                                 f"{part['dims']} dims, decided {when(part['decided_at'])})")  # fmt: skip
+    part = info["checkpoint"]
+    if part is None:
+        table.add_row("policy", f"prior (no checkpoint yet), serving {START_SHARE:.0%} of selections")
+    elif "error" in part:
+        table.add_row("policy", f"unusable: {part['error']}")
+    else:
+        table.add_row("policy", f"{part['version']} ({part['rows']} retrievals, {part['case_values']} case values, "
+                                f"{part['words']} words, decided {when(part['decided_at'])})")  # fmt: skip
+        table.add_row("share", f"{part['share']:.0%} of selections (similarity serves the rest)")
     table.add_row("decisions", str(len(history)))
     console.print(table)
     if history:
         recent = Table(title=f"last {min(last, len(history))} retraining decisions")
-        for col in ("finished", "promoted", "rows", "candidate", "incumbent", "lower bound", "reason"):
+        for col in ("finished", "share", "rows", "bandit arm", "similarity arm", "lower bound", "reason"):
             recent.add_column(col, justify="right" if col not in ("finished", "reason") else "left")
         for h in history[-last:]:
             # The numbers have their own columns: the reason's first clause says why.
             reason = str(h.get("reason", "")).split(":", 1)[0]
-            recent.add_row(when(h.get("finished_at"), "%m-%d %H:%M:%S"), "yes" if h.get("promoted") else "no", str(h.get("rows", "—")),
+            share = h.get("share")
+            recent.add_row(when(h.get("finished_at"), "%m-%d %H:%M:%S"), f"{share:.0%}" if isinstance(share, (int, float)) else "—", str(h.get("rows", "—")),
                            _fmt(h.get("candidate")), _fmt(h.get("incumbent")), _fmt(h.get("low")), reason)  # fmt: skip
         console.print(recent)

@@ -1,24 +1,27 @@
-"""Learning within a stream: refit the case-value bandit every few dozen outcomes, promote by OPE.
+"""Learning within a stream: refit the case-value bandit every few dozen outcomes, roll it out by A/B.
 
-`BanditLearner` owns the serving model (the incumbent), the logged retrievals and the retraining
-cadence. Every ``retrain_every`` outcomes it fits a candidate on everything logged so far (a few
-milliseconds to a second) and installs it only when off-policy evaluation on the log says it is
-better than the incumbent at the stated confidence (`memory.policy.ope.compare`: self-normalised IPS
-over whole shown sets, which assumes nothing about how cases combine); with the gate off every refit
-is installed. Each decision is kept in ``decisions``. The first incumbent is similarity, so the
-learned mode never serves a bandit the log says is worse than showing the nearest cases; a bandit
-that later falls behind similarity is retired.
+Two policies serve retrieval side by side: similarity (the nearest K cases, the control arm) and
+the case-value bandit (the treatment arm). Each selection draws its arm at random with the current
+``share`` (``START_SHARE`` at first), and the arm and its probability are logged with the outcome. Every ``retrain_every``
+outcomes:
 
-(A pseudo-inverse slate estimator, which needs far fewer logged matches but trusts that cases add
-up, was tried first: where success is capped or floored it promoted candidates that were much
-worse, so it was removed.)
+1. the bandit is refit on everything logged so far (both arms' outcomes are training rows: the
+   model regresses outcomes on what was shown, whoever chose it);
+2. the gate compares the two arms off-policy (`memory.policy.ope.compare_arms`: self-normalised IPS
+   over the logged arm propensities, on each arm's most recent ``window`` outcomes) and moves the share:
+   * **promote** the bandit to ``promoted_share`` when it is better at ``confidence``;
+   * **demote** it to ``demoted_share`` when it is worse at ``confidence``;
+   * otherwise leave the share where it is.
 
-Off-policy evaluation can only judge a candidate on cases the log has seen shown. A cautious
-incumbent rarely shows the cases a better candidate wants, so the newest candidate serves a
-``canary`` share of selections (the logged probabilities account for the mixture exactly); the
-next decision then has outcomes for what it proposes. That is how a policy is rolled out.
+Why arms rather than comparing each refit with the incumbent on whole shown sets: a refit shows
+different sets from the model before it, so the logged sets almost never match what it would show
+and the estimate has no overlap (on the confounder grid such a gate almost never promoted, and the
+learned mode stayed similarity). The arm comparison is exact whatever the arms do inside, and it
+judges the bandit as it actually learns. Both arms keep a share (the smaller one explores), so a
+bandit that later falls behind is caught and similarity takes over again.
 
-The graph's online trainer and the simulator's fast stream use this same class.
+With the gate off the bandit serves every selection. The graph's online trainer
+(`memory.policy.bandit_serving.retrain_from_log`) applies the same rule (`arm_gate`).
 """
 
 from __future__ import annotations
@@ -40,12 +43,22 @@ from memory.policy.bandit import (
     fill_pair_history,
     select_mixture,
 )
-from memory.policy.ope import OpeEstimate, compare
+from memory.policy.ope import OpeEstimate, compare_arms
+
+# The bandit's share of selections before any evidence. Its prior is cautious (it shows a case only
+# where it expects one to help, nearest first), while similarity shows the nearest K whatever they
+# are: on the confounder grid an even split cost up to 0.08 of pass-1 accuracy against showing
+# nothing, 80/20 about half that. Similarity keeps a fifth as the control arm until the comparison decides.
+START_SHARE = 0.8
+PROMOTED_SHARE = 0.95
+DEMOTED_SHARE = 0.05
+WINDOW = 150
+MIN_ESS = 15.0
 
 
 @dataclass
 class Decision:
-    """One retraining round: the estimate it was decided on and whether the candidate was installed."""
+    """One retraining round: the refit, the arm comparison it was decided on, and the new share."""
 
     promoted: bool
     reason: str
@@ -53,6 +66,8 @@ class Decision:
     fit_seconds: float
     estimate: OpeEstimate | None = None
     version: int = 0
+    share: float = START_SHARE
+    demoted: bool = False
     finished_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,74 +78,57 @@ class Decision:
         return out
 
 
-def canary_share(share: float, estimate: OpeEstimate | None) -> float:
-    """The canary's share: full while the candidate may be better, a quarter once the log says it is worse.
+@dataclass(frozen=True)
+class ArmVerdict:
+    """The gate's answer: the bandit's new share, and why."""
 
-    A candidate the log already shows to be worse than the incumbent (its upper bound below zero)
-    would only cost tasks; it keeps a small probe share so a later, better fit can still be judged.
-    """
-    if estimate is None:
-        return share
-    # With too little overlap for an interval, the point estimate decides (it is all there is).
-    bound = estimate.high if np.isfinite(estimate.high) else estimate.difference
-    return share / 4.0 if np.isfinite(bound) and bound < 0.0 else share
-
-
-@dataclass
-class GateVerdict:
-    """Whether a candidate replaces the incumbent, or the incumbent gives way to similarity."""
-
-    promote: bool
-    retire: bool
+    share: float
+    promoted: bool
+    demoted: bool
     reason: str
     estimate: OpeEstimate
 
 
-def gate_decision(
+def arm_gate(
     logs: list[LoggedRetrieval],
-    candidate: CaseValueModel,
-    incumbent: CaseValueModel | SimilarityPolicy,
-    k: int,
+    share: float,
     *,
     confidence: float = 0.95,
-    min_ess: float = 20.0,
+    window: int = WINDOW,
+    min_ess: float = MIN_ESS,
+    promoted_share: float = PROMOTED_SHARE,
+    demoted_share: float = DEMOTED_SHARE,
     seed: int = 0,
-    incumbent_probability: Any = None,
-) -> GateVerdict:
-    """The promotion rule, shared by the in-process learner and the served policy's retraining.
+) -> ArmVerdict:
+    """The rollout rule, shared by the in-process learner and the served policy's retraining.
 
-    A candidate is promoted when self-normalised IPS on the log says it beats the incumbent at
-    ``confidence`` and, when the incumbent is a bandit, its estimate is not below similarity's.
-    An incumbent bandit that the log says is worse than similarity at ``confidence`` is retired.
+    Args:
+        logs: Judged retrievals, oldest first.
+        share: The bandit's current share of selections.
+        confidence: One-sided confidence for moving the share either way.
+        window: The arms are compared on each arm's most recent this many retrievals.
+        min_ess: Each arm needs this effective sample size in the window.
+        promoted_share: The bandit's share once it is better at ``confidence``.
+        demoted_share: Its share once it is worse at ``confidence``.
+        seed: Bootstrap seed.
+
     """
-    similarity = SimilarityPolicy()
-
-    def cand(r: LoggedRetrieval) -> float:
-        return candidate.slate_probability(r.query_embedding, r.candidates, r.shown, k)
-
-    def inc(r: LoggedRetrieval) -> float:
-        return incumbent.slate_probability(r.query_embedding, r.candidates, r.shown, k)
-
-    def sim(r: LoggedRetrieval) -> float:
-        return similarity.slate_probability(r.query_embedding, r.candidates, r.shown, k)
-
-    inc_p = incumbent_probability or inc
-    est = compare(logs, cand, inc_p, confidence=confidence, min_ess=min_ess, seed=seed)
-    if isinstance(incumbent, SimilarityPolicy):
-        return GateVerdict(est.promote, False, est.reason, est)
+    est = compare_arms(logs, "bandit", "similarity", window=window, confidence=confidence, min_ess=min_ess, seed=seed)
     if est.promote:
-        vs_sim = compare(logs, cand, sim, confidence=confidence, min_ess=min_ess, seed=seed)
-        if vs_sim.difference >= 0.0:
-            return GateVerdict(True, False, est.reason, est)
-        return GateVerdict(False, False, "better than the incumbent but not than similarity: " + vs_sim.reason, est)
-    back = compare(logs, sim, inc_p, confidence=confidence, min_ess=min_ess, seed=seed)
-    if back.promote:
-        return GateVerdict(False, True, "incumbent retired, similarity serves: " + back.reason, est)
-    return GateVerdict(False, False, est.reason, est)
+        return ArmVerdict(promoted_share, share < promoted_share, False, "bandit arm " + est.reason, est)
+    # The mirror test: similarity better than the bandit at the same confidence.
+    high = est.high
+    if np.isfinite(high) and high < 0.0:
+        reason = (
+            f"bandit arm {est.candidate:.3f} vs similarity {est.incumbent:.3f}: worse at {confidence:.0%} "
+            f"confidence (upper bound {high:+.3f}); similarity serves"
+        )
+        return ArmVerdict(demoted_share, False, share > demoted_share, reason, est)
+    return ArmVerdict(share, False, False, "bandit arm " + est.reason, est)
 
 
 class BanditLearner:
-    """The incumbent bandit, its log, and when to refit and promote."""
+    """The bandit, its share against similarity, its log, and when to refit and move the share."""
 
     def __init__(
         self,
@@ -140,23 +138,25 @@ class BanditLearner:
         retrain_every: int = 25,
         gate: bool = True,
         confidence: float = 0.95,
-        canary: float = 0.1,
-        min_ess: float = 20.0,
-        start: str = "similarity",
+        share: float = START_SHARE,
+        window: int = WINDOW,
+        min_ess: float = MIN_ESS,
+        promoted_share: float = PROMOTED_SHARE,
+        demoted_share: float = DEMOTED_SHARE,
     ):
-        """Start from similarity (or the bandit's prior) and learn from there.
+        """Start from the bandit's prior serving ``share`` of selections and similarity the rest.
 
         Args:
             config: Bandit priors and sizes.
-            k: Cases shown at most (the OPE replays selections with the same K).
+            k: Cases shown at most.
             retrain_every: Refit after this many new outcomes (0: never refit automatically).
-            gate: Install a refit only when OPE (self-normalised IPS over whole shown sets) prefers it at
-                ``confidence``.
-            confidence: One-sided confidence of the OPE gate.
-            canary: Share of selections served by the newest unpromoted candidate (gate on).
-            min_ess: Effective sample size both policies need on the log for a decision.
-            start: First incumbent: ``similarity`` (a bandit serves only once OPE prefers it to
-                similarity) or ``prior`` (the cautious bandit prior serves from the start).
+            gate: Move the share by the A/B comparison of arms; off: the bandit serves everything.
+            confidence: One-sided confidence of the gate.
+            share: The bandit's share before any evidence.
+            window: The gate compares the arms on each arm's this many most recent outcomes.
+            min_ess: Effective sample size each arm needs in the window for a decision.
+            promoted_share: The bandit's share once promoted.
+            demoted_share: Its share once demoted (it keeps exploring and learning).
 
         """
         self.config = config or BanditConfig()
@@ -164,20 +164,17 @@ class BanditLearner:
         self.retrain_every = retrain_every
         self.gate = gate
         self.confidence = confidence
-        self.canary = canary
+        self.window = window
         self.min_ess = min_ess
-        if start not in ("similarity", "prior"):
-            raise ValueError(f"start must be similarity or prior, got {start!r}")
-        self.model: CaseValueModel | SimilarityPolicy = (
-            SimilarityPolicy() if start == "similarity" and gate else CaseValueModel(self.config)
-        )
-        self.challenger: CaseValueModel | None = None
-        self.challenger_share = 0.0
+        self.promoted_share = promoted_share
+        self.demoted_share = demoted_share
+        self.share = share if gate else 1.0
+        self.model = CaseValueModel(self.config)
+        self.similarity = SimilarityPolicy()
         self.version = 0
         self.logs: list[LoggedRetrieval] = []
         self.decisions: list[Decision] = []
         self._pending = 0
-        self._incumbent_slate_p: dict[int, np.ndarray] = {}
         self._pairs: dict[str, tuple[float, float]] = {}
 
     def with_history(self, query: str, candidates: list[CandidateCase]) -> list[CandidateCase]:
@@ -185,18 +182,21 @@ class BanditLearner:
         return fill_pair_history(self._pairs, query, candidates)
 
     def select(
-        self, query_embedding: np.ndarray, candidates: list[CandidateCase], rng: np.random.Generator
+        self,
+        query_embedding: np.ndarray,
+        candidates: list[CandidateCase],
+        rng: np.random.Generator,
+        query: str = "",
     ) -> Selection:
-        """The incumbent's exploring choice, or the canary's, with exact propensities of the mixture.
+        """The bandit's exploring choice with probability ``share``, else similarity's; exact propensities.
 
-        Pass candidates through `with_history` first, and log those (the features as selected).
+        Pass candidates through `with_history` first, and log those (the features as selected),
+        with the selection's arm and arm propensity.
         """
-        return select_mixture(
-            self.model, self.challenger, self.challenger_share, query_embedding, candidates, self.k, rng
-        )
+        return select_mixture(self.similarity, self.model, self.share, query_embedding, candidates, self.k, rng, query)
 
     def observe(self, record: LoggedRetrieval) -> Decision | None:
-        """Log an outcome; refit (and maybe promote) when due. Returns the decision if one was made."""
+        """Log an outcome; refit (and maybe move the share) when due. Returns the decision if one was made."""
         self.logs.append(record)
         add_pair_outcomes(self._pairs, record)
         self._pending += 1
@@ -206,41 +206,21 @@ class BanditLearner:
         return None
 
     def retrain(self) -> Decision:
-        """Fit a candidate on the whole log and decide whether it serves."""
+        """Refit the bandit on the whole log and let the arm comparison set its share."""
         started = time.perf_counter()
         cfg = replace(self.config, seed=self.config.seed + self.version + 1)
-        candidate = CaseValueModel(cfg).fit(self.logs)
+        self.model = CaseValueModel(cfg).fit(self.logs)
+        self.version += 1
         fit_s = time.perf_counter() - started
         if not self.gate:
-            decision = Decision(True, "installed without a gate", len(self.logs), fit_s)
+            decision = Decision(False, "no gate: the bandit serves every selection", len(self.logs), fit_s, share=1.0)
         else:
-            k = self.k
-            cache = self._incumbent_slate_p
-            incumbent_model = self.model
-
-            def incumbent(r: LoggedRetrieval) -> float:
-                # The incumbent is unchanged until a promotion: replay each retrieval once.
-                if id(r) not in cache:
-                    cache[id(r)] = np.array(
-                        [incumbent_model.slate_probability(r.query_embedding, r.candidates, r.shown, k)]
-                    )
-                return float(cache[id(r)][0])
-
-            verdict = gate_decision(self.logs, candidate, incumbent_model, k, confidence=self.confidence,
-                                    min_ess=self.min_ess, seed=self.version, incumbent_probability=incumbent)  # fmt: skip
-            decision = Decision(verdict.promote, verdict.reason, len(self.logs), fit_s, verdict.estimate)
-            if verdict.retire:
-                self.model = SimilarityPolicy()
-                self._incumbent_slate_p = {}
-        if decision.promoted:
-            self.model = candidate
-            self.challenger = None
-            self.challenger_share = 0.0
-            self._incumbent_slate_p = {}
-            self.version += 1
-        elif self.gate:
-            self.challenger = candidate
-            self.challenger_share = canary_share(self.canary, decision.estimate)
+            verdict = arm_gate(self.logs, self.share, confidence=self.confidence, window=self.window,
+                               min_ess=self.min_ess, promoted_share=self.promoted_share,
+                               demoted_share=self.demoted_share, seed=self.version)  # fmt: skip
+            self.share = verdict.share
+            decision = Decision(verdict.promoted, verdict.reason, len(self.logs), fit_s, verdict.estimate,
+                                share=verdict.share, demoted=verdict.demoted)  # fmt: skip
         decision.version = self.version
         self.decisions.append(decision)
         return decision

@@ -9,10 +9,11 @@ The graph's write-back step calls, after logging a judged outcome in learned mod
 Every ``every`` calls (``MEMENTO_POLICY_RETRAIN_EVERY``, default 20; 0 turns it off) a thread
 reads the namespace's judged retrievals from the experience log, turns them into bandit training
 rows (`memory.policy.bandit_serving.logs_from_records`: case vectors from the bank, exact logged
-propensities and set distributions) and runs `retrain_from_log`: a candidate is fitted on the
-whole log and promoted only when off-policy evaluation prefers it to the incumbent at the stated
-confidence; otherwise it serves a canary share of selections. Running graphs pick the change up
-on their next retrieval (`memory.policy.selection.SelectorCache` reloads changed files).
+propensities, set distributions and arms) and runs `retrain_from_log`: the bandit is refit on the
+whole log, and its share of selections moves only when the off-policy A/B comparison of the
+bandit and similarity arms says one is better at the stated confidence (`memory.policy.learner`).
+Running graphs pick the change up on their next retrieval (`memory.policy.selection.SelectorCache`
+reloads changed files).
 Every decision is appended to ``<policy>.history.jsonl``.
 
 The MLP scorer's promotion gate (`train_and_promote`, held-out selection AUC) stays below for
@@ -81,7 +82,7 @@ class OnlineTrainer:
         """Configure a trainer (a graph's `nodes.resources.Resources` keeps one per paths and namespace).
 
         Args:
-            policy_path: Checkpoint to create or replace (its canary and history live beside it).
+            policy_path: Checkpoint to create or replace (its history lives beside it).
             experience_path: Experience log to learn from (default: ``MEMENTO_EXPERIENCE_PATH``
                 or ``.memento/experience.sqlite``).
             every: Retrain after this many outcomes (default ``MEMENTO_POLICY_RETRAIN_EVERY``
@@ -184,7 +185,7 @@ class OnlineTrainer:
         return self._query_cache
 
     def retrain(self) -> Any:
-        """Fit a candidate now (in this thread); promote it by OPE or put it on canary.
+        """Refit now (in this thread); the A/B comparison of arms sets its share.
 
         Returns:
             The `memory.policy.bandit_serving.RetrainDecision` (also appended to the history).
@@ -219,7 +220,7 @@ class OnlineTrainer:
                     # file aside and let the candidate compete with the prior instead.
                     aside = self.policy_path.with_name(self.policy_path.name + ".unusable")
                     os.replace(self.policy_path, aside)
-                    reason = f"the checkpoint could not be used and was moved to {aside.name} ({exc}); the prior is the incumbent"
+                    reason = f"the checkpoint could not be used and was moved to {aside.name} ({exc}); the refit starts from the prior's share"
                     _append_history(
                         self.policy_path, asdict(RetrainDecision(False, reason, 0, None, finished_at=time.time()))
                     )

@@ -282,15 +282,14 @@ class SelectorCache:
             return selector
 
     def load_bandit_selector(self, policy_path: str | os.PathLike[str] | None) -> Any:
-        """The case-value bandit serving learned mode: the checkpoint and its canary, cached per path.
+        """The case-value bandit serving learned mode: the checkpoint and its share, cached per path.
 
-        Reloaded when the checkpoint or its canary changes (mtime, size or inode: a promotion or a
-        new canary written by the online trainer), so a running graph serves it from its next
-        retrieval.
+        Reloaded when the checkpoint changes (mtime, size or inode: a refit written by the online
+        trainer), so a running graph serves it from its next retrieval.
 
         Returns:
-            A `memory.policy.bandit_serving.BanditSelector`; similarity (version ``similarity``)
-            serves while no bandit has been promoted yet.
+            A `memory.policy.bandit_serving.BanditSelector`; before any retraining it serves the
+            bandit's prior (version ``prior``) at its starting share.
 
         Raises:
             BanditCheckpointError: The checkpoint exists but cannot be used and no earlier version

@@ -121,9 +121,9 @@ def test_learned_retrieval_chooses_among_cached_candidates(filled_bank, policy_p
 
 
 def test_learned_mode_falls_back_to_similarity(filled_bank, tmp_path, caplog):
-    # No checkpoint yet is not a fallback: similarity serves until a bandit is promoted.
+    # No checkpoint yet is not a fallback: the bandit's prior and similarity share the selections.
     got = retrieve_cases(filled_bank, QUESTION, mode="learned", k=2, policy_path=str(tmp_path / "none.pt"))
-    assert got.selector == "learned" and got.policy_version == "similarity" and not got.fallback
+    assert got.selector == "learned" and got.policy_version == "prior" and not got.fallback
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")

@@ -1,4 +1,4 @@
-"""The case-value bandit: subset choice, exact propensities, what it learns, and the OPE gate."""
+"""The case-value bandit: subset choice, exact propensities, what it learns, and the A/B rollout gate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memory.policy.bandit import BanditConfig, CandidateCase, CaseValueModel, LoggedRetrieval
-from memory.policy.learner import BanditLearner
+from memory.policy.learner import START_SHARE, BanditLearner
 from memory.policy.ope import compare
 
 
@@ -157,12 +157,15 @@ def test_learner_refits_on_schedule_and_records_decisions():
     logs, _, _ = _logs(60)
     learner = BanditLearner(BanditConfig(dims=4), k=3, retrain_every=20, gate=False)
     decisions = [d for r in logs if (d := learner.observe(r)) is not None]
-    assert len(decisions) == 3 and all(d.promoted for d in decisions)
+    # Without the gate every refit serves every selection.
+    assert len(decisions) == 3 and all(d.share == 1.0 for d in decisions) and learner.share == 1.0
     assert learner.version == 3 and learner.model.n_rows == 60
     gated = BanditLearner(BanditConfig(dims=4), k=3, retrain_every=30, gate=True)
     for r in logs:
         gated.observe(r)
+    # These logs name no arm: the gate has nothing to compare and leaves the starting share.
     assert len(gated.decisions) == 2 and all(d.estimate is not None for d in gated.decisions)
+    assert gated.share == START_SHARE and "arm" in gated.decisions[-1].reason
 
 
 def test_refit_is_cheap():
@@ -175,29 +178,98 @@ def test_refit_is_cheap():
     assert time.process_time() - started < 10
 
 
-def test_gate_promotes_a_bandit_over_similarity_only_when_the_log_says_it_is_better():
-    from memory.policy.bandit import SimilarityPolicy
-    from memory.policy.learner import gate_decision
-
-    logs, _, _ = _logs(2500, seed=5)
-    good = CaseValueModel(BanditConfig(dims=8, metric_var=0.05, temperature=0.01)).fit(logs)
-    # Similarity shows the nearer look-alikes here: the fitted bandit beats it on the log.
-    verdict = gate_decision(logs, good, SimilarityPolicy(), 3, confidence=0.95, min_ess=10)
-    assert verdict.promote and not verdict.retire, verdict.reason
-    assert verdict.estimate.candidate > verdict.estimate.incumbent
-    # A candidate no better than the incumbent (itself) is not promoted.
-    again = gate_decision(logs, good, good, 3, confidence=0.95, min_ess=10)
-    assert not again.promote and not again.retire
+def _arm_logs(n: int, bandit_rate: float, similarity_rate: float, share: float, seed: int = 0):
+    """Logs of an A/B rollout: each retrieval's arm drawn with ``share``, its outcome by the arm's rate."""
+    rng = np.random.default_rng(seed)
+    logs = []
+    for _ in range(n):
+        bandit = rng.random() < share
+        rate = bandit_rate if bandit else similarity_rate
+        arm, p = ("bandit", share) if bandit else ("similarity", 1.0 - share)
+        logs.append(LoggedRetrieval("q", np.zeros(4, np.float32), [], np.zeros(0, bool), float(rng.random() < rate),
+                                    1.0, arm, p))  # fmt: skip
+    return logs
 
 
-def test_canary_share_shrinks_once_the_candidate_is_shown_worse():
-    from memory.policy.learner import canary_share
-    from memory.policy.ope import OpeEstimate
+def test_arm_gate_promotes_demotes_or_holds_at_the_stated_confidence():
+    from memory.policy.learner import DEMOTED_SHARE, PROMOTED_SHARE, arm_gate
 
-    def est(diff: float, high: float) -> OpeEstimate:
-        return OpeEstimate(0.5, 0.5, diff, float("nan"), high, 0.95, 100, 50.0, 50.0, False, "")
+    better = arm_gate(_arm_logs(200, 0.8, 0.4, 0.5), 0.5, confidence=0.95)
+    assert better.promoted and better.share == PROMOTED_SHARE and better.estimate.low > 0, better.reason
+    worse = arm_gate(_arm_logs(200, 0.3, 0.7, 0.5, seed=1), 0.5, confidence=0.95)
+    assert worse.demoted and worse.share == DEMOTED_SHARE and "similarity serves" in worse.reason
+    # Level arms: not enough evidence either way, the share stays where it is.
+    level = arm_gate(_arm_logs(200, 0.5, 0.5, 0.5, seed=2), 0.5, confidence=0.95)
+    assert not level.promoted and not level.demoted and level.share == 0.5
+    # Only each arm's recent window counts: a bandit that was worse early and better now is promoted.
+    history = _arm_logs(300, 0.2, 0.6, 0.5, seed=3) + _arm_logs(200, 0.85, 0.5, 0.5, seed=4)
+    assert arm_gate(history, 0.5, window=90).promoted
+    assert not arm_gate(history, 0.5, window=0).promoted
+    # Once promoted, similarity serves 5%: its window reaches back far enough to still be judged.
+    promoted = _arm_logs(2000, 0.3, 0.7, PROMOTED_SHARE, seed=7)
+    assert arm_gate(promoted, PROMOTED_SHARE, window=150).demoted
 
-    assert canary_share(0.2, None) == 0.2
-    assert canary_share(0.2, est(0.01, 0.05)) == 0.2
-    assert canary_share(0.2, est(-0.1, -0.02)) == pytest.approx(0.05)
-    assert canary_share(0.2, est(-0.1, float("nan"))) == pytest.approx(0.05)
+
+def test_arm_estimates_weight_by_the_inverse_of_the_logged_arm_probability():
+    from memory.policy.ope import compare_arms
+
+    # The bandit served 10% of the time at first and 90% later; both arms succeed at their own
+    # rate whatever the share, and the estimate recovers each rate.
+    logs = _arm_logs(3000, 0.7, 0.4, 0.1, seed=5) + _arm_logs(3000, 0.7, 0.4, 0.9, seed=6)
+    est = compare_arms(logs)
+    assert est.candidate == pytest.approx(0.7, abs=0.03) and est.incumbent == pytest.approx(0.4, abs=0.03)
+    assert est.rows == 6000 and est.promote
+    assert compare_arms([r for r in logs if r.arm == "bandit"], min_ess=5).reason.startswith("too little")
+    assert compare_arms([]).reason == "no logged retrieval names its arm"
+
+
+def test_mixture_logs_the_arm_and_its_exact_probability():
+    from memory.policy.bandit import SimilarityPolicy, select_mixture
+
+    rng, family_dir = _world(3)
+    q, cands, _ = _candidates(rng, family_dir, 0)
+    model = CaseValueModel(BanditConfig(show_prior=0.2))
+    arms = [select_mixture(SimilarityPolicy(), model, 0.3, q, cands, 2, np.random.default_rng(s)) for s in range(600)]
+    share = np.mean([a.arm == "bandit" for a in arms])
+    assert 0.24 < share < 0.36
+    assert {(a.arm, round(a.arm_propensity, 6)) for a in arms} == {("bandit", 0.3), ("similarity", 0.7)}
+    # The whole-set distribution mixes both arms: it sums to one and contains similarity's top 2.
+    top2 = tuple(sorted(np.argsort([-c.similarity for c in cands])[:2].tolist()))
+    dist = dict(arms[0].slates)
+    assert sum(dist.values()) == pytest.approx(1.0) and dist[top2] >= 0.7
+    assert select_mixture(SimilarityPolicy(), model, 1.0, q, cands, 2, rng).arm == "bandit"
+    assert select_mixture(SimilarityPolicy(), model, 0.0, q, cands, 2, rng).arm == "similarity"
+
+
+def test_words_that_differ_teach_the_bandit_to_skip_look_alikes():
+    """A look-alike shares the query's context but not the words that decide what is asked."""
+    clauses = ["which shelf currently holds", "which shelf previously held"]
+    contexts = ["In the quarterly warehouse report,", "According to the northern depot ledger,"]
+    rng = np.random.default_rng(0)
+
+    def question(f: int, c: int) -> str:
+        return f"{contexts[c]} {clauses[f]} item K-{rng.integers(100, 999)}?"
+
+    logs = []
+    for _ in range(400):
+        f, c = int(rng.integers(2)), int(rng.integers(2))
+        q = question(f, c)
+        # Same family, other context (helps); other family, same context (hurts). No embedding
+        # signal at all (every vector is the same), and similarity ranks the look-alikes first.
+        cands = [CandidateCase(f"c{i}", np.ones(8, np.float32), 0.9 - 0.1 * i, "positive", question=question(ff, cc))
+                 for i, (ff, cc) in enumerate([(1 - f, c), (1 - f, c), (f, 1 - c), (f, 1 - c)])]  # fmt: skip
+        shown = rng.random(4) < 0.5
+        p = np.clip(0.3 + 0.3 * shown[2:].sum() - 0.2 * shown[:2].sum(), 0.02, 0.95)
+        logs.append(LoggedRetrieval(q.lower(), np.ones(8, np.float32), cands, shown, float(rng.random() < p), 0.0625))
+    model = CaseValueModel(BanditConfig(temperature=0.01)).fit(logs)
+    assert {"currently", "previously", "holds", "held"} <= set(model.vocab)
+    q = question(0, 0)
+    test = [CandidateCase("x0", np.ones(8, np.float32), 0.95, "positive", question=question(1, 0)),
+            CandidateCase("x1", np.ones(8, np.float32), 0.7, "positive", question=question(0, 1))]  # fmt: skip
+    effects, _ = model.effects(np.ones(8, np.float32), test, q)
+    assert effects[0] < 0 < effects[1], effects
+    chosen = model.select(np.ones(8, np.float32), test, 2, np.random.default_rng(0), explore=False, query=q)
+    assert chosen.order.tolist() == [1]
+    # Persisted with its vocabulary: a reloaded model scores the same.
+    again = CaseValueModel.from_state(model.state())
+    np.testing.assert_allclose(again.effects(np.ones(8, np.float32), test, q)[0], effects, rtol=1e-5)

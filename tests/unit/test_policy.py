@@ -317,11 +317,12 @@ def test_experience_rows(tmp_path):
     assert data.target.tolist() == data.features[:, FEATURE_NAMES.index("label_positive")].tolist()
 
 
-def _bandit_experience(path, bank, n: int, seed: int = 0) -> None:
-    """Judged retrievals logged by a uniform exploring policy: positive cases help, negative ones hurt.
+def _bandit_experience(path, bank, n: int, seed: int = 0, *, bandit_helps: bool = True, share: float = 0.8) -> None:
+    """Judged retrievals of an A/B rollout: positive cases help, negative ones hurt.
 
-    Every retrieval could have shown any set of at most two of six stored cases, each with the
-    same probability, and logs that whole distribution (what off-policy evaluation needs).
+    Each retrieval draws its arm with ``share`` and logs it. The similarity arm shows any set of at
+    most two of six stored cases, uniformly; the bandit arm shows the two positive cases (or, with
+    ``bandit_helps`` off, the two negative ones).
     """
     from itertools import combinations
 
@@ -331,12 +332,17 @@ def _bandit_experience(path, bank, n: int, seed: int = 0) -> None:
     slates = [list(c) for size in range(3) for c in combinations(range(len(ids)), size)]
     log = ExperienceLog(path)
     for i in range(n):
-        chosen = slates[int(rng.integers(len(slates)))]
+        bandit = bool(rng.random() < share)
+        if bandit:
+            chosen = [j for j, cid in enumerate(ids) if (labels[cid] == "positive") == bandit_helps][:2]
+        else:
+            chosen = slates[int(rng.integers(len(slates)))]
         cands = [{"case_id": cid, "similarity": float(rng.uniform(0.3, 0.8)), "label": labels[cid], "shown": j in chosen,
                   "propensity": sum(j in st for st in slates) / len(slates), "score": None} for j, cid in enumerate(ids)]  # fmt: skip
         rid = f"r{seed}-{i}"
+        arm = {"arm": "bandit", "p": share} if bandit else {"arm": "similarity", "p": 1.0 - share}
         log.log_retrieval(rid, namespace="default", query=f"question {i}", candidates=cands, selector="learned",
-                          slates=[(st, 1.0 / len(slates)) for st in slates])  # fmt: skip
+                          slates=[(st, 1.0 / len(slates)) for st in slates], arm=arm)  # fmt: skip
         helped = sum(1 if labels[ids[j]] == "positive" else -1 for j in chosen)
         ok = rng.random() < min(1.0, max(0.0, 0.35 + 0.3 * helped))
         log.log_outcome(rid, reward=float(ok), label="positive" if ok else "negative")
@@ -356,49 +362,48 @@ def bandit_bank(tmp_path):
     return bank
 
 
-def test_online_trainer_promotes_only_without_regression(tmp_path, bandit_bank):
-    from dataclasses import replace
-
+def test_online_trainer_moves_the_share_by_the_arm_comparison(tmp_path, bandit_bank):
     from memory.embeddings import HashEmbedder
-    from memory.policy.bandit import BanditConfig
+    from memory.policy.learner import DEMOTED_SHARE, PROMOTED_SHARE, START_SHARE
     from memory.policy.selection import load_bandit_selector
 
     exp = tmp_path / "exp.sqlite"
     policy = tmp_path / "policy.pt"
-    # Enough retrievals that each policy's sets were logged a few dozen times (whole-set IPS).
-    _bandit_experience(exp, bandit_bank, 700)
+    _bandit_experience(exp, bandit_bank, 300)
     trainer = OnlineTrainer(
         policy, exp, every=3, bank=bandit_bank, embedder=HashEmbedder(DIM), namespace="default", k=2
     )
-    # Before any promotion similarity serves.
-    assert load_bandit_selector(policy).version == "similarity"
+    # Before any retraining the bandit's prior serves its starting share.
+    before = load_bandit_selector(policy)
+    assert before.version == "prior" and before.share == START_SHARE
     assert trainer.notify_outcome() is False
     assert trainer.notify_outcome() is False
     assert trainer.notify_outcome() is True
     first = trainer.wait(timeout=120)
-    # Off-policy evaluation on the log prefers the fitted bandit (it shows the cases that helped)
-    # to similarity (whose nearest cases here are as often harmful as helpful).
-    assert first is not None and first.promoted, first
+    # The bandit arm (it shows the cases that help) beats the similarity arm on the log.
+    assert first is not None and first.promoted and first.share == PROMOTED_SHARE, first
     assert first.candidate > first.incumbent and first.low > 0
     live = load_bandit_selector(policy)
-    assert live.version == first.version and live.canary is None
+    assert live.version == first.version and live.share == PROMOTED_SHARE
 
-    # A crippled candidate (it believes showing any case costs a lot) cannot beat the incumbent:
-    # the file is kept and the candidate only goes on canary.
-    before = policy.read_bytes()
-    trainer.config = replace(BanditConfig(), show_prior=-5.0, static_var=1e-8, case_var=1e-8, metric_var=1e-8)
+    # Later the bandit arm shows the harmful cases: the comparison on recent outcomes demotes it.
+    _bandit_experience(exp, bandit_bank, 600, seed=1, bandit_helps=False, share=PROMOTED_SHARE)
     second = trainer.retrain()
-    assert not second.promoted and second.candidate < second.incumbent
-    assert policy.read_bytes() == before
+    assert second.demoted and not second.promoted and second.share == DEMOTED_SHARE, second
+    assert second.candidate < second.incumbent
     live = load_bandit_selector(policy)
-    assert live.version == first.version and live.canary is not None
+    assert live.version == second.version and live.share == DEMOTED_SHARE
 
     history = [json.loads(line) for line in (tmp_path / "policy.pt.history.jsonl").read_text().splitlines()]
-    assert [h["promoted"] for h in history] == [True, False]
+    assert [(h["promoted"], h["demoted"], h["share"]) for h in history] == [
+        (True, False, PROMOTED_SHARE),
+        (False, True, DEMOTED_SHARE),
+    ]
 
 
 def test_online_trainer_waits_for_enough_data(tmp_path, bandit_bank):
     from memory.embeddings import HashEmbedder
+    from memory.policy.learner import START_SHARE
 
     trainer = OnlineTrainer(
         tmp_path / "p.pt", tmp_path / "exp.sqlite", every=1, bank=bandit_bank, embedder=HashEmbedder(DIM)
@@ -407,6 +412,7 @@ def test_online_trainer_waits_for_enough_data(tmp_path, bandit_bank):
     assert not result.promoted and "no judged retrieval" in result.reason
     _bandit_experience(tmp_path / "exp.sqlite", bandit_bank, 4)
     result = trainer.retrain()
-    assert not result.promoted and "too little overlap" in result.reason
-    assert not (tmp_path / "p.pt").exists()
+    # Four outcomes are too few to compare the arms: the refit is written at its starting share.
+    assert not result.promoted and not result.demoted and "too little overlap" in result.reason
+    assert result.share == START_SHARE and (tmp_path / "p.pt").exists()
     assert OnlineTrainer(tmp_path / "p.pt", every=0).notify_outcome() is False

@@ -80,3 +80,23 @@ def test_gap_share_and_paired_interval():
     assert mean == pytest.approx(0.375) and 0 < lo < mean < hi
     mean, lo, hi = paired_interval(a, a)
     assert mean == lo == hi == 0.0
+
+
+def test_learned_beats_similarity_where_look_alikes_mislead(embedder):
+    """The strongly confounded point of the grid, one seed: look-alikes cost 0.2 each.
+
+    Similarity keeps showing look-alikes of the paired family; the bandit learns from outcomes which
+    words set a look-alike apart, and the A/B gate hands it the traffic. Same tasks, same draws.
+    """
+    tasks = generate_tasks(6, 10, seed=0)
+    emb = np.asarray(embedder.embed([t.question for t in tasks]), dtype=np.float32)
+    params = SimParams(base=0.25, bonus=0.25, penalty=0.2)
+    runs = {m: run_stream(tasks, emb, m, params=params, passes=4, seed=0) for m in ("none", "similarity", "learned")}
+    sim, learned = runs["similarity"].accuracy(4), runs["learned"].accuracy(4)
+    assert learned >= sim + 0.2, (learned, sim)
+    # It shows fewer misleading cases than similarity by the last pass, and it was promoted.
+    bad = {m: np.mean([b for _, b in runs[m].composition[4]]) for m in ("similarity", "learned")}
+    assert bad["learned"] < bad["similarity"] / 2, bad
+    assert any(d["promoted"] for d in runs["learned"].decisions)
+    # In pass 1, with nothing learned yet, memory does not cost much against no memory.
+    assert runs["learned"].accuracy(1) >= runs["none"].accuracy(1) - 0.1
