@@ -76,6 +76,13 @@ def eval_command(
     ] = False,
     families: Annotated[int, typer.Option(help="--simulate: task families.")] = 10,
     per_family: Annotated[int, typer.Option(help="--simulate: tasks per family.")] = 12,
+    penalty: Annotated[
+        float, typer.Option(help="--simulate: success lost per misleading case shown (a look-alike or a wrong label).")
+    ] = 0.08,
+    bonus: Annotated[float, typer.Option(help="--simulate: success gained per same-family case shown.")] = 0.3,
+    wrong_label: Annotated[
+        float, typer.Option(help="--simulate: share of wrong answers a lenient judge passes (stored as positive).")
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     offline: Annotated[
         bool,
@@ -116,6 +123,7 @@ def eval_command(
         raise typer.BadParameter(f"--memory must be one of {', '.join(MODES)}, got {', '.join(bad)}")
     logging.basicConfig(level=logging.WARNING)
     if simulate:
+        from evals.sim.model import SimParams
         from evals.sim.run import SimConfig
         from evals.sim.run import simulate as run_simulation
 
@@ -138,6 +146,7 @@ def eval_command(
                     test_fraction=test_fraction,
                     progress=not quiet,
                     self_judge_accuracy=self_judge_accuracy,
+                    params=SimParams(bonus=bonus, penalty=penalty, wrong_label=wrong_label),
                 )
             )
         except ValueError as exc:

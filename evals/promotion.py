@@ -37,13 +37,12 @@ def train_policy_before_pass(
     except (ValueError, RuntimeError, OSError) as exc:
         _note(notes, f"learned pass {iteration}: policy not trained ({exc}); the current policy keeps serving")
         return
-    if result.promoted:
-        _note(
-            notes,
-            f"learned pass {iteration}: policy {result.version} promoted on {result.rows} retrievals ({result.reason})",
-        )
-    else:
-        _note(notes, f"learned pass {iteration}: candidate not promoted ({result.reason})")
+    moved = "promoted" if result.promoted else "demoted" if result.demoted else "kept"
+    _note(
+        notes,
+        f"learned pass {iteration}: bandit {result.version} refit on {result.rows} retrievals, share {moved} at "
+        f"{result.share:.0%} ({result.reason})",
+    )
 
 
 def policy_version(path: str) -> str | None:
