@@ -1,5 +1,5 @@
 # Commands for a fresh clone (each does its own set-up):
-#   make demo   - the main job: the simulated continual-learning benchmark, offline, with plots
+#   make demo   - the main job: the simulated continual-learning benchmark (look-alike confounders), offline, with plots
 #   make test   - the test suite
 #   make lint   - ruff (check and format), mypy and the import-layer contracts: what CI runs first
 # `make ask Q="..."` asks one question against your configured OpenAI-compatible endpoint.
@@ -41,7 +41,7 @@ lint: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 demo: $(STAMP)
-	$(VENV)/bin/memento eval --simulate --iterations 3 --out results/sim
+	$(VENV)/bin/memento eval --simulate --families 6 --per-family 10 --penalty 0.2 --bonus 0.25 --iterations 4 --out results/sim
 
 ask: $(STAMP)
 	$(VENV)/bin/memento ask "$(Q)"
