@@ -674,7 +674,9 @@ def _vocabulary(logs: Sequence[LoggedRetrieval], limit: int) -> dict[str, int]:
     questions = {r.query_key for r in logs}
     questions.update(c.question.strip().lower() for r in logs for c, s in zip(r.candidates, r.shown, strict=True) if s)
     df: Counter[str] = Counter(w for q in questions if q for w in words(q))
-    common = [w for w, n in df.most_common(limit) if n >= 2]
+    # Ties broken by the word itself: Counter order follows set iteration, i.e. string hashing,
+    # which changes between processes.
+    common = [w for w, n in sorted(df.items(), key=lambda item: (-item[1], item[0]))[:limit] if n >= 2]
     return {w: i for i, w in enumerate(sorted(common))}
 
 
