@@ -1,27 +1,34 @@
-"""Benchmark: the learned case-selection policy against similarity and the original Memento scorer.
+"""Benchmark: the learned case-selection policies against similarity and the original Memento scorer.
 
-    python -m evals.benchmarks.policy --data ../shared/data/memento/training_data.jsonl
+    python -m evals.benchmarks.policy --data ../shared/data/memento/training_data.jsonl --split-seeds 3
 
-On the original project's ``training_data.jsonl`` (query, case, case_label, plan, truth_label), with
-one FIXED seeded split by query (60/20/20: a row-level split leaks, each query has 8 rows):
+On the original project's ``training_data.jsonl`` (query, case, case_label, plan, truth_label), split
+60/20/20 BY QUERY (a row-level split leaks, each query has 8 rows), on ``--split-seeds`` seeded
+splits (seeds ``--seed``, ``--seed``+1, ...). Every method runs on every split:
 
 * **similarity**: cosine similarity of the (MiniLM) query and case embeddings.
-* **policy**: our head (`memory.policy`) on cached embeddings + features, early-stopped on val AUC.
 * **query-only**: L2 logistic regression on the query embedding alone. The label is constant within
   a query (was that query answered correctly with those cases?), so this says how much of the
   signal is query difficulty rather than case choice.
+* **policy**: our MLP head (`memory.policy.model`) on cached embeddings + features, early-stopped on
+  validation AUC.
+* **bandit**: the case-value bandit (`memory.policy.bandit.CaseValueModel`). Each training row is a
+  logged retrieval that showed its one case, with the row's truth label as outcome; a test row's
+  score is the query's predicted baseline plus the case's predicted effect. It chooses between
+  the settings in `BANDIT_CONFIGS` on validation AUC (never on test).
 * **original**: a re-implementation of Memento's scorer on the same MiniLM backbone: one shared
   encoder, first-token (CLS) vectors of case text and query concatenated, MLP 2h -> 512 -> 2,
   class-weighted cross-entropy, encoder fine-tuned, checkpoint selected by validation AUC. On CPU it
   is cut down (defaults: 1 epoch over 960 pairs drawn from all training queries, max_length 64,
   two validation checks; ``--orig-epochs``, ``--orig-train-pairs 0`` for all); the values used are in
-  the JSON. With a GPU, raise them.
+  the JSON. With a GPU, raise them. It is the expensive part: a few minutes per split on 2 cores.
 
-All are reported on the held-out test queries (AUC, accuracy, F1, Brier, ECE). The cheap methods are
-also repeated over ``--repeats`` other splits (mean and spread), since 140 test queries give AUC a
-standard error of about 0.05. Scoring cost per query for 32 candidates is measured side by side in
-this process: the policy (1 query encoding + MLP over 32 cached case vectors) vs the original
-(32 (query, case) pairs through the transformer), as medians and their ratio.
+Reported on each split's held-out test queries: AUC per seed, its mean, accuracy/F1/Brier/ECE means,
+and the paired AUC difference of every method to the original scorer per seed (same split; with 140
+test queries one split's AUC has a standard error of about 0.05, so single splits decide little).
+Scoring cost per query for 32 candidates is measured side by side in this process, as a ratio to
+one query-encoder pass: the policy and the bandit (1 query encoding + work on cached case vectors)
+and the original (32 (query, case) pairs through the transformer).
 """
 
 from __future__ import annotations
@@ -31,10 +38,11 @@ import json
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ORT_DISABLE_TELEMETRY": "1"}.items():
     os.environ.setdefault(_key, _value)
@@ -48,14 +56,17 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from memory.bank import ScoredCase  # noqa: E402
 from memory.cases import Case  # noqa: E402
-from memory.embeddings import MiniLMEmbedder, load_embedder  # noqa: E402
+from memory.embeddings import get_embedder  # noqa: E402
+from memory.policy.bandit import BanditConfig, CandidateCase, CaseValueModel, LoggedRetrieval, query_key  # noqa: E402
+from memory.policy.bandit_serving import hit_candidates  # noqa: E402
 from memory.policy.data import PolicyData, from_training_rows, read_training_rows  # noqa: E402
 from memory.policy.metrics import classification_report, finite_or_none, roc_auc  # noqa: E402
 from memory.policy.model import load_backbone  # noqa: E402
 from memory.policy.selection import Selector  # noqa: E402
 from memory.policy.train import TrainConfig, predict, torch_threads, train_policy  # noqa: E402
 
-console = Console()
+# Wide enough for the per-seed tables when the output goes to a log file (non-terminal default is 80).
+console = Console(width=None if sys.stdout.isatty() else 150)
 FRACTIONS = (0.2, 0.2)  # val, test; train gets the remaining 60%
 
 
@@ -84,7 +95,7 @@ def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str
 
     x, y = rows(train)
     pw = float((1 - y).sum() / y.sum())
-    best: tuple[float, Any] = (-math.inf, None)
+    best = (-math.inf, None)
     for l2 in (1e-3, 1e-2, 3e-2, 1e-1):
         torch.manual_seed(0)
         lin = nn.Linear(x.shape[1], 1)
@@ -117,10 +128,10 @@ def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str
 class OriginalScorer(nn.Module):
     """Shared encoder; CLS(case) ++ CLS(query) -> 512 -> 2."""
 
-    def __init__(self, encoder: Any):
+    def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
-        h = int(encoder.config.hidden_size)
+        h = encoder.config.hidden_size
         self.mlp = nn.Sequential(nn.Linear(2 * h, 512), nn.ReLU(), nn.Dropout(0.1), nn.Linear(512, 2))
 
     def cls(self, enc) -> torch.Tensor:
@@ -166,7 +177,7 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
     rng = np.random.default_rng(seed)
     steps = math.ceil(len(train_rows) / batch)
     eval_at = {round(steps * (i + 1) / evals_per_epoch) for i in range(evals_per_epoch)}
-    best: tuple[float, Any, Any] = (-math.inf, None, None)
+    best = (-math.inf, None, None)
     history = []
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(train_rows))
@@ -194,7 +205,7 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
             opt.step()
             bar.set_postfix(loss=round(float(loss.detach()), 4))
             if step + 1 in eval_at:
-                vauc = roc_auc(np.array([r[2] for r in val_rows]), original_probs(model, tok, val_rows, max_length))
+                vauc = roc_auc([r[2] for r in val_rows], original_probs(model, tok, val_rows, max_length))
                 history.append({"epoch": epoch, "step": step + 1, "val_auc": vauc})
                 if vauc > best[0]:
                     best = (vauc, {k: v.detach().clone() for k, v in model.state_dict().items()}, (epoch, step + 1))
@@ -203,59 +214,303 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
     return model, tok, {"val_auc": best[0], "selected_at": best[2], "history": history}
 
 
+# -- the case-value bandit -----------------------------------------------------------------------
+
+# The settings the bandit chooses between on each split's validation AUC (never on test). Test
+# queries are unseen, so their difficulty can come only from the trend over the query embedding
+# (``dims``), not from a per-question intercept; the third setting gives the trend room and drops
+# the intercepts, which would otherwise absorb the training queries' difficulty before the trend
+# learns it.
+BANDIT_CONFIGS: dict[str, BanditConfig] = {
+    "dims 0": BanditConfig(),
+    "dims 32": BanditConfig(dims=32),
+    "dims 32, trend only": BanditConfig(dims=32, trend_var=0.05, max_queries=0),
+}
+
+
+@dataclass
+class PairRows:
+    """The rows of ``training_data.jsonl`` as the bandit sees them: `PolicyData` plus case text and label.
+
+    Attributes:
+        data: The embedded rows.
+        case_text: Per row, the case's question.
+        case_label: Per row, ``positive`` or ``negative``.
+
+    """
+
+    data: PolicyData
+    case_text: list[str]
+    case_label: list[str]
+
+    def candidate(self, i: int) -> CandidateCase:
+        """Row ``i``'s case as a bandit candidate (its cached embedding, never a re-encoding)."""
+        d = self.data
+        return CandidateCase(
+            d.case_ids[i], d.case_emb[i], float(d.features[i, 0]), self.case_label[i], "imported",
+            question=self.case_text[i],
+        )  # fmt: skip
+
+    def query(self, i: int) -> tuple[np.ndarray, str]:
+        """Row ``i``'s query embedding and its key (the bandit's per-question id)."""
+        q = int(self.data.q_index[i])
+        return self.data.query_emb[q], query_key(self.data.queries[q])
+
+
+def bandit_logs(rows: PairRows, idx: np.ndarray) -> list[LoggedRetrieval]:
+    """Each row as a logged retrieval that showed its one case, with the row's truth label as outcome."""
+    out = []
+    for i in idx:
+        emb, key = rows.query(int(i))
+        out.append(LoggedRetrieval(key, emb, [rows.candidate(int(i))], np.ones(1, bool), float(rows.data.target[i])))
+    return out
+
+
+def bandit_scores(model: CaseValueModel, rows: PairRows, idx: np.ndarray) -> np.ndarray:
+    """Predicted success per row: the query's baseline plus the effect of showing the row's case.
+
+    A pairwise score like the other scorers'. It is a linear-probability prediction, so it can
+    leave [0, 1] slightly; AUC only needs the order, Brier/ECE get it clipped.
+    """
+    base: dict[str, float] = {}
+    out = np.empty(len(idx), np.float64)
+    for j, i in enumerate(idx):
+        emb, key = rows.query(int(i))
+        if key not in base:
+            base[key] = model.baseline(emb, key)
+        mean, _ = model.effects(emb, [rows.candidate(int(i))], key)
+        out[j] = base[key] + float(mean[0])
+    return out
+
+
+def fit_bandit(
+    rows: PairRows,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    seed: int,
+    configs: dict[str, BanditConfig] | None = None,
+) -> tuple[CaseValueModel, dict]:
+    """Fit every setting on the training rows and keep the one with the best validation AUC.
+
+    Returns:
+        ``(the chosen model, {"chosen", "val_auc" per setting, "fit_s" per setting, "config"})``.
+
+    """
+    configs = configs or BANDIT_CONFIGS
+    logs = bandit_logs(rows, train_idx)
+    y_val = rows.data.target[val_idx]
+    best: tuple[float, str | None, CaseValueModel | None] = (-math.inf, None, None)
+    val_auc, fit_s = {}, {}
+    for name, cfg in configs.items():
+        t0 = time.perf_counter()
+        model = CaseValueModel(replace(cfg, seed=seed)).fit(logs)
+        fit_s[name] = time.perf_counter() - t0
+        val_auc[name] = roc_auc(y_val, bandit_scores(model, rows, val_idx))
+        # NaN (one class only in validation) never wins over a number; ties keep the earlier, simpler setting.
+        if best[1] is None or val_auc[name] > best[0]:
+            best = (val_auc[name], name, model)
+    _, name, model = best
+    return model, {"chosen": name, "val_auc": val_auc, "fit_s": fit_s, "config": asdict(model.config)}
+
+
 # -- cost per query ------------------------------------------------------------------------------
 
 
 def time_costs(
     selector: Selector,
-    orig: OriginalScorer,
+    bandit: CaseValueModel | None,
+    orig: OriginalScorer | None,
     tok,
-    test: PolicyData,
-    case_text,
+    rows: PairRows,
+    test_idx: np.ndarray,
     *,
     n_queries: int,
     n_cand: int,
     max_length: int,
-):
-    """Median seconds per query: policy (encode query + score cached candidates) vs original."""
-    embedder = MiniLMEmbedder()  # what load_embedder("minilm") builds, with its uncached path
+    k: int = 4,
+) -> dict:
+    """Median milliseconds per query for ``n_cand`` candidates, measured interleaved in this process.
+
+    Per query: one query encoding (what the bank search computes anyway), the MLP head on the
+    cached case vectors, the bandit (scores: baseline + effect per candidate; select: the shown set
+    from the Thompson ensemble with its exact propensities) and the original scorer (``n_cand``
+    (query, case) pairs through the transformer). Ratios are to one query-encoder pass.
+    """
+    embedder = get_embedder("minilm")
     rng = np.random.default_rng(0)
-    queries = rng.choice(np.unique(test.q_index), size=min(n_queries, test.n_queries), replace=False)
-    ours, theirs, head = [], [], []
-    for qi in queries:
-        rows = rng.choice(len(test), size=n_cand, replace=False)
+    d = rows.data
+    test_q = np.unique(d.q_index[test_idx])
+    queries = rng.choice(test_q, size=min(n_queries, test_q.size), replace=False)
+    t: dict[str, list[float]] = {
+        "encode": [],
+        "policy_head": [],
+        "bandit_score": [],
+        "bandit_select": [],
+        "original": [],
+    }
+    # The first queries pay for lazy initialisation (allocator, caches): run two untimed.
+    for n, qi in enumerate([*queries[:2], *queries]):
+        sink: dict[str, list[float]] = t if n >= 2 else {name: [] for name in t}
+        picked = rng.choice(test_idx, size=n_cand, replace=test_idx.size < n_cand)
         hits = [
             ScoredCase(
-                Case(question=case_text[r], label="positive", reward=1.0), float(test.features[r, 0]), test.case_emb[r]
+                Case(question=rows.case_text[r], label=rows.case_label[r], reward=float(rows.case_label[r] == "positive"),
+                     reward_source="imported", id=d.case_ids[r]),
+                float(d.features[r, 0]), d.case_emb[r],
             )
-            for r in rows
-        ]
-        qtext = test.queries[qi]
-        cases = [case_text[r] for r in rows]
-        t0 = time.perf_counter()
+            for r in picked
+        ]  # fmt: skip
+        qtext = d.queries[qi]
+        key = query_key(qtext)
         with torch.inference_mode():
+            t0 = time.perf_counter()
             qv = embedder.embed_uncached([qtext])[0]
-            tm = time.perf_counter()
+            t1 = time.perf_counter()
             selector.score(qv, hits)
-        t1 = time.perf_counter()
-        head.append(t1 - tm)
-        with torch.inference_mode():
-            c_enc = tok(cases, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            q_enc = tok([qtext] * n_cand, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            torch.softmax(orig(c_enc, q_enc), dim=-1)
-        t2 = time.perf_counter()
-        ours.append(t1 - t0)
-        theirs.append(t2 - t1)
-    ours_ms, theirs_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
-    return {
-        "policy_ms": ours_ms, "original_ms": theirs_ms, "ratio": theirs_ms / ours_ms,
-        # The query vector is the one the bank search computes anyway: this is the policy's extra.
-        "policy_head_only_ms": statistics.median(head) * 1e3,
-        "queries": len(queries), "candidates": n_cand,
-    }  # fmt: skip
+            t2 = time.perf_counter()
+        sink["encode"].append(t1 - t0)
+        sink["policy_head"].append(t2 - t1)
+        if bandit is not None:
+            t0 = time.perf_counter()
+            cands = hit_candidates(hits)
+            bandit.baseline(qv, key)
+            bandit.effects(qv, cands, key)
+            t1 = time.perf_counter()
+            bandit.select(qv, bandit.with_history(qtext, hit_candidates(hits)), k, rng, query=key)
+            t2 = time.perf_counter()
+            sink["bandit_score"].append(t1 - t0)
+            sink["bandit_select"].append(t2 - t1)
+        if orig is not None:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                c_enc = tok([h.case.question for h in hits], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")  # fmt: skip
+                q_enc = tok([qtext] * n_cand, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                torch.softmax(orig(c_enc, q_enc), dim=-1)
+                sink["original"].append(time.perf_counter() - t0)
+    ms = {name: statistics.median(v) * 1e3 for name, v in t.items() if v}
+    enc = ms["encode"]
+    out = {
+        "encode_ms": enc,
+        "policy_head_ms": ms["policy_head"],
+        "policy_ms": enc + ms["policy_head"],
+        "policy_per_encode": (enc + ms["policy_head"]) / enc,
+        "queries": len(queries),
+        "candidates": n_cand,
+    }
+    if "bandit_score" in ms:
+        out.update({
+            "bandit_score_ms": ms["bandit_score"], "bandit_select_ms": ms["bandit_select"],
+            "bandit_ms": enc + ms["bandit_score"],
+            "bandit_per_encode": (enc + ms["bandit_score"]) / enc,
+            "bandit_with_select_per_encode": (enc + ms["bandit_score"] + ms["bandit_select"]) / enc,
+        })  # fmt: skip
+    if "original" in ms:
+        out.update({
+            "original_ms": ms["original"], "original_per_encode": ms["original"] / enc,
+            "original_per_policy": ms["original"] / (enc + ms["policy_head"]),
+        })  # fmt: skip
+    return out
+
+
+# -- one split -----------------------------------------------------------------------------------
+
+METHODS = ("similarity", "query-only", "policy", "bandit", "original (MiniLM)")
+
+
+def run_split(data: PolicyData, rows: PairRows, seed: int, args: argparse.Namespace, keep_models: bool) -> dict:
+    """Every scorer on one seeded split by query; test metrics plus what each chose on validation."""
+    train, val, test = data.split_by_query(FRACTIONS, seed=seed)
+    # Row indices into `data` of each part (subsets keep row order, so these line up with them).
+    part = {name: np.flatnonzero(np.isin(data.q_index, np.unique(p.q_index))) for name, p in
+            (("train", train), ("val", val), ("test", test))}  # fmt: skip
+    console.print(
+        f"[bold]split seed {seed}[/]: train {train.n_queries} / val {val.n_queries} / test {test.n_queries} queries; "
+        f"test positive rate {test.target.mean():.3f}"
+    )
+    y = test.target
+    metrics: dict[str, dict] = {}
+    thr = threshold_on_val(val.target, val.features[:, 0])
+    metrics["similarity"] = report_with_threshold(y, test.features[:, 0], thr)
+    metrics["query-only"] = query_only(train, val, test)
+
+    cfg = TrainConfig(seed=seed)
+    t0 = time.perf_counter()
+    res = train_policy(train, val, cfg, progress=False)
+    policy_info = {"best_epoch": res.best_epoch, "train_s": time.perf_counter() - t0}
+    metrics["policy"] = classification_report(y, predict(res.model, test))
+
+    bandit, bandit_info = fit_bandit(rows, part["train"], part["val"], seed)
+    metrics["bandit"] = classification_report(y, np.clip(bandit_scores(bandit, rows, part["test"]), 0.0, 1.0))
+    console.print(
+        f"  bandit: chose {bandit_info['chosen']!r} on validation AUC "
+        + ", ".join(f"{k} {v:.3f}" for k, v in bandit_info["val_auc"].items())
+    )
+
+    orig_info = orig_model = orig_tok = None
+    if not args.skip_original:
+        rng = np.random.default_rng(seed)
+        tr_idx = part["train"]
+        if args.orig_train_pairs and args.orig_train_pairs < tr_idx.size:
+            # Pairs from all training queries: the label is per query, so query variety matters most.
+            tr_idx = np.sort(rng.choice(tr_idx, size=args.orig_train_pairs, replace=False))
+        sub = lambda idx: [(rows.case_text[i], data.queries[data.q_index[i]], float(data.target[i])) for i in idx]  # noqa: E731
+        t0 = time.perf_counter()
+        orig_model, orig_tok, orig_info = train_original(
+            sub(tr_idx), sub(part["val"]), epochs=args.orig_epochs, max_length=args.orig_max_length,
+            batch=args.orig_batch, evals_per_epoch=args.orig_evals_per_epoch, seed=seed,
+        )  # fmt: skip
+        orig_info["train_s"] = time.perf_counter() - t0
+        orig_info["train_queries"] = int(np.unique(data.q_index[tr_idx]).size)
+        orig_info["train_pairs"] = len(tr_idx)
+        test_rows = sub(part["test"])
+        p = original_probs(orig_model, orig_tok, test_rows, args.orig_max_length)
+        metrics["original (MiniLM)"] = classification_report(np.array([r[2] for r in test_rows]), p)
+    console.print("  test AUC: " + ", ".join(f"{k} {m['auc']:.3f}" for k, m in metrics.items()))
+
+    out = {
+        "seed": seed,
+        "queries": {"train": train.n_queries, "val": val.n_queries, "test": test.n_queries},
+        "metrics": metrics,
+        "policy": policy_info,
+        "bandit": bandit_info,
+        "original": orig_info,
+    }
+    if keep_models:
+        out["_models"] = {"policy": res.model, "bandit": bandit, "original": orig_model, "tok": orig_tok,
+                          "test_idx": part["test"]}  # fmt: skip
+    return out
+
+
+def summarise(splits: list[dict], baseline: str = "original (MiniLM)") -> tuple[dict, dict]:
+    """Per method its test AUC per seed, mean and spread; per method its paired difference to ``baseline``.
+
+    Returns:
+        ``(summary, paired)``: ``summary[method] = {"auc": [...], "mean", "sd"}`` and
+        ``paired[method] = {"per_seed": [...], "mean", "wins"}`` (absent without the baseline).
+
+    """
+    summary, paired = {}, {}
+    methods = [m for m in METHODS if all(m in s["metrics"] for s in splits)]
+    for m in methods:
+        aucs = [float(s["metrics"][m]["auc"]) for s in splits]
+        summary[m] = {"auc": aucs, "mean": float(np.mean(aucs)), "sd": float(np.std(aucs))}
+    if baseline in summary:
+        for m in methods:
+            if m == baseline:
+                continue
+            diff = [a - b for a, b in zip(summary[m]["auc"], summary[baseline]["auc"], strict=True)]
+            paired[m] = {"per_seed": diff, "mean": float(np.mean(diff)), "wins": int(sum(x > 0 for x in diff))}
+    return summary, paired
 
 
 # -- main ----------------------------------------------------------------------------------------
+
+
+def _mean(values: list[float]) -> float:
+    """Mean of the finite values (NaN when there are none, e.g. similarity's Brier score)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def fmt(v) -> str:
@@ -270,8 +525,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/memento/training_data.jsonl")
     ap.add_argument("--out", default="results/benchmarks/policy.json")
-    ap.add_argument("--seed", type=int, default=0, help="Seed of the fixed split and of training.")
-    ap.add_argument("--repeats", type=int, default=3, help="Extra splits for the cheap methods (0 = none).")
+    ap.add_argument("--seed", type=int, default=0, help="First split seed (splits use seed, seed+1, ...).")
+    ap.add_argument(
+        "--split-seeds", type=int, default=3,
+        help="Seeded splits by query; every method, the original scorer included, runs on each.",
+    )  # fmt: skip
     ap.add_argument("--orig-epochs", type=int, default=1)
     ap.add_argument(
         "--orig-train-pairs", type=int, default=960,
@@ -283,126 +541,97 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-original", action="store_true")
     ap.add_argument("--timing-queries", type=int, default=20)
     args = ap.parse_args(argv)
+    if args.split_seeds < 1:
+        ap.error("--split-seeds must be at least 1")
 
     started = time.perf_counter()
-    rows = read_training_rows(args.data)
+    raw = read_training_rows(args.data)
     with console.status("embedding queries and cases with MiniLM…"):
-        data = from_training_rows(rows, load_embedder("minilm"))
-    case_text = [str(r["case"]) for r in rows]
-    train, val, test = data.split_by_query(FRACTIONS, seed=args.seed)
-    console.print(
-        f"{len(data)} rows, {data.n_queries} queries -> train {train.n_queries} / val {val.n_queries} / test {test.n_queries} "
-        f"queries (seed {args.seed}); test positive rate {test.target.mean():.3f}"
-    )
-    # Row indices into `data` of each part, to map case texts for the original scorer.
-    part_rows = {}
-    for name, qs in (("train", train), ("val", val), ("test", test)):
-        part_rows[name] = np.flatnonzero(np.isin(data.q_index, np.unique(qs.q_index)))
+        data = from_training_rows(raw, get_embedder("minilm"))
+    rows = PairRows(data, [str(r["case"]) for r in raw], [str(r["case_label"]) for r in raw])
+    console.print(f"{len(data)} rows, {data.n_queries} queries; {args.split_seeds} split(s) by query 60/20/20")
 
-    results: dict[str, dict] = {}
-    y = test.target
-    thr = threshold_on_val(val.target, val.features[:, 0])
-    results["similarity"] = report_with_threshold(y, test.features[:, 0], thr)
-
-    cfg = TrainConfig(seed=args.seed)
-    t0 = time.perf_counter()
-    res = train_policy(train, val, cfg, progress=True)
-    policy_train_s = time.perf_counter() - t0
-    results["policy"] = classification_report(y, predict(res.model, test))
-    results["query-only"] = query_only(train, val, test)
-
-    orig_info = None
-    orig_model = orig_tok = None
-    if not args.skip_original:
-        rng = np.random.default_rng(args.seed)
-        tr_idx = part_rows["train"]
-        if args.orig_train_pairs and args.orig_train_pairs < tr_idx.size:
-            # Pairs from all training queries: the label is per query, so query variety matters most.
-            tr_idx = np.sort(rng.choice(tr_idx, size=args.orig_train_pairs, replace=False))
-        sub = lambda idx: [(case_text[i], data.queries[data.q_index[i]], float(data.target[i])) for i in idx]  # noqa: E731
-        t0 = time.perf_counter()
-        orig_model, orig_tok, orig_info = train_original(
-            sub(tr_idx), sub(part_rows["val"]), epochs=args.orig_epochs, max_length=args.orig_max_length,
-            batch=args.orig_batch, evals_per_epoch=args.orig_evals_per_epoch, seed=args.seed,
-        )  # fmt: skip
-        orig_info["train_s"] = time.perf_counter() - t0
-        orig_info["train_queries"] = int(np.unique(data.q_index[tr_idx]).size)
-        orig_info["train_pairs"] = len(tr_idx)
-        test_rows = sub(part_rows["test"])
-        p = original_probs(orig_model, orig_tok, test_rows, args.orig_max_length)
-        results["original (MiniLM)"] = classification_report(np.array([r[2] for r in test_rows]), p)
+    seeds = [args.seed + i for i in range(args.split_seeds)]
+    splits = []
+    for i, seed in enumerate(tqdm(seeds, desc="splits")):
+        splits.append(run_split(data, rows, seed, args, keep_models=i == 0))
+    models = splits[0].pop("_models")
 
     cost = None
-    if orig_model is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            from memory.policy.checkpoint import save_checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        from memory.policy.checkpoint import save_checkpoint
 
-            save_checkpoint(res.model, Path(tmp) / "p.pt", metadata={"benchmark": True, "null_examples": 0})
-            selector = Selector.from_path(Path(tmp) / "p.pt")
-        with torch_threads(None):
-            cost = time_costs(
-                selector, orig_model, orig_tok, test, case_text=[case_text[i] for i in part_rows["test"]],
-                n_queries=args.timing_queries, n_cand=32, max_length=args.orig_max_length,
-            )  # fmt: skip
+        save_checkpoint(models["policy"], Path(tmp) / "p.pt", metadata={"benchmark": True, "null_examples": 0})
+        selector = Selector.from_path(Path(tmp) / "p.pt")
+    with torch_threads(None):
+        cost = time_costs(
+            selector, models["bandit"], models["original"], models["tok"], rows, models["test_idx"],
+            n_queries=args.timing_queries, n_cand=32, max_length=args.orig_max_length,
+        )  # fmt: skip
 
-    repeats: dict[str, Any] = {}
-    if args.repeats:
-        for name in ("similarity", "policy", "query-only"):
-            repeats[name] = []
-        for r in range(1, args.repeats + 1):
-            tr, va, te = data.split_by_query(FRACTIONS, seed=args.seed + r)
-            repeats["similarity"].append(roc_auc(te.target, te.features[:, 0]))
-            rr = train_policy(tr, va, TrainConfig(seed=args.seed + r), progress=False)
-            repeats["policy"].append(roc_auc(te.target, predict(rr.model, te)))
-            repeats["query-only"].append(query_only(tr, va, te)["auc"])
-
-    table = Table(
-        title=f"Case scoring on {Path(args.data).name}: test split ({test.n_queries} queries, {len(test)} rows), seed {args.seed}"
-    )
+    summary, paired = summarise(splits)
+    table = Table(title=f"Test AUC on {Path(args.data).name}, split by query 60/20/20, per split seed")
     table.add_column("scorer")
-    for col in ("AUC", "accuracy", "F1", "Brier", "ECE"):
-        table.add_column(col, justify="right")
-    if repeats:
-        table.add_column(f"AUC over {args.repeats} other splits", justify="right")
-    for name, m in results.items():
-        extra = []
-        if repeats:
-            vals = repeats.get(name)
-            extra = [f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else "—"]
-        table.add_row(name, *(fmt(m[k]) for k in ("auc", "accuracy", "f1", "brier", "ece")), *extra)
+    for seed in seeds:
+        table.add_column(f"seed {seed}", justify="right")
+    table.add_column("mean ± sd", justify="right")
+    for col in ("accuracy", "F1", "Brier", "ECE"):
+        table.add_column(f"{col} (mean)", justify="right")
+    for m, sm in summary.items():
+        means = [_mean([s["metrics"][m][k] for s in splits]) for k in ("accuracy", "f1", "brier", "ece")]
+        table.add_row(m, *(fmt(a) for a in sm["auc"]), f"{sm['mean']:.3f} ± {sm['sd']:.3f}", *(fmt(v) for v in means))
     console.print(table)
     console.print(
-        "similarity: accuracy/F1 at the validation-chosen threshold; Brier/ECE undefined (not a probability)."
+        "similarity: accuracy/F1 at the validation-chosen threshold; Brier/ECE undefined (not a probability). "
+        "bandit: Brier/ECE of its linear prediction clipped to [0, 1]."
+    )
+    if paired:
+        pt = Table(title="Paired test-AUC difference to the original scorer (same split)")
+        pt.add_column("scorer − original")
+        for seed in seeds:
+            pt.add_column(f"seed {seed}", justify="right")
+        pt.add_column("mean", justify="right")
+        pt.add_column("splits won", justify="right")
+        for m, pm in paired.items():
+            pt.add_row(m, *(f"{d:+.3f}" for d in pm["per_seed"]), f"{pm['mean']:+.3f}", f"{pm['wins']}/{len(seeds)}")
+        console.print(pt)
+    console.print(
+        "bandit setting chosen on validation: "
+        + ", ".join(f"seed {s['seed']} {s['bandit']['chosen']!r}" for s in splits)
     )
     if cost:
-        ct = Table(title="Scoring cost per query, 32 candidates (median, same process)")
-        for col in (
-            "policy: 1 query encoding + MLP on cached vectors",
-            "(MLP alone)",
-            "original: 32 (query, case) pairs through MiniLM",
-            "ratio",
-        ):
-            ct.add_column(col, justify="right")
-        ct.add_row(
-            f"{cost['policy_ms']:.1f} ms",
-            f"{cost['policy_head_only_ms']:.2f} ms",
-            f"{cost['original_ms']:.1f} ms",
-            f"{cost['ratio']:.1f}x",
+        ct = Table(
+            title=f"Scoring cost per query, 32 candidates (median of {cost['queries']} queries, same process, split seed {seeds[0]})"
         )
+        for col in ("scorer", "extra on top of the query encoding", "total", "÷ one query-encoder pass"):
+            ct.add_column(col, justify="right" if col != "scorer" else "left")
+        enc = cost["encode_ms"]
+        ct.add_row("query encoding (MiniLM, 1 pass)", "—", f"{enc:.1f} ms", "1.00")
+        ct.add_row("policy: MLP on cached vectors", f"{cost['policy_head_ms']:.2f} ms", f"{cost['policy_ms']:.1f} ms",
+                   f"{cost['policy_per_encode']:.2f}")  # fmt: skip
+        if "bandit_ms" in cost:
+            ct.add_row("bandit: baseline + 32 effects", f"{cost['bandit_score_ms']:.2f} ms", f"{cost['bandit_ms']:.1f} ms",
+                       f"{cost['bandit_per_encode']:.2f}")  # fmt: skip
+            ct.add_row("bandit: + choose the set (Thompson)", f"{cost['bandit_score_ms'] + cost['bandit_select_ms']:.2f} ms",
+                       f"{enc + cost['bandit_score_ms'] + cost['bandit_select_ms']:.1f} ms",
+                       f"{cost['bandit_with_select_per_encode']:.2f}")  # fmt: skip
+        if "original_ms" in cost:
+            ct.add_row("original: 32 (query, case) pairs through MiniLM", "—", f"{cost['original_ms']:.1f} ms",
+                       f"{cost['original_per_encode']:.2f}")  # fmt: skip
         console.print(ct)
 
+    clean = lambda m: {k: finite_or_none(v) if isinstance(v, float) else v for k, v in m.items()}  # noqa: E731
     out = {
         "data": str(args.data),
-        "split": {"seed": args.seed, "fractions": {"val": FRACTIONS[0], "test": FRACTIONS[1]},
-                  "queries": {"train": train.n_queries, "val": val.n_queries, "test": test.n_queries}},
-        "metrics": {k: {m: finite_or_none(v) if isinstance(v, float) else v for m, v in r.items()} for k, r in results.items()},
-        "repeats_auc": {k: [finite_or_none(v) for v in vs] for k, vs in repeats.items()},
-        "policy": {"config": vars(cfg), "best_epoch": res.best_epoch, "train_s": policy_train_s},
-        "original": None if orig_info is None else {
-            "epochs": args.orig_epochs, "max_length": args.orig_max_length, "batch": args.orig_batch,
-            "train_queries": orig_info["train_queries"], "train_pairs": orig_info["train_pairs"],
-            "val_auc": finite_or_none(orig_info["val_auc"]), "selected_at": orig_info["selected_at"],
-            "history": orig_info["history"], "train_s": orig_info["train_s"],
+        "split": {"seeds": seeds, "fractions": {"val": FRACTIONS[0], "test": FRACTIONS[1]}},
+        "summary_auc": summary,
+        "paired_vs_original": paired,
+        "splits": [{**s, "metrics": {k: clean(m) for k, m in s["metrics"].items()}} for s in splits],
+        "policy_config": vars(TrainConfig()),
+        "bandit_configs": {k: asdict(v) for k, v in BANDIT_CONFIGS.items()},
+        "original_settings": None if args.skip_original else {
+            "epochs": args.orig_epochs, "train_pairs": args.orig_train_pairs, "max_length": args.orig_max_length,
+            "batch": args.orig_batch, "evals_per_epoch": args.orig_evals_per_epoch,
         },
         "cost_per_query": cost,
         "torch_threads": torch.get_num_threads(),
