@@ -1,6 +1,7 @@
 """Benchmark: the learned case-selection policies against similarity and the original Memento scorer.
 
-    python -m evals.benchmarks.policy --data ../shared/data/memento/training_data.jsonl --split-seeds 3
+    PYTHONHASHSEED=0 python -m evals.benchmarks.policy --data ../shared/data/memento/training_data.jsonl \
+        --split-seeds 3 --threads 1
 
 On the original project's ``training_data.jsonl`` (query, case, case_label, plan, truth_label), split
 60/20/20 BY QUERY (a row-level split leaks, each query has 8 rows), on ``--split-seeds`` seeded
@@ -29,6 +30,11 @@ test queries one split's AUC has a standard error of about 0.05, so single split
 Scoring cost per query for 32 candidates is measured side by side in this process, as a ratio to
 one query-encoder pass: the policy and the bandit (1 query encoding + work on cached case vectors)
 and the original (32 (query, case) pairs through the transformer).
+
+Reproducibility: the bandit's word vocabulary breaks frequency ties in set order, which follows
+Python's per-process string hashing, so fix ``PYTHONHASHSEED`` to reproduce its numbers exactly
+(validation AUC moved by ~0.01 between two hash seeds). ``--threads 1`` is several times faster
+on a shared 2-core machine (the original scorer's training steps stall on thread barriers).
 """
 
 from __future__ import annotations
@@ -668,6 +674,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "cost_per_query": cost,
         "torch_threads": torch.get_num_threads(),
+        # The bandit's vocabulary breaks frequency ties in set order, i.e. by string hash: the same
+        # split gives a slightly different bandit unless this is fixed (e.g. PYTHONHASHSEED=0).
+        "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
         "wall_s": time.perf_counter() - started,
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
