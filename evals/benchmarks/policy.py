@@ -22,7 +22,10 @@ splits (seeds ``--seed``, ``--seed``+1, ...). Every method runs on every split:
   class-weighted cross-entropy, encoder fine-tuned, checkpoint selected by validation AUC. On CPU it
   is cut down (defaults: 1 epoch over 960 pairs drawn from all training queries, max_length 64,
   two validation checks; ``--orig-epochs``, ``--orig-train-pairs 0`` for all); the values used are in
-  the JSON. With a GPU, raise them. It is the expensive part: a few minutes per split on 2 cores.
+  the JSON. With a GPU, raise them. It is the expensive part: ~3 minutes per split on 2 shared
+  cores with ``--threads 1``; ``--orig-train-pairs 0`` (all ~3,360 training pairs, ~6 minutes per
+  split) is the stronger baseline (mean test AUC 0.633 vs 0.610 over seeds 0-2) and the one to
+  judge the policy against.
 
 Reported on each split's held-out test queries: AUC per seed, its mean, accuracy/F1/Brier/ECE means,
 and the paired AUC difference of every method to the original scorer per seed (same split; with 140
