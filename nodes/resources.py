@@ -221,12 +221,19 @@ class Resources:
             await box.aclose()
         self.close()
 
-    def close(self) -> None:
-        """Forget every client (a later call builds new ones); a running retrain finishes on its thread.
+    def close(self, retrain_timeout: float = 120.0) -> None:
+        """Forget every client (a later call builds new ones), after a running retrain has finished.
 
-        MCP sessions need their event loop: `aclose` closes them; a toolbox of a loop that has
-        ended is dropped here (its server processes ended with the loop's transports).
+        A refit still running when the process exits is killed inside torch, which aborts the
+        interpreter ("terminate called without an active exception", exit status 134) after the
+        work was done, and loses the refit; so closing waits for it, at most ``retrain_timeout``
+        seconds. MCP sessions need their event loop: `aclose` closes them; a toolbox of a loop that
+        has ended is dropped here (its server processes ended with the loop's transports).
         """
+        with self._lock:
+            trainers = list(self._trainers.values())
+        for trainer in trainers:
+            trainer.wait(timeout=retrain_timeout)
         with self._lock:
             self._trainers.clear()
             self._models.clear()

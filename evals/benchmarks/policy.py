@@ -52,6 +52,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ORT_DISABLE_TELEMETRY": "1"}.items():
     os.environ.setdefault(_key, _value)
@@ -66,7 +67,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from memory.bank import ScoredCase  # noqa: E402
 from memory.cases import Case  # noqa: E402
-from memory.embeddings import get_embedder  # noqa: E402
+from memory.embeddings import MiniLMEmbedder, load_embedder  # noqa: E402
 from memory.policy.bandit import BanditConfig, CandidateCase, CaseValueModel, LoggedRetrieval, query_key  # noqa: E402
 from memory.policy.bandit_serving import hit_candidates  # noqa: E402
 from memory.policy.data import PolicyData, from_training_rows, read_training_rows  # noqa: E402
@@ -105,7 +106,7 @@ def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str
 
     x, y = rows(train)
     pw = float((1 - y).sum() / y.sum())
-    best = (-math.inf, None)
+    best: tuple[float, Any] = (-math.inf, None)
     for l2 in (1e-3, 1e-2, 3e-2, 1e-1):
         torch.manual_seed(0)
         lin = nn.Linear(x.shape[1], 1)
@@ -138,10 +139,10 @@ def query_only(train: PolicyData, val: PolicyData, test: PolicyData) -> dict[str
 class OriginalScorer(nn.Module):
     """Shared encoder; CLS(case) ++ CLS(query) -> 512 -> 2."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: Any):
         super().__init__()
         self.encoder = encoder
-        h = encoder.config.hidden_size
+        h = int(encoder.config.hidden_size)
         self.mlp = nn.Sequential(nn.Linear(2 * h, 512), nn.ReLU(), nn.Dropout(0.1), nn.Linear(512, 2))
 
     def cls(self, enc) -> torch.Tensor:
@@ -187,7 +188,7 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
     rng = np.random.default_rng(seed)
     steps = math.ceil(len(train_rows) / batch)
     eval_at = {round(steps * (i + 1) / evals_per_epoch) for i in range(evals_per_epoch)}
-    best = (-math.inf, None, None)
+    best: tuple[float, Any, Any] = (-math.inf, None, None)
     history = []
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(train_rows))
@@ -215,7 +216,7 @@ def train_original(train_rows, val_rows, *, epochs: int, max_length: int, batch:
             opt.step()
             bar.set_postfix(loss=round(float(loss.detach()), 4))
             if step + 1 in eval_at:
-                vauc = roc_auc([r[2] for r in val_rows], original_probs(model, tok, val_rows, max_length))
+                vauc = roc_auc(np.array([r[2] for r in val_rows]), original_probs(model, tok, val_rows, max_length))
                 history.append({"epoch": epoch, "step": step + 1, "val_auc": vauc})
                 if vauc > best[0]:
                     best = (vauc, {k: v.detach().clone() for k, v in model.state_dict().items()}, (epoch, step + 1))
@@ -333,8 +334,9 @@ def _fit_bandit(
         # NaN (one class only in validation) never wins over a number; ties keep the earlier, simpler setting.
         if best[1] is None or val_auc[name] > best[0]:
             best = (val_auc[name], name, model)
-    _, name, model = best
-    return model, {"chosen": name, "val_auc": val_auc, "fit_s": fit_s, "config": asdict(model.config)}
+    _, best_name, chosen = best
+    assert best_name is not None and chosen is not None  # configs is never empty
+    return chosen, {"chosen": best_name, "val_auc": val_auc, "fit_s": fit_s, "config": asdict(chosen.config)}
 
 
 # -- cost per query ------------------------------------------------------------------------------
@@ -360,7 +362,7 @@ def time_costs(
     from the Thompson ensemble with its exact propensities) and the original scorer (``n_cand``
     (query, case) pairs through the transformer). Ratios are to one query-encoder pass.
     """
-    embedder = get_embedder("minilm")
+    embedder = MiniLMEmbedder()  # what load_embedder("minilm") builds, with its uncached path
     rng = np.random.default_rng(0)
     d = rows.data
     test_q = np.unique(d.q_index[test_idx])
@@ -523,7 +525,8 @@ def summarise(splits: list[dict], baseline: str = "original (MiniLM)") -> tuple[
         ``paired[method] = {"per_seed": [...], "mean", "wins"}`` (absent without the baseline).
 
     """
-    summary, paired = {}, {}
+    summary: dict[str, dict[str, Any]] = {}
+    paired: dict[str, dict[str, Any]] = {}
     methods = [m for m in METHODS if all(m in s["metrics"] for s in splits)]
     for m in methods:
         aucs = [float(s["metrics"][m]["auc"]) for s in splits]
@@ -586,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     raw = read_training_rows(args.data)
     with console.status("embedding queries and cases with MiniLM…"):
-        data = from_training_rows(raw, get_embedder("minilm"))
+        data = from_training_rows(raw, load_embedder("minilm"))
     rows = PairRows(data, [str(r["case"]) for r in raw], [str(r["case_label"]) for r in raw])
     console.print(f"{len(data)} rows, {data.n_queries} queries; {args.split_seeds} split(s) by query 60/20/20")
 

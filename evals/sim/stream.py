@@ -133,9 +133,9 @@ def run_stream(
             passed = lenient_verdict(seed, task.question, it - 1, right, params.wrong_label)
             result.correct[it][task.task_id] = right
             result.shown[it].append(len(chosen))
-            good = sum(1 for f, _, r in shown if f == task.family and r)
-            bad = sum(1 for f, label, r in shown if f != task.family or (label == "positive" and not r))
-            result.composition[it].append((good, bad))
+            helpful = sum(1 for f, _, r in shown if f == task.family and r)
+            misleading = sum(1 for f, label, r in shown if f != task.family or (label == "positive" and not r))
+            result.composition[it].append((helpful, misleading))
             if record is not None:
                 # The learner sees the judge's verdict, never the truth.
                 record.reward = 1.0 if passed else 0.0

@@ -376,7 +376,11 @@ def _bandit_info(checkpoint: Path, as_json: bool, last: int = 5) -> None:
                 history.append(json.loads(line))
             except ValueError:
                 continue  # a torn last line of a crashed write
-    info: dict[str, Any] = {"checkpoint": describe(checkpoint), "decisions": len(history), "last_decisions": history[-last:]}
+    info: dict[str, Any] = {
+        "checkpoint": describe(checkpoint),
+        "decisions": len(history),
+        "last_decisions": history[-last:],
+    }
     if as_json:
         console.print_json(json.dumps(info))
         return

@@ -95,3 +95,24 @@ def test_memento_settings_are_read_from_the_environment_in_one_place_each():
     pattern = re.compile(r"(os\.environ\.get|os\.getenv|os\.environ\[)\(?\s*f?[\"']MEMENTO_")
     offenders = [name for name, text in _sources() if pattern.search(text) and name not in readers]
     assert offenders == []
+
+
+def test_close_waits_for_a_running_retrain(tmp_path, monkeypatch):
+    """A refit killed at interpreter exit aborts the process (exit 134) and is lost: close joins it."""
+    import threading
+    import time
+
+    ctx = _ctx(tmp_path, memory_mode="learned", policy_path=str(tmp_path / "policy.pt"))
+    resources = Resources(ctx, embedder=HashEmbedder(8))
+    trainer = resources.trainer(ctx, resources.bank(ctx))
+    finished = threading.Event()
+
+    def slow_retrain():
+        time.sleep(0.5)
+        finished.set()
+
+    monkeypatch.setattr(trainer, "retrain", slow_retrain)
+    trainer._thread = threading.Thread(target=trainer._run, daemon=True)
+    trainer._thread.start()
+    resources.close()
+    assert finished.is_set()
