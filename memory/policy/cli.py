@@ -181,7 +181,7 @@ def _bandit_eval(checkpoint: Path, experience: Path, bank: Path | None, namespac
     logs = _bandit_logs(experience, bank, namespace)
     arms = {
         "all": compare_arms(logs, confidence=confidence, min_ess=1.0),
-        f"last {WINDOW}": compare_arms(logs, window=WINDOW, confidence=confidence, min_ess=1.0),
+        f"each arm's last {WINDOW}": compare_arms(logs, window=WINDOW, confidence=confidence, min_ess=1.0),
     }
 
     from memory.policy.bandit import SimilarityPolicy

@@ -115,7 +115,7 @@ def arm_gate(
     """
     est = compare_arms(logs, "bandit", "similarity", window=window, confidence=confidence, min_ess=min_ess, seed=seed)
     if est.promote:
-        return ArmVerdict(promoted_share, share < promoted_share, False, "bandit arm " + est.reason, est)
+        return ArmVerdict(promoted_share, share < promoted_share, False, est.reason, est)
     # The mirror test: similarity better than the bandit at the same confidence.
     high = est.high
     if np.isfinite(high) and high < 0.0:
@@ -124,7 +124,7 @@ def arm_gate(
             f"confidence (upper bound {high:+.3f}); similarity serves"
         )
         return ArmVerdict(demoted_share, False, share > demoted_share, reason, est)
-    return ArmVerdict(share, False, False, "bandit arm " + est.reason, est)
+    return ArmVerdict(share, False, False, est.reason, est)
 
 
 class BanditLearner:

@@ -146,11 +146,21 @@ def compare_arms(
     y = np.array([r.reward for r in rows], dtype=np.float64)
     wc = np.array([r.arm == candidate for r in rows], dtype=np.float64) / mu
     wi = np.array([r.arm == incumbent for r in rows], dtype=np.float64) / mu
-    return _compare(wc, wi, y, confidence=confidence, min_ess=min_ess, boots=boots, seed=seed)
+    return _compare(
+        wc, wi, y, confidence=confidence, min_ess=min_ess, boots=boots, seed=seed, names=(candidate, incumbent)
+    )
 
 
 def _compare(
-    wc: np.ndarray, wi: np.ndarray, y: np.ndarray, *, confidence: float, min_ess: float, boots: int, seed: int
+    wc: np.ndarray,
+    wi: np.ndarray,
+    y: np.ndarray,
+    *,
+    confidence: float,
+    min_ess: float,
+    boots: int,
+    seed: int,
+    names: tuple[str, str] = ("candidate", "incumbent"),
 ) -> OpeEstimate:
     """SNIPS of both weightings, and a paired bootstrap of their difference over the same rows."""
     nan = float("nan")
@@ -168,8 +178,8 @@ def _compare(
     high = float(np.quantile(diffs, confidence)) if diffs.size else nan
     better = bool(np.isfinite(low) and low > 0.0)
     reason = (
-        f"candidate {vc:.3f} vs incumbent {vi:.3f}: better at {confidence:.0%} confidence (lower bound {low:+.3f})"
+        f"{names[0]} {vc:.3f} vs {names[1]} {vi:.3f}: better at {confidence:.0%} confidence (lower bound {low:+.3f})"
         if better
-        else f"candidate {vc:.3f} vs incumbent {vi:.3f}: not better at {confidence:.0%} confidence (lower bound {low:+.3f})"
+        else f"{names[0]} {vc:.3f} vs {names[1]} {vi:.3f}: not better at {confidence:.0%} confidence (lower bound {low:+.3f})"
     )
     return OpeEstimate(vc, vi, vc - vi, low, high, confidence, rows, ess_c, ess_i, better, reason)
