@@ -296,13 +296,13 @@ class SelectorCache:
                 of it was loaded (when one was, it keeps serving and the error is logged).
 
         """
-        from memory.policy.bandit_serving import BanditCheckpointError, BanditSelector, canary_path
+        from memory.policy.bandit_serving import BanditCheckpointError, BanditSelector
 
         path = Path(policy_path).expanduser() if policy_path else None
         if path is None:
             return BanditSelector.load(None)
         key = "bandit|" + str(path.resolve())
-        stamp = (_stamp(path), _stamp(canary_path(path)))
+        stamp = (_stamp(path),)
         cache = self._cache
         with self._lock:
             cached = cache.get(key)
