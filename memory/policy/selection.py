@@ -262,13 +262,22 @@ class SelectorCache:
             with self._lock:
                 cache.pop(key, None)
             return None
+        return self._reload(key, path, stamp, Selector.from_path, PolicyCheckpointError)
+
+    def _reload(self, key: str, path: Path, stamp: Any, load: Any, error: type[Exception]) -> Any:
+        """The cached object of ``key`` while ``stamp`` holds; else ``load(path)``.
+
+        A file that changed but cannot be loaded keeps the version loaded before it serving (and
+        logs why); with no earlier version the error propagates.
+        """
+        cache = self._cache
         with self._lock:
             cached = cache.get(key)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
             try:
-                selector = Selector.from_path(path)
-            except PolicyCheckpointError:
+                loaded = load(path)
+            except error:
                 if cached is None:
                     raise
                 log.exception(
@@ -276,10 +285,10 @@ class SelectorCache:
                 )
                 cache[key] = (stamp, cached[1])
                 return cached[1]
-            if cached is not None:
-                log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
-            cache[key] = (stamp, selector)
-            return selector
+            if cached is not None and cached[1].version != loaded.version:
+                log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, loaded.version)
+            cache[key] = (stamp, loaded)
+            return loaded
 
     def load_bandit_selector(self, policy_path: str | os.PathLike[str] | None) -> Any:
         """The case-value bandit serving learned mode: the checkpoint and its share, cached per path.
@@ -301,27 +310,10 @@ class SelectorCache:
         path = Path(policy_path).expanduser() if policy_path else None
         if path is None:
             return BanditSelector.load(None)
-        key = "bandit|" + str(path.resolve())
-        stamp = (_stamp(path),)
-        cache = self._cache
-        with self._lock:
-            cached = cache.get(key)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-            try:
-                selector = BanditSelector.load(path)
-            except BanditCheckpointError:
-                if cached is None or stamp[0] is None:
-                    raise
-                log.exception(
-                    "policy checkpoint %s changed but cannot be loaded; keeping version %s", path, cached[1].version
-                )
-                cache[key] = (stamp, cached[1])
-                return cached[1]
-            if cached is not None and cached[1].version != selector.version:
-                log.info("policy checkpoint %s reloaded: version %s -> %s", path, cached[1].version, selector.version)
-            cache[key] = (stamp, selector)
-            return selector
+        # No file is not an error: `BanditSelector.load` serves the prior then.
+        return self._reload(
+            "bandit|" + str(path.resolve()), path, _stamp(path), BanditSelector.load, BanditCheckpointError
+        )
 
     def clear(self) -> None:
         """Forget loaded selectors (to free memory)."""
