@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memory.blas import one_blas_thread
 from memory.minilm_onnx import load_tokenizer
 
 _LN_EPS = 1e-12
@@ -64,13 +65,7 @@ class NumpyMiniLM:
 
     def pooled(self, texts: list[str]) -> np.ndarray:
         """Mean-pooled last hidden states for a few texts (one forward pass)."""
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - installed with Chroma's dependencies
-            return self._forward(texts)
-        # Tiny matrices: OpenBLAS worker threads only add wake-ups, and spin-wait on a busy
-        # core (a query measured 350 ms with two BLAS threads beside other work, 60 ms with one).
-        with threadpool_limits(1, user_api="blas"):
+        with one_blas_thread():
             return self._forward(texts)
 
     def _forward(self, texts: list[str]) -> np.ndarray:

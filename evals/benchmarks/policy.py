@@ -61,11 +61,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from memory.bank import ScoredCase  # noqa: E402
+from memory.blas import one_blas_thread  # noqa: E402
 from memory.cases import Case  # noqa: E402
 from memory.embeddings import MiniLMEmbedder, load_embedder  # noqa: E402
 from memory.policy.bandit import BanditConfig, CandidateCase, CaseValueModel, LoggedRetrieval, query_key  # noqa: E402
@@ -281,15 +281,8 @@ def bandit_scores(model: CaseValueModel, rows: PairRows, idx: np.ndarray) -> np.
     """Predicted success per row: the query's baseline plus the effect of showing the row's case.
 
     A pairwise score like the other scorers'. It is a linear-probability prediction, so it can
-    leave [0, 1] slightly; AUC only needs the order, Brier/ECE get it clipped. BLAS runs on one
-    thread: the products are tiny, and OpenBLAS's worker threads spin-wait on a busy machine
-    (one call measured ~100 ms with its default threads beside other work, under 1 ms with one).
+    leave [0, 1] slightly; AUC only needs the order, Brier/ECE get it clipped.
     """
-    with threadpool_limits(1, user_api="blas"):
-        return _bandit_scores(model, rows, idx)
-
-
-def _bandit_scores(model: CaseValueModel, rows: PairRows, idx: np.ndarray) -> np.ndarray:
     base: dict[str, float] = {}
     out = np.empty(len(idx), np.float64)
     for j, i in enumerate(idx):
@@ -315,7 +308,8 @@ def fit_bandit(
 
     """
     configs = configs or BANDIT_CONFIGS
-    with threadpool_limits(1, user_api="blas"):
+    # The fit's small numpy products, like the model's scoring (`memory.blas`).
+    with one_blas_thread():
         return _fit_bandit(rows, train_idx, val_idx, seed, configs)
 
 
@@ -372,7 +366,6 @@ def time_costs(
         "policy_head": [],
         "bandit_score": [],
         "bandit_select": [],
-        "bandit_score_default_blas": [],
         "original": [],
     }
     # The first queries pay for lazy initialisation (allocator, caches): run two untimed.
@@ -398,21 +391,16 @@ def time_costs(
         sink["encode"].append(t1 - t0)
         sink["policy_head"].append(t2 - t1)
         if bandit is not None:
-            with threadpool_limits(1, user_api="blas"):
-                t0 = time.perf_counter()
-                cands = hit_candidates(hits)
-                bandit.baseline(qv, key)
-                bandit.effects(qv, cands, key)
-                t1 = time.perf_counter()
-                bandit.select(qv, bandit.with_history(qtext, hit_candidates(hits)), k, rng, query=key)
-                t2 = time.perf_counter()
+            # As served: the model holds its own products to one BLAS thread (`memory.blas`).
+            t0 = time.perf_counter()
+            cands = hit_candidates(hits)
+            bandit.baseline(qv, key)
+            bandit.effects(qv, cands, key)
+            t1 = time.perf_counter()
+            bandit.select(qv, bandit.with_history(qtext, hit_candidates(hits)), k, rng, query=key)
+            t2 = time.perf_counter()
             sink["bandit_score"].append(t1 - t0)
             sink["bandit_select"].append(t2 - t1)
-            # As `memory.policy.bandit_serving` calls it today: BLAS with its default threads.
-            t0 = time.perf_counter()
-            bandit.baseline(qv, key)
-            bandit.effects(qv, hit_candidates(hits), key)
-            sink["bandit_score_default_blas"].append(time.perf_counter() - t0)
         if orig is not None:
             with torch.inference_mode():
                 t0 = time.perf_counter()
@@ -437,8 +425,6 @@ def time_costs(
             "bandit_ms": enc + ms["bandit_score"],
             "bandit_per_encode": (enc + ms["bandit_score"]) / enc,
             "bandit_with_select_per_encode": (enc + ms["bandit_score"] + ms["bandit_select"]) / enc,
-            "bandit_score_default_blas_ms": ms["bandit_score_default_blas"],
-            "bandit_default_blas_per_encode": (enc + ms["bandit_score_default_blas"]) / enc,
         })  # fmt: skip
     if "original" in ms:
         out.update({
@@ -652,14 +638,11 @@ def main(argv: list[str] | None = None) -> dict:
         ct.add_row("policy: MLP on cached vectors", f"{cost['policy_head_ms']:.2f} ms", f"{cost['policy_ms']:.1f} ms",
                    f"{cost['policy_per_encode']:.2f}")  # fmt: skip
         if "bandit_ms" in cost:
-            ct.add_row("bandit: baseline + 32 effects (BLAS 1 thread)", f"{cost['bandit_score_ms']:.2f} ms", f"{cost['bandit_ms']:.1f} ms",
+            ct.add_row("bandit: baseline + 32 effects", f"{cost['bandit_score_ms']:.2f} ms", f"{cost['bandit_ms']:.1f} ms",
                        f"{cost['bandit_per_encode']:.2f}")  # fmt: skip
             ct.add_row("bandit: + choose the set (Thompson)", f"{cost['bandit_score_ms'] + cost['bandit_select_ms']:.2f} ms",
                        f"{enc + cost['bandit_score_ms'] + cost['bandit_select_ms']:.1f} ms",
                        f"{cost['bandit_with_select_per_encode']:.2f}")  # fmt: skip
-            ct.add_row("bandit: baseline + 32 effects, BLAS default threads", f"{cost['bandit_score_default_blas_ms']:.2f} ms",
-                       f"{enc + cost['bandit_score_default_blas_ms']:.1f} ms",
-                       f"{cost['bandit_default_blas_per_encode']:.2f}")  # fmt: skip
         if "original_ms" in cost:
             ct.add_row("original: 32 (query, case) pairs through MiniLM", "—", f"{cost['original_ms']:.1f} ms",
                        f"{cost['original_per_encode']:.2f}")  # fmt: skip

@@ -25,16 +25,17 @@ candidate (and the whole shown set) was chosen is computed exactly by replaying 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
+
+from memory.blas import one_blas_thread
 
 # Reward sources a label can come from, as one-hot features (anything else counts as "other").
 SOURCES: tuple[str, ...] = ("ground_truth_judge", "exact_match", "self_judge", "human", "imported")
@@ -172,22 +173,6 @@ def _whiten_basis(vectors: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray
     keep = int(min(dims, max(0, vectors.shape[0] - 1), int((s > 1e-6).sum())))
     scale = s[:keep] / math.sqrt(max(1, vectors.shape[0] - 1))
     return mean.astype(np.float32), vt[:keep].astype(np.float32), np.maximum(scale, 1e-6).astype(np.float32)
-
-
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """Selection multiplies tiny matrices: OpenBLAS worker threads only spin-wait on a busy core.
-
-    Measured in the policy benchmark: scoring 32 candidates took 28-34 ms with the default BLAS
-    threads beside other work, under 1 ms on one.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with Chroma's dependencies
-        yield
-        return
-    with threadpool_limits(1, user_api="blas"):
-        yield
 
 
 def _source_index(source: str | None) -> int:
@@ -417,13 +402,14 @@ class CaseValueModel:
         """
         feats = self.case_features(query_embedding, candidates, query)
         start = self._layout()["static"].start
-        with _one_blas_thread():
+        with one_blas_thread():
             return feats @ self.theta_mean[start:], self.theta_draws[:, start:] @ feats.T
 
     def baseline(self, query_embedding: np.ndarray, query_key: str | None = None) -> float:
         """Predicted success with no case shown."""
         row = self._query_row(query_embedding, query_key)
-        return float(row @ self.theta_mean[: row.size])
+        with one_blas_thread():
+            return float(row @ self.theta_mean[: row.size])
 
     @staticmethod
     def best_set(effects: np.ndarray, k: int) -> np.ndarray:
