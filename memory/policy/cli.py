@@ -314,8 +314,9 @@ def info(
         return
     if not checkpoint.exists():
         raise _fail(
-            f"no policy checkpoint at {checkpoint} yet: in learned mode similarity serves until off-policy "
-            "evaluation promotes a bandit, which is then written there (`memento policy train` builds the MLP scorer)"
+            f"no policy checkpoint at {checkpoint} yet: in learned mode the bandit's prior serves its starting "
+            "share beside similarity until the first refit is written there (`memento policy train` builds the "
+            "MLP scorer)"
         )
     from memory.policy.checkpoint import PolicyCheckpointError, read_checkpoint
 

@@ -1,4 +1,4 @@
-"""The simulated benchmark's learned mode: similarity serves until off-policy evaluation promotes the bandit."""
+"""The simulated benchmark's learned mode: the bandit and similarity serve side by side, refit before each pass."""
 
 import json
 
