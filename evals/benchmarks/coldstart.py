@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
 
-    data = Path(args.memory_jsonl)
+    data = Path(args.memory_jsonl).resolve()  # the commands run in a scratch folder
     if not data.is_file():
         parser.error(f"no case file at {data}")
     work = Path(tempfile.mkdtemp(prefix="memento-coldstart-"))
