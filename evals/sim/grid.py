@@ -1,8 +1,10 @@
 """The confounder grid: how much of the gap to an oracle each memory mode closes.
 
 For every setting (families, look-alike penalty, share of wrong labels) and seed, the fast stream
-(`evals.sim.stream.run_stream`) runs none, similarity, learned and the oracle over the same tasks
-with the same draws. Reported per setting, averaged over seeds:
+(`evals.sim.stream.run_stream`) runs none, similarity, learned, the oracle and the label-blind
+family oracle (it knows families but not which stored answers are right: the ceiling of a policy
+that fully learns the look-alikes) over the same tasks with the same draws. Reported per setting,
+averaged over seeds:
 
 * accuracy per pass for each mode;
 * the share of the none→oracle gap a mode closes in the last pass,
@@ -67,7 +69,7 @@ def run_grid(spec: GridSpec, out_dir: str | Path, *, embedder: Any = None, progr
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     embedder = embedder or load_embedder("minilm")
-    modes = ["none", "similarity", "learned", "oracle"] + (["learned_ungated"] if spec.ungated else [])
+    modes = ["none", "similarity", "learned", "oracle", "family"] + (["learned_ungated"] if spec.ungated else [])
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for fam, pen, wrong in itertools.product(spec.families, spec.penalties, spec.wrong_labels):
@@ -116,8 +118,9 @@ def grid_markdown(table: dict[str, Any]) -> str:
     """The grid as a markdown table (last pass unless said otherwise)."""
     spec = table["spec"]
     head = (
-        "| families | penalty | wrong labels | none | similarity | learned | oracle | similarity closes | learned closes "
-        "| learned − similarity [95% CI] | pass 1: learned − none [95% CI] |\n|" + "---|" * 11
+        "| families | penalty | wrong labels | none | similarity | learned | oracle | family oracle | similarity closes "
+        "| learned closes | family oracle closes | learned − similarity [95% CI] | pass 1: learned − none [95% CI] |\n"
+        f"|{'---|' * 13}"
     )
     lines = [head]
     for r in table["rows"]:
@@ -126,13 +129,20 @@ def grid_markdown(table: dict[str, Any]) -> str:
         p, plo, phi = r["learned_minus_none_pass1"]
         lines.append(
             f"| {r['families']} | {r['penalty']:.2f} | {r['wrong_label']:.1f} | {a['none'][-1]:.2f} | {a['similarity'][-1]:.2f} "
-            f"| {a['learned'][-1]:.2f} | {a['oracle'][-1]:.2f} | {r['gap_closed']['similarity']:.0%} | {r['gap_closed']['learned']:.0%} "
+            f"| {a['learned'][-1]:.2f} | {a['oracle'][-1]:.2f} | {_fmt(a, 'family', '.2f')} "
+            f"| {r['gap_closed']['similarity']:.0%} | {r['gap_closed']['learned']:.0%} | {_fmt(r['gap_closed'], 'family', '.0%')} "
             f"| {d:+.3f} [{lo:+.3f}, {hi:+.3f}] | {p:+.3f} [{plo:+.3f}, {phi:+.3f}] |"
         )
     lines.append("")
     lines.append(f"{spec['seeds']} seeds per setting, {spec['passes']} passes, {spec['per_family']} tasks per family, K={spec['k']}; "
                  f"accuracy and gap share in pass {spec['passes']}.")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _fmt(values: dict[str, Any], mode: str, spec: str) -> str:
+    # Tables written before the family oracle existed have no such column.
+    v = values.get(mode)
+    return "—" if v is None else format(v[-1] if isinstance(v, list) else v, spec)
 
 
 def plot_grid(table: dict[str, Any], path: Path) -> None:
@@ -147,7 +157,7 @@ def plot_grid(table: dict[str, Any], path: Path) -> None:
     x = np.arange(len(rows))
     width = 0.8 / max(1, len(modes))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.8))
-    colors = {"similarity": "#1f77b4", "learned": "#d62728", "learned_ungated": "#ff9896"}
+    colors = {"similarity": "#1f77b4", "learned": "#d62728", "learned_ungated": "#ff9896", "family": "#98df8a"}
     for i, m in enumerate(modes):
         ax.bar(
             x + (i - (len(modes) - 1) / 2) * width,

@@ -7,9 +7,12 @@ It exists for the grid benchmark (`python -m evals.benchmarks.learning --grid`):
 seeds and passes, with the same `BanditLearner` that serves the graph.
 
 Modes: ``none``; ``similarity`` (the nearest K judged cases); ``learned`` (the case-value bandit,
-refit within the stream and promoted by off-policy evaluation); ``oracle`` (for measurement only:
-it knows the families and the true answers, and shows same-family cases whose answer is right,
-nearest first, or nothing).
+refit within the stream and promoted by off-policy evaluation); and two oracles, for measurement
+only. ``oracle`` knows the families and the true answers, and shows same-family cases whose answer
+is right, nearest first, or nothing. ``family`` knows the families but, like any deployed policy,
+not whether a stored answer is right: it shows the nearest same-family cases, positives first. It is
+the ceiling of a policy that learns perfectly which cases are look-alikes but cannot see through a
+lenient judge's wrong labels.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from evals.sim.tasks import SimTask
 from memory.policy.bandit import BanditConfig, CandidateCase, LoggedRetrieval, query_key
 from memory.policy.learner import BanditLearner
 
-MODES = ("none", "similarity", "learned", "oracle")
+MODES = ("none", "similarity", "learned", "oracle", "family")
 
 
 @dataclass
@@ -41,8 +44,9 @@ class StreamResult:
     mode: str
     correct: dict[int, dict[str, bool]] = field(default_factory=dict)
     shown: dict[int, list[int]] = field(default_factory=dict)
-    # Per pass and task: (same-family cases with a right answer, misleading cases) among those shown.
-    composition: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    # Per pass and task, among the cases shown: (same-family cases with a right answer, other-family
+    # look-alikes, same-family positives whose answer is wrong); the last two mislead.
+    composition: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)
 
     def accuracy(self, iteration: int) -> float:
@@ -113,6 +117,12 @@ def run_stream(
             elif mode == "oracle":
                 good = [i for i in near if bank[ids[i]].task.family == task.family and bank[ids[i]].right]
                 chosen = good[:k]
+            elif mode == "family":
+                same = [i for i in near if bank[ids[i]].task.family == task.family]
+                chosen = (
+                    [i for i in same if bank[ids[i]].label == "positive"]
+                    + [i for i in same if bank[ids[i]].label != "positive"]
+                )[:k]
             elif mode == "learned" and near.size:
                 cands = learner.with_history(task.question, [
                     CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label, "ground_truth_judge",
@@ -134,8 +144,9 @@ def run_stream(
             result.correct[it][task.task_id] = right
             result.shown[it].append(len(chosen))
             helpful = sum(1 for f, _, r in shown if f == task.family and r)
-            misleading = sum(1 for f, label, r in shown if f != task.family or (label == "positive" and not r))
-            result.composition[it].append((helpful, misleading))
+            look_alikes = sum(1 for f, _, _ in shown if f != task.family)
+            mislabelled = sum(1 for f, label, r in shown if f == task.family and label == "positive" and not r)
+            result.composition[it].append((helpful, look_alikes, mislabelled))
             if record is not None:
                 # The learner sees the judge's verdict, never the truth.
                 record.reward = 1.0 if passed else 0.0

@@ -60,6 +60,21 @@ def test_oracle_shows_only_same_family_cases_with_right_answers():
     assert max(none.shown[3]) == 0 and max(oracle.shown[3]) <= 4
 
 
+def test_family_oracle_avoids_look_alikes_but_not_wrong_labels():
+    """The label-blind oracle knows families, not answers: it never shows a look-alike, yet a
+    lenient judge's wrong labels reach it, so the full oracle does at least as well."""
+    tasks = generate_tasks(4, 6, seed=0)
+    emb = _embeddings(tasks)
+    params = SimParams(base=0.25, bonus=0.25, penalty=0.15, wrong_label=0.3)
+    family = run_stream(tasks, emb, "family", params=params, passes=3, seed=0)
+    oracle = run_stream(tasks, emb, "oracle", params=params, passes=3, seed=0)
+    rows = [c for it in (1, 2, 3) for c in family.composition[it]]
+    assert sum(c[1] for c in rows) == 0, "a look-alike was shown"
+    assert sum(c[2] for c in rows) > 0, "no wrong label reached the label-blind oracle"
+    assert all(c[1] == c[2] == 0 for it in (1, 2, 3) for c in oracle.composition[it])
+    assert sum(family.shown[3]) > 0 and oracle.accuracy(3) >= family.accuracy(3)
+
+
 def test_stream_is_reproducible_and_rejects_unknown_modes():
     tasks = generate_tasks(3, 4, seed=1)
     emb = _embeddings(tasks, seed=1)
@@ -95,7 +110,7 @@ def test_learned_beats_similarity_where_look_alikes_mislead(embedder):
     sim, learned = runs["similarity"].accuracy(4), runs["learned"].accuracy(4)
     assert learned >= sim + 0.2, (learned, sim)
     # It shows fewer misleading cases than similarity by the last pass, and it was promoted.
-    bad = {m: np.mean([b for _, b in runs[m].composition[4]]) for m in ("similarity", "learned")}
+    bad = {m: np.mean([b + w for _, b, w in runs[m].composition[4]]) for m in ("similarity", "learned")}
     assert bad["learned"] < bad["similarity"] / 2, bad
     assert any(d["promoted"] for d in runs["learned"].decisions)
     # In pass 1, with nothing learned yet, memory does not cost much against no memory.
