@@ -10,8 +10,11 @@ Design choices that matter at scale:
   lock (embedded mode), so concurrent writers and resumed runs never duplicate or drop a case.
 * An embedded Chroma client keeps its HNSW index in memory and does not notice writes made by
   other processes (its count does, its queries do not). Every write therefore stamps a
-  generation token in the bank folder, and a process that sees a token it did not write reopens
+  generation token in the bank folder, and a store that sees a token it did not write reopens
   its client before the next read, so readers in other processes see every committed write.
+* Each bank owns its store (client and Chroma system) unless its owner hands it one to share
+  (`nodes.resources.Resources` shares one per location between namespaces); nothing is cached
+  per process, and `close` releases what the bank opened.
 
 This module holds the bank's reads, writes and search; the folder checks live in
 `memory.bank_folder`, the embedded stores and their cross-process refresh in `memory.bank_store`,
@@ -42,7 +45,7 @@ from memory.bank_folder import (
     damage_error,
 )
 from memory.bank_server import RetryingCollection, http_client
-from memory.bank_store import EmbeddedStore, Store, embedded_store
+from memory.bank_store import EmbeddedStore, Store
 from memory.cases import Case, label_for_reward, normalise_question, now
 from memory.config import MemoryConfig
 from memory.embeddings import Embedder, load_embedder
@@ -95,6 +98,7 @@ class CaseBank:
         embedder: Embedder | None = None,
         create: bool = True,
         lock_timeout: float = 60.0,
+        store: Store | None = None,
     ):
         """Open (or create) a bank.
 
@@ -107,9 +111,12 @@ class CaseBank:
                 (local MiniLM unless set).
             create: Create a missing embedded bank; when False a missing one is an error.
             lock_timeout: Seconds a writer waits for another process's write lock.
+            store: The store of another bank on the same location to share (its client, its
+                index in memory); default: this bank opens its own, and `close` releases it.
 
         Raises:
             BankError: The bank is missing (``create=False``), corrupt, or the server unreachable.
+            ValueError: ``store`` belongs to another location.
 
         """
         validate_namespace(namespace)
@@ -117,16 +124,34 @@ class CaseBank:
         self._embedder = embedder
         self.url = url
         self.lock_timeout = lock_timeout
+        self._owns_store = store is None
         if url:
             self.path: Path | None = None
             self.location = url
-            self._store: Store = Store(http_client(url))
+            if store is not None and (isinstance(store, EmbeddedStore) or getattr(store, "url", None) != url):
+                raise ValueError(f"the store given is not one of the Chroma server at {url}")
+            self._store: Store = store or Store(http_client(url), url=url)
         else:
             self.path = Path(path or MemoryConfig.from_env().bank_path).resolve()
             self.location = str(self.path)
-            check_folder(self.path, create)
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._store = embedded_store(self.path, lock_timeout)
+            if store is not None:
+                if not isinstance(store, EmbeddedStore) or store.path != self.path:
+                    raise ValueError(f"the store given is not one of the bank at {self.path}")
+                self._store = store
+            else:
+                check_folder(self.path, create)
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._store = EmbeddedStore(self.path, lock_timeout)
+
+    @property
+    def store(self) -> Store:
+        """The client this bank reads and writes through (hand it to another namespace's bank to share it)."""
+        return self._store
+
+    def close(self) -> None:
+        """Release the store this bank opened (a shared store is its owner's to close); idempotent."""
+        if self._owns_store:
+            self._store.close()
 
     # -- plumbing -----------------------------------------------------------------------------
 

@@ -1,8 +1,16 @@
-"""Embedded Chroma stores: one client per bank folder, reopened when another process wrote.
+"""Embedded Chroma stores: each `CaseBank` owns one client per bank folder, reopened when another writer wrote.
 
 An embedded client keeps its HNSW index in memory and does not notice writes made by other
-processes. Every write therefore stamps a generation token in the folder, and a store that sees a
-token it did not write reopens its client (under the folder's write lock) before the next read.
+processes (or by another store on the same folder in this process). Every write therefore stamps
+a generation token in the folder, and a store that sees a token it did not write reopens its
+client (under the folder's write lock) before the next read.
+
+Nothing here is shared through a module global. Two per-process facts outside our control are
+handled where they arise: flock locks belong to open files, so every store on a folder uses
+filelock's one lock object per path (`bank_lock`); and Chroma shares one ``System`` per folder per
+process through its private ``SharedSystemClient`` registry, so each store takes its client's
+system out of that registry and owns it alone (`_private_client`): one store's reopen or close
+never stops a system another store still reads through.
 """
 
 from __future__ import annotations
@@ -23,40 +31,57 @@ from memory.bank_server import is_fatal
 from memory.cases import now
 
 
+def bank_lock(path: Path) -> FileLock:
+    """The write lock of a bank folder: one object per lock file in this process.
+
+    flock locks belong to open files: two lock objects on one file in one process would block
+    each other (a bank writing from inside another bank's write on the same folder would wait for
+    itself). filelock's singleton hands every caller the same re-entrant object instead (held per
+    thread, so two threads still exclude each other). Its options must match on every call, so
+    the timeout is passed to ``acquire``.
+    """
+    return FileLock(str(path / LOCK_FILE), is_singleton=True)
+
+
 class Store:
     """A Chroma client plus the collections opened through it (server mode: nothing to refresh)."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, url: str | None = None):
         self.client = client
+        self.url = url
         self.collections: dict[str, Any] = {}
         self.mutex = threading.RLock()
 
     def refresh(self) -> None:
-        """Reopen the client if another process wrote (embedded mode only)."""
+        """Reopen the client if another writer wrote (embedded mode only)."""
 
     def mark_written(self) -> None:
-        """Publish that this process wrote (embedded mode only)."""
+        """Publish that this store wrote (embedded mode only)."""
+
+    def close(self) -> None:
+        """Release the client (a server's HTTP client holds nothing worth releasing)."""
 
 
 class EmbeddedStore(Store):
-    """One embedded client per bank folder per process, reopened when another process wrote."""
+    """One embedded client on a bank folder, owned by its banks, reopened when another writer wrote."""
 
     def __init__(self, path: Path, lock_timeout: float):
         self.path = path
+        self.lock_timeout = lock_timeout
         self._settings: Any = None
-        # One lock object per folder per process: two FileLock objects on one file in one
-        # process would block each other (flock is per open file), so banks share this one.
-        self.lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
+        self._system: Any = None
+        self.lock = bank_lock(path)
         with self.locked(lock_timeout):
             self.seen = self._generation()
-            super().__init__(self._open())
+            client, self._system = self._open()
+            super().__init__(client)
             manifest = path / MANIFEST
             if not manifest.exists():
                 manifest.write_text(json.dumps({"format": BANK_FORMAT, "created_at": now()}))
 
     @contextlib.contextmanager
     def locked(self, timeout: float) -> Iterator[None]:
-        """Hold the folder's write lock (re-entrant within a thread)."""
+        """Hold the folder's write lock (re-entrant within a thread, across every store on the folder)."""
         try:
             self.lock.acquire(timeout=timeout)
         except Timeout as exc:
@@ -79,18 +104,16 @@ class EmbeddedStore(Store):
         finally:
             self.lock.release()
 
-    def _open(self) -> Any:
-        import chromadb
-
+    def _open(self) -> tuple[Any, Any]:
+        """A new client on the folder and the Chroma system it owns alone."""
         try:
             if self._settings is None:
                 # Built once per store: constructing Chroma's pydantic Settings (env and .env
-                # parsing) took 34 ms of a 50 ms reopen, and a write by another process makes
-                # every other writer reopen.
+                # parsing) took 34 ms of a 50 ms reopen.
                 from chromadb.config import Settings
 
                 self._settings = Settings(anonymized_telemetry=False, allow_reset=False)
-            client = chromadb.PersistentClient(path=str(self.path), settings=self._settings)
+            client, system = _private_client(self.path, self._settings)
             client.list_collections()
         except BaseException as exc:
             if is_fatal(exc):
@@ -99,7 +122,7 @@ class EmbeddedStore(Store):
                 f"the case bank at {self.path} cannot be opened ({type(exc).__name__}: {exc}); "
                 "it looks corrupt. " + RECOVERY.format(path=self.path)
             ) from exc
-        return client
+        return client, system
 
     def _generation(self) -> str:
         try:
@@ -107,60 +130,78 @@ class EmbeddedStore(Store):
         except FileNotFoundError:
             return ""
 
+    def _check_open(self) -> None:
+        if self._system is None:
+            raise BankError(f"the case bank at {self.path} was closed; open it again")
+
     def refresh(self) -> None:
-        """Reopen the client if another process wrote since this one last looked."""
+        """Reopen the client if another writer wrote since this store last looked."""
+        self._check_open()
         if self._generation() == self.seen:
             return
         # Reload under the write lock so no other process is halfway through writing the index.
-        with self.locked(self.lock.timeout), self.mutex:
+        with self.locked(self.lock_timeout), self.mutex:
+            self._check_open()
             gen = self._generation()
             if gen == self.seen:
                 return
-            with contextlib.suppress(Exception):
-                self.client.close()
-            _forget_shared_system(self.path)
+            client, system = self._open()
+            old, self._system = self._system, system
             self.seen = gen
-            self.client = self._open()
+            self.client = client
             self.collections = {}
+            # This store alone used the old system: stopping it frees its index and threads now.
+            with contextlib.suppress(Exception):
+                old.stop()
 
     def mark_written(self) -> None:
-        """Stamp a new generation token, so every other process reopens before its next read."""
+        """Stamp a new generation token, so every other store reopens before its next read."""
         token = uuid.uuid4().hex
-        tmp = self.path / f"{GENERATION}.{os.getpid()}.tmp"
+        tmp = self.path / f"{GENERATION}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(token)
         os.replace(tmp, self.path / GENERATION)
         self.seen = token
 
-
-# The one process-wide registry left on purpose (not a cache: nothing ever needs clearing). It
-# mirrors two per-process facts outside our control: Chroma shares one system per folder within a
-# process (its own `SharedSystemClient` registry), and flock locks belong to open files, so two
-# lock objects on one folder in one process would block each other. Every `CaseBank` on a folder
-# (a graph's, a test's, a CLI command's) therefore shares one store and one generation view.
-_STORES: dict[tuple[int, str], EmbeddedStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def embedded_store(path: Path, lock_timeout: float) -> EmbeddedStore:
-    """The store of a bank folder in this process (created on first use)."""
-    # The pid in the key keeps forked children off the parent's store.
-    key = (os.getpid(), str(path))
-    with _STORES_LOCK:
-        store = _STORES.get(key)
-        if store is None:
-            store = _STORES[key] = EmbeddedStore(path, lock_timeout)
-        return store
+    def close(self) -> None:
+        """Stop this store's Chroma system (its index, SQLite connections and threads); idempotent."""
+        with self.mutex:
+            system, self._system = self._system, None
+            self.collections = {}
+        if system is not None:
+            with contextlib.suppress(Exception):
+                system.stop()
 
 
-def _forget_shared_system(path: Path) -> None:
-    """Drop the folder's system from Chroma's private per-process registry (the one patch into Chroma).
+# Chroma's registry of systems is process-wide; opening a private client reads and edits it in
+# three steps, which two threads opening the same folder must not interleave (they would share
+# one system, and one's close would stop the other's). A lock around a foreign registry, not a
+# cache: it holds nothing.
+_REGISTRY_LOCK = threading.Lock()
 
-    Another client object on this folder (outside the bank) keeps Chroma's shared system alive, so a
-    reopened client would get the old in-memory index back. Chroma has no public way to forget it
-    (``SharedSystemClient.clear_system_cache`` forgets every folder's), hence these two private dicts.
+
+def _private_client(path: Path, settings: Any) -> tuple[Any, Any]:
+    """A ``PersistentClient`` on ``path`` whose Chroma system nobody else in this process shares.
+
+    Chroma keeps one system per folder per process in ``SharedSystemClient``'s private class dicts
+    and hands it to every client of that folder; a client opened while another one (of another
+    store, or outside the bank) is alive would get the other's in-memory index back, and closing
+    either would stop both. So the folder's entry is dropped before opening (the other client
+    keeps its system; it only stops being shared) and the new system is taken out right after:
+    the caller owns it and stops it itself. Chroma has no public way to do this
+    (``clear_system_cache`` forgets every folder's), hence the private dicts. A client only reads
+    the registry while it is constructed, so one whose entry is gone keeps working.
     """
+    import chromadb
     from chromadb.api.shared_system_client import SharedSystemClient
 
     ident = str(path)
-    SharedSystemClient._identifier_to_system.pop(ident, None)
-    SharedSystemClient._identifier_to_refcount.pop(ident, None)
+    with _REGISTRY_LOCK:
+        SharedSystemClient._identifier_to_system.pop(ident, None)
+        SharedSystemClient._identifier_to_refcount.pop(ident, None)
+        try:
+            client = chromadb.PersistentClient(path=ident, settings=settings)
+        finally:
+            # Taken out even when opening failed: a half-started system must not be handed on.
+            system = SharedSystemClient._identifier_to_system.pop(ident, None)
+            SharedSystemClient._identifier_to_refcount.pop(ident, None)
+    return client, system

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
-from memory.bank import COLLECTION_PREFIX, LOCK_FILE, SQLITE_FILE, BankError, CaseBank
+from memory.bank import COLLECTION_PREFIX, SQLITE_FILE, BankError, CaseBank
+from memory.bank_store import bank_lock
 from memory.cases import Case
 from memory.embeddings import Embedder
 
@@ -93,9 +94,10 @@ def repair_bank(path: str | Path, embedder: Embedder, *, progress: Callable[[int
     sqlite_path = path / SQLITE_FILE
     if not sqlite_path.is_file():
         raise BankError(f"no case bank data file at {sqlite_path}; nothing to repair")
-    lock = FileLock(str(path / LOCK_FILE), timeout=10)
+    # The banks' own lock object: filelock makes a second object on a file this process holds wait for itself.
+    lock = bank_lock(path)
     try:
-        lock.acquire()
+        lock.acquire(timeout=10)
     except Timeout:
         raise BankError(f"the case bank at {path} is in use by another process; stop it, then repair") from None
     try:

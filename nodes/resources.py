@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from graph.context import Context
 from memory.bank import CaseBank
+from memory.bank_store import Store
+from memory.config import MemoryConfig
 from memory.embeddings import Embedder, LazyEmbedder
 from memory.experience import ExperienceLog
 from nodes.models import build_chat_model, model_key
@@ -66,6 +68,9 @@ class Resources:
         self._models: dict[tuple[Any, ...], BaseChatModel] = {}
         self._given_models = dict(chat_models or {})
         self._banks: dict[tuple[str, str, str], CaseBank] = {}
+        # One store (Chroma client and in-memory index) per bank location, shared by the banks of
+        # its namespaces and closed by `close`.
+        self._stores: dict[str, Store] = {}
         self._logs: dict[str, ExperienceLog] = {}
         # MCP sessions belong to the event loop that opened them: one toolbox per loop and config.
         self._toolboxes: dict[tuple[int, str], Toolbox] = {}
@@ -102,6 +107,7 @@ class Resources:
         """
         ctx = ctx or self.context
         key = (ctx.bank_path, ctx.chroma_url, ctx.namespace)
+        location = ctx.chroma_url or str(Path(ctx.bank_path or MemoryConfig.from_env().bank_path).resolve())
         with self._lock:
             bank = self._banks.get(key)
             if bank is None:
@@ -110,7 +116,9 @@ class Resources:
                     url=ctx.chroma_url or None,
                     namespace=ctx.namespace,
                     embedder=self.embedder(ctx),
+                    store=self._stores.get(location),
                 )
+                self._stores.setdefault(location, bank.store)
             return bank
 
     def experience(self, ctx: Context | None = None) -> ExperienceLog:
@@ -228,16 +236,23 @@ class Resources:
         interpreter ("terminate called without an active exception", exit status 134) after the
         work was done, and loses the refit; so closing waits for it, at most ``retrain_timeout``
         seconds. MCP sessions need their event loop: `aclose` closes them; a toolbox of a loop that
-        has ended is dropped here (its server processes ended with the loop's transports).
+        has ended is dropped here (its server processes ended with the loop's transports). The
+        banks' stores are closed (their Chroma systems stopped) unless a retrain still reads them.
         """
         with self._lock:
             trainers = list(self._trainers.values())
         for trainer in trainers:
             trainer.wait(timeout=retrain_timeout)
+        busy = any(trainer.running for trainer in trainers)
         with self._lock:
+            stores = list(self._stores.values())
+            self._stores.clear()
             self._trainers.clear()
             self._models.clear()
             self._banks.clear()
             self._logs.clear()
             self._toolboxes.clear()
             self._selectors = None
+        if not busy:  # else the stores go with their last user
+            for store in stores:
+                store.close()
