@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import threading
 import uuid
 import weakref
 from typing import Any
@@ -35,31 +36,54 @@ mcp = FastMCP(
     ),
 )
 MAX_CODE_CHARS = 100_000
-# Per MCP session (one per stdio connection, one per streamable-HTTP session id): an owner token
-# and its default workspace. Weak keys, so an ended session's entries go with it.
-_session_owners: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
 
 
-@functools.lru_cache(maxsize=1)
+class CodeServerResources:
+    """What this server process holds: its sandbox and the workspace owner of each MCP session.
+
+    The server's composition root (like `mcp_servers.memory.MemoryServerResources`): the sandbox
+    is probed on first use and its janitor started then; sessions map to an owner token and a
+    default workspace under weak keys, so an ended session's entries go with it.
+    """
+
+    def __init__(self) -> None:
+        """Probe nothing yet."""
+        self._lock = threading.Lock()
+        self._sandbox: Sandbox | None = None
+        self._session_owners: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+    def sandbox(self) -> Sandbox:
+        """The server's sandbox, probed on first use; its janitor removes idle workspaces."""
+        with self._lock:
+            if self._sandbox is None:
+                box = Sandbox()
+                box.start_janitor()
+                self._sandbox = box
+            return self._sandbox
+
+    def workspace_id(self, workspace: str | None, ctx: Context | None) -> tuple[str, str | None]:
+        """The workspace a call uses and the owner (session) it must belong to."""
+        session = ctx.session if ctx is not None else None
+        if session is None:
+            return workspace or ServerConfig.from_env().code_workspace, None
+        box = self.sandbox()
+        with self._lock:
+            if session not in self._session_owners:
+                owner = uuid.uuid4().hex
+                self._session_owners[session] = (owner, "session-" + uuid.uuid4().hex[:16])
+                # When the session object goes, so does everything it owned (at the next sweep).
+                weakref.finalize(session, box.forget_owner, owner)
+            owner, own = self._session_owners[session]
+        return workspace or own, owner
+
+
+# This module is the server process's entry point; its tools share this one owner.
+resources = CodeServerResources()
+
+
 def sandbox() -> Sandbox:
-    """The process-wide sandbox, probed on first use; its janitor removes idle workspaces."""
-    box = Sandbox()
-    box.start_janitor()
-    return box
-
-
-def _workspace_id(workspace: str | None, ctx: Context | None) -> tuple[str, str | None]:
-    """The workspace a call uses and the owner (session) it must belong to."""
-    session = ctx.session if ctx is not None else None
-    if session is None:
-        return workspace or ServerConfig.from_env().code_workspace, None
-    if session not in _session_owners:
-        owner = uuid.uuid4().hex
-        _session_owners[session] = (owner, "session-" + uuid.uuid4().hex[:16])
-        # When the session object goes, so does everything it owned (at the next sweep).
-        weakref.finalize(session, sandbox().forget_owner, owner)
-    owner, own = _session_owners[session]
-    return workspace or own, owner
+    """The server's sandbox."""
+    return resources.sandbox()
 
 
 def _check_code(text: str, what: str) -> None:
@@ -73,14 +97,14 @@ def _check_code(text: str, what: str) -> None:
 
 async def _run(argv: list[str], workspace: str | None, timeout_s: float, ctx: Context | None) -> dict[str, Any]:
     box = await anyio.to_thread.run_sync(sandbox)
-    ws, owner = _workspace_id(workspace, ctx)
+    ws, owner = resources.workspace_id(workspace, ctx)
     result = await anyio.to_thread.run_sync(lambda: box.run(argv, ws, timeout_s, owner=owner))
     return {"workspace": ws, **result.to_dict()}
 
 
 async def _files(method: str, workspace: str | None, ctx: Context | None, *args: Any) -> dict:
     box = await anyio.to_thread.run_sync(sandbox)
-    ws, owner = _workspace_id(workspace, ctx)
+    ws, owner = resources.workspace_id(workspace, ctx)
     result = await anyio.to_thread.run_sync(functools.partial(getattr(box, method), ws, *args, owner=owner))
     return {"workspace": ws, **result}
 

@@ -28,6 +28,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,16 +286,30 @@ async def fetch_markdown(url: str, settings: CrawlSettings) -> tuple[str, str, s
     return final_url, title, markdown.strip()
 
 
-_embedder = None
+class CrawlServerResources:
+    """What this server process loads once: the MiniLM embedder that reranks a page's sections.
+
+    The server's composition root (like `mcp_servers.memory.MemoryServerResources`); the model
+    loads on the first fetch that reranks, and concurrent first fetches load it once.
+    """
+
+    def __init__(self) -> None:
+        """Load nothing yet."""
+        self._lock = threading.Lock()
+        self._embedder: Any = None
+
+    def embedder(self) -> Any:
+        """The reranking embedder (all-MiniLM-L6-v2), loaded on first use."""
+        with self._lock:
+            if self._embedder is None:
+                from memory.embeddings import load_embedder
+
+                self._embedder = load_embedder("minilm")
+            return self._embedder
 
 
-def _load_embedder():
-    global _embedder
-    if _embedder is None:
-        from memory.embeddings import load_embedder
-
-        _embedder = load_embedder("minilm")
-    return _embedder
+# This module is the server process's entry point; its tools share this one owner.
+resources = CrawlServerResources()
 
 
 @mcp.tool()
@@ -315,7 +330,10 @@ async def fetch_page(url: str, query: str = "", max_tokens: int = 2000) -> str:
     if not markdown:
         return f"URL: {final_url}\nTitle: {title}\n\n(the page has no readable text)"
     total = approx_tokens(markdown)
-    embedder = _load_embedder() if settings.rerank == "minilm" and query.strip() else None
+    embedder = None
+    if settings.rerank == "minilm" and query.strip():
+        # Loaded off the event loop: the first load takes seconds, and other sessions keep being served.
+        embedder = await anyio.to_thread.run_sync(resources.embedder)
     body = await anyio.to_thread.run_sync(lambda: compress(markdown, query, max_tokens=max_tokens, embedder=embedder))
     header = f"URL: {final_url}\nTitle: {title}"
     if body != markdown:

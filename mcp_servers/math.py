@@ -22,7 +22,8 @@ import resource
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -57,12 +58,15 @@ def timeout_s() -> float:
     return ServerConfig.from_env().math_timeout_s
 
 
+# Left as a process-wide memo on purpose: a read-only view of the installed sympy module's public
+# names, a pure function of an import (like the import itself), never changed or cleared, holding
+# no client, file or connection. The import is what it saves: `bounded` calls it before forking.
 @functools.lru_cache(maxsize=1)
-def _sympy_names() -> dict[str, Any]:
+def _sympy_names() -> Mapping[str, Any]:
     import sympy
     import sympy.parsing.sympy_parser  # imported before forking, once
 
-    return {name: getattr(sympy, name) for name in dir(sympy) if not name.startswith("_")}
+    return MappingProxyType({name: getattr(sympy, name) for name in dir(sympy) if not name.startswith("_")})
 
 
 def _namespace() -> dict[str, Any]:

@@ -77,7 +77,8 @@ MASKED_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-"
 REGISTRY, REGISTRY_LOCK = ".registry.json", ".registry.lock"
 CLONE_NEWNS = 0x00020000
 # Set by `use_private_mounts`: workspaces can then be size-limited tmpfs mounts that vanish with
-# this process instead of lingering in the host's mount table.
+# this process instead of lingering in the host's mount table. Process-wide because it records a
+# fact about the process itself (its own mount namespace), set once and never undone.
 _PRIVATE_MOUNTS = False
 
 
@@ -163,7 +164,9 @@ PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
 
 @functools.lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL:
-    # Loaded once in the parent, so a forked child never runs the dynamic loader.
+    # Loaded once in the parent, so a forked child never runs the dynamic loader. Left process-wide
+    # on purpose: the handle of the C library already mapped into this process, immutable and
+    # never cleared, holding no state of ours (errno is per thread).
     return ctypes.CDLL(None, use_errno=True)
 
 
