@@ -10,8 +10,9 @@ Design choices that matter at scale:
   lock (embedded mode), so concurrent writers and resumed runs never duplicate or drop a case.
 * An embedded Chroma client keeps its HNSW index in memory and does not notice writes made by
   other processes (its count does, its queries do not). Every write therefore stamps a
-  generation token in the bank folder, and a store that sees a token it did not write reopens
-  its client before the next read, so readers in other processes see every committed write.
+  generation token in the bank folder, and a store that sees a token it did not write catches
+  its index up before the next read that needs vectors (`memory.bank_store` says how, and when
+  it reopens instead), so readers in other processes see every committed write.
 * Each bank owns its store (client and Chroma system) unless its owner hands it one to share
   (`nodes.resources.Resources` shares one per location between namespaces); nothing is cached
   per process, and `close` releases what the bank opened.
@@ -166,22 +167,23 @@ class CaseBank:
         ns = namespace or self.namespace
         store = self._store
         col = store.collections.get(ns)
-        if col is None:
-            name = validate_namespace(ns)
-            try:
-                col = store.client.get_collection(name=name, embedding_function=None)
-            except Exception:
-                if not create:
-                    return None
-                col = store.client.get_or_create_collection(
-                    name=name,
-                    embedding_function=None,
-                    metadata={"hnsw:space": "cosine", "embedder": self.embedder.name},
-                )
-            if not isinstance(store, EmbeddedStore):
-                col = RetryingCollection(col)
-            store.collections[ns] = col
-        return col
+        if col is not None:
+            return col
+        name = validate_namespace(ns)
+        try:
+            col = store.client.get_collection(name=name, embedding_function=None)
+        except Exception:
+            if not create:
+                store.missing(ns)
+                return None
+            col = store.client.get_or_create_collection(
+                name=name,
+                embedding_function=None,
+                metadata={"hnsw:space": "cosine", "embedder": self.embedder.name},
+            )
+        if not isinstance(store, EmbeddedStore):
+            col = RetryingCollection(col)
+        return store.loaded(ns, col)
 
     def _check_embedder(self, col: Any) -> None:
         built_with = (col.metadata or {}).get("embedder")
@@ -203,9 +205,22 @@ class CaseBank:
             raise damage_error(self.location, exc) from exc
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        self._store.refresh()
-        with self._store.mutex, self._damage_guard():
+    def _reading(self, namespace: str | None = None, *, vectors: bool = False, fetch: bool = True) -> Iterator[None]:
+        """Hold the store for a read of ``namespace`` (``vectors``: one that needs its vector index).
+
+        A collection's first load and a stale index's catch-up happen under the write lock, so
+        neither reads index files another writer is saving; every other read takes no lock.
+        """
+        store = self._store
+        store.refresh()
+        ns = namespace or self.namespace
+        if fetch and store.needs_lock(ns, vectors):
+            with self._write_lock(), store.mutex, self._damage_guard():
+                store.refresh()
+                col = self._collection(ns, create=False)
+                if col is not None and vectors and not store.catch_up(ns, col):
+                    self._collection(ns, create=False)  # reopened instead: load the new one now
+        with store.mutex, self._damage_guard():
             yield
 
     @contextlib.contextmanager
@@ -220,7 +235,7 @@ class CaseBank:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         with self._write_lock():
-            self._store.refresh()
+            self._store.sync()
             with self._store.mutex, self._damage_guard():
                 try:
                     yield
@@ -234,13 +249,13 @@ class CaseBank:
 
     def namespaces(self) -> list[str]:
         """Namespaces that hold a collection."""
-        with self._reading():
+        with self._reading(fetch=False):
             cols = self._store.client.list_collections()
         names = [c if isinstance(c, str) else c.name for c in cols]
         return sorted(n[len(COLLECTION_PREFIX) :] for n in names if n.startswith(COLLECTION_PREFIX))
 
     def refresh(self) -> None:
-        """Pick up writes made by other processes now (reads do this on their own)."""
+        """Account for writes made by other processes now (reads do this on their own)."""
         self._store.refresh()
 
     # -- writes -------------------------------------------------------------------------------
@@ -284,6 +299,11 @@ class CaseBank:
                     dedup[batch[i].id] = i
                 idx = list(dedup.values())
                 ids = [batch[i].id for i in idx]
+                # Stored vectors come from the in-memory index: catch a stale one up first, but only
+                # when a case exists already (a new case's write catches the index up by itself).
+                stale = self._store.is_stale(ns) and col.get(ids=ids, include=[])["ids"]
+                if stale and not self._store.catch_up(ns, col):
+                    col = self._collection(ns)
                 existing = col.get(ids=ids, include=["metadatas", "embeddings"])
                 old = dict(zip(existing["ids"], existing["metadatas"], strict=True))
                 old_vec = dict(zip(existing["ids"], existing["embeddings"], strict=True))
@@ -440,14 +460,14 @@ class CaseBank:
                 return 0
             n = col.count()
             self._store.client.delete_collection(validate_namespace(namespace))
-            self._store.collections.pop(namespace, None)
+            self._store.forget(namespace)
         return n
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, case_id: str, namespace: str | None = None) -> Case | None:
         """One case by id, or None."""
-        with self._reading():
+        with self._reading(namespace):
             col = self._collection(namespace, create=False)
             if col is None:
                 return None
@@ -458,7 +478,7 @@ class CaseBank:
         """Cases by id, in the order asked; missing ids are skipped."""
         if not case_ids:
             return []
-        with self._reading():
+        with self._reading(namespace):
             col = self._collection(namespace, create=False)
             if col is None:
                 return []
@@ -470,7 +490,7 @@ class CaseBank:
         """Stored embeddings by id (the policy scores cases without re-encoding them)."""
         if not case_ids:
             return {}
-        with self._reading():
+        with self._reading(namespace, vectors=True):
             col = self._collection(namespace, create=False)
             if col is None:
                 return {}
@@ -479,7 +499,7 @@ class CaseBank:
 
     def count(self, namespace: str | None = None) -> int:
         """Cases in a namespace."""
-        with self._reading():
+        with self._reading(namespace):
             col = self._collection(namespace, create=False)
             return 0 if col is None else col.count()
 
@@ -490,7 +510,7 @@ class CaseBank:
         include = ["metadatas", "embeddings"] if embeddings else ["metadatas"]
         offset = 0
         while True:
-            with self._reading():
+            with self._reading(namespace, vectors=embeddings):
                 col = self._collection(namespace, create=False)
                 if col is None:
                     return
@@ -516,7 +536,7 @@ class CaseBank:
     ) -> list[Case]:
         """A page of cases (storage order), newest first within the page."""
         cases: list[Case] = []
-        with self._reading():
+        with self._reading(namespace):
             col = self._collection(namespace, create=False)
             if col is None:
                 return []
@@ -557,7 +577,7 @@ class CaseBank:
         """
         if n <= 0:
             return []
-        with self._reading():
+        with self._reading(namespace):
             col = self._collection(namespace, create=False)
         if col is None:
             return []
@@ -573,7 +593,7 @@ class CaseBank:
         include = ["metadatas", "distances"] + (["embeddings"] if include_embeddings else [])
         vector = [np.asarray(query_embedding, dtype=np.float32).tolist()]
         while True:
-            with self._reading():
+            with self._reading(namespace, vectors=True):
                 col = self._collection(namespace, create=False)
                 if col is None:
                     return []
@@ -602,7 +622,7 @@ class CaseBank:
             # Fewer rows than asked for means the collection is exhausted, unless the vector
             # index lost entries that the stored records still have.
             if len(metas) < fetch:
-                with self._reading():
+                with self._reading(namespace, vectors=True):
                     col = self._collection(namespace, create=False)
                     if col is None:
                         return []
@@ -627,7 +647,7 @@ class CaseBank:
         """Batched raw neighbour lookup: for each vector, ``(id, similarity)`` pairs, best first."""
         if len(embeddings) == 0 or n <= 0:
             return []
-        with self._reading():
+        with self._reading(namespace, vectors=True):
             col = self._collection(namespace, create=False)
             if col is None:
                 return [[] for _ in embeddings]
@@ -666,7 +686,7 @@ class CaseBank:
                 created = float(m["created_at"])
                 oldest = created if oldest is None else min(oldest, created)
                 newest = created if newest is None else max(newest, created)
-        with self._reading():
+        with self._reading(ns):
             col = self._collection(ns, create=False)
         return {
             "location": self.location,

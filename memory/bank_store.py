@@ -1,9 +1,30 @@
-"""Embedded Chroma stores: each `CaseBank` owns one client per bank folder, reopened when another writer wrote.
+"""Embedded Chroma stores: each `CaseBank` owns one client per bank folder, kept current with other writers.
 
-An embedded client keeps its HNSW index in memory and does not notice writes made by other
-processes (or by another store on the same folder in this process). Every write therefore stamps
-a generation token in the folder, and a store that sees a token it did not write reopens its
-client (under the folder's write lock) before the next read.
+What an embedded client sees of other writers (processes, or other stores on the folder in this
+process), as measured with Chroma 1.5 and read in its Rust sources:
+
+* records (count, get, metadata) live in SQLite and are always current;
+* vectors live in an HNSW index held in memory, loaded from the folder's index files on a
+  collection's first use and then replaying the SQLite log of writes made since those files were
+  saved. After that the index only moves when this client writes: each write first replays the
+  log from the last *saved* index position onward (Chroma's "backfill"), then prunes the log below
+  that position. The index files are saved by whichever client crosses ``hnsw:sync_threshold``
+  (1,000 vectors by default) while applying the log, and their position is recorded in SQLite
+  (table ``max_seq_id``).
+
+So a stale in-memory index is caught up without reopening the client by any write to its
+collection, as long as nobody saved the index files since this store last caught up: the log
+still holds every write after that point. If someone did save them, the log below their position
+is gone and only a reload from the files brings the index back (worse, a write by the stale
+client would save an index that misses those vectors, for every later reader).
+
+Every write stamps a generation token in the folder. A store that sees a token it did not write
+then, under the folder's write lock, reopens its client if the saved-index positions moved since it
+last looked (rare: about once per ``hnsw:sync_threshold`` writes), and otherwise only marks its
+loaded collections as stale. A read that needs vectors (a search, stored embeddings) catches a
+stale collection up with a no-op write (deleting an id no case has), which replays the log tail; a
+read of records needs nothing, and a write catches its collection up by itself. A collection's
+first load also happens under the lock, so it never reads index files another writer is saving.
 
 Nothing here is shared through a module global. Two per-process facts outside our control are
 handled where they arise: flock locks belong to open files, so every store on a folder uses
@@ -18,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,9 +48,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from memory.bank_folder import BANK_FORMAT, GENERATION, LOCK_FILE, MANIFEST, RECOVERY, BankError
+from memory.bank_folder import BANK_FORMAT, GENERATION, LOCK_FILE, MANIFEST, RECOVERY, SQLITE_FILE, BankError
 from memory.bank_server import is_fatal
 from memory.cases import now
+
+SavedPositions = frozenset[tuple[str, int | None]]
 
 
 def bank_lock(path: Path) -> FileLock:
@@ -44,7 +68,7 @@ def bank_lock(path: Path) -> FileLock:
 
 
 class Store:
-    """A Chroma client plus the collections opened through it (server mode: nothing to refresh)."""
+    """A Chroma client plus the collections opened through it (server mode: always current)."""
 
     def __init__(self, client: Any, url: str | None = None):
         self.client = client
@@ -53,7 +77,34 @@ class Store:
         self.mutex = threading.RLock()
 
     def refresh(self) -> None:
-        """Reopen the client if another writer wrote (embedded mode only)."""
+        """Account for writes other writers made (embedded mode only)."""
+
+    def sync(self) -> None:
+        """Before a write, with the lock held: account for other writers (embedded mode only)."""
+
+    def forget(self, namespace: str) -> None:
+        """Drop a namespace's collection (it was deleted)."""
+        self.collections.pop(namespace, None)
+
+    def needs_lock(self, namespace: str, vectors: bool) -> bool:
+        """Whether a read of ``namespace`` must first load or catch up its index under the lock."""
+        return False
+
+    def loaded(self, namespace: str, collection: Any) -> Any:
+        """Keep a newly fetched collection (embedded mode: after loading its index)."""
+        self.collections[namespace] = collection
+        return collection
+
+    def missing(self, namespace: str) -> None:
+        """Note that ``namespace`` has no collection (embedded mode only)."""
+
+    def is_stale(self, namespace: str) -> bool:
+        """Whether the namespace's in-memory index may miss other writers' writes."""
+        return False
+
+    def catch_up(self, namespace: str, collection: Any) -> bool:
+        """Bring a collection's in-memory index up to date (lock held); False if the client was reopened."""
+        return True
 
     def mark_written(self) -> None:
         """Publish that this store wrote (embedded mode only)."""
@@ -63,18 +114,25 @@ class Store:
 
 
 class EmbeddedStore(Store):
-    """One embedded client on a bank folder, owned by its banks, reopened when another writer wrote."""
+    """One embedded client on a bank folder, owned by its banks, kept current with other writers."""
 
     def __init__(self, path: Path, lock_timeout: float):
         self.path = path
         self.lock_timeout = lock_timeout
         self._settings: Any = None
         self._system: Any = None
+        # Namespaces whose in-memory index may miss other writers' writes (see the module doc).
+        self.stale: set[str] = set()
+        # Namespaces without a collection as of `seen`: a read need not take the lock to look again.
+        self.absent: set[str] = set()
+        self.reopens = 0
+        self.catch_ups = 0
         self.lock = bank_lock(path)
         with self.locked(lock_timeout):
             self.seen = self._generation()
             client, self._system = self._open()
             super().__init__(client)
+            self.marks = self._saved_positions()
             manifest = path / MANIFEST
             if not manifest.exists():
                 manifest.write_text(json.dumps({"format": BANK_FORMAT, "created_at": now()}))
@@ -124,43 +182,156 @@ class EmbeddedStore(Store):
             ) from exc
         return client, system
 
+    def _reopen(self) -> None:
+        """Replace the client by a new one (lock and mutex held); its indexes load from the files."""
+        client, system = self._open()
+        old, self._system = self._system, system
+        self.client = client
+        self.collections = {}
+        self.stale = set()
+        self.absent = set()
+        self.reopens += 1
+        # This store alone used the old system: stopping it frees its index and threads now.
+        with contextlib.suppress(Exception):
+            old.stop()
+
     def _generation(self) -> str:
         try:
             return (self.path / GENERATION).read_text()
         except FileNotFoundError:
             return ""
 
+    def _saved_positions(self) -> SavedPositions | None:
+        """The log position of each collection's saved index files, from Chroma's SQLite (lock held).
+
+        None when it cannot be read (another Chroma schema): every foreign write then reopens.
+        """
+        try:
+            conn = sqlite3.connect(f"file:{self.path / SQLITE_FILE}?mode=ro", uri=True, timeout=30)
+            try:
+                rows = conn.execute(
+                    "SELECT s.id, m.seq_id FROM segments s LEFT JOIN max_seq_id m ON m.segment_id = s.id "
+                    "WHERE s.scope = 'VECTOR'"
+                ).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+        return frozenset((str(seg), None if seq is None else int(seq)) for seg, seq in rows)
+
     def _check_open(self) -> None:
         if self._system is None:
             raise BankError(f"the case bank at {self.path} was closed; open it again")
 
+    def _sync(self) -> bool:
+        """Account for other writers' writes since this store last looked (lock and mutex held).
+
+        Returns:
+            False when the client was reopened (collections fetched before must be fetched again).
+
+        """
+        self._check_open()
+        gen = self._generation()
+        if gen == self.seen and not self.stale:
+            return True  # nobody else wrote: every loaded index is current
+        marks = self._saved_positions()
+        if marks is None or marks != self.marks:
+            # Index files were saved since this store last looked (by another writer, or by a
+            # reader's first load) while its indexes miss writes: the log below the saved
+            # position is gone, so only a reload from the files brings them back. Collections
+            # made or dropped elsewhere change the positions too, and are picked up the same way.
+            self._reopen()
+            self.seen, self.marks = gen, marks
+            return False
+        if gen != self.seen:
+            self.stale |= self.collections.keys()
+            self.absent.clear()
+            self.seen = gen
+        return True
+
     def refresh(self) -> None:
-        """Reopen the client if another writer wrote since this store last looked."""
+        """Account for writes other writers made since this store last looked."""
         self._check_open()
         if self._generation() == self.seen:
             return
-        # Reload under the write lock so no other process is halfway through writing the index.
         with self.locked(self.lock_timeout), self.mutex:
-            self._check_open()
-            gen = self._generation()
-            if gen == self.seen:
-                return
-            client, system = self._open()
-            old, self._system = self._system, system
-            self.seen = gen
-            self.client = client
-            self.collections = {}
-            # This store alone used the old system: stopping it frees its index and threads now.
-            with contextlib.suppress(Exception):
-                old.stop()
+            self._sync()
+
+    def sync(self) -> None:
+        """Before a write, with the lock held: reopen if a stale index could no longer be caught up.
+
+        A write replays the log into its collection's index first, so a stale one catches up by
+        itself, unless index files were saved meanwhile (then `_sync` reopens).
+        """
+        with self.mutex:
+            self._sync()
+
+    def forget(self, namespace: str) -> None:
+        """Drop a namespace's collection (it was deleted)."""
+        self.collections.pop(namespace, None)
+        self.stale.discard(namespace)
+
+    def needs_lock(self, namespace: str, vectors: bool) -> bool:
+        """Whether a read of ``namespace`` must first load its index, or catch it up, under the lock."""
+        if namespace in self.absent:
+            return False
+        return namespace not in self.collections or (vectors and namespace in self.stale)
+
+    def loaded(self, namespace: str, collection: Any) -> Any:
+        """Load a newly fetched collection's index now and keep the collection (lock and mutex held).
+
+        Chroma loads an index from its files on a collection's first use: under the lock, no other
+        writer is saving them meanwhile. The load replays the log tail, which may save the files.
+        """
+        collection.count()
+        self.collections[namespace] = collection
+        self.absent.discard(namespace)
+        self.marks = self._saved_positions()
+        return collection
+
+    def missing(self, namespace: str) -> None:
+        """Note that ``namespace`` has no collection (until another write)."""
+        self.absent.add(namespace)
+
+    def is_stale(self, namespace: str) -> bool:
+        """Whether the namespace's in-memory index may miss other writers' writes."""
+        return namespace in self.stale
+
+    def catch_up(self, namespace: str, collection: Any) -> bool:
+        """Replay the log into a stale collection's index with a no-op write (lock and mutex held).
+
+        Returns:
+            False when the client was reopened instead (fetch the collection again).
+
+        """
+        if not self._sync():
+            return False
+        if namespace not in self.stale:
+            return True
+        try:
+            # Deleting an id no case has changes nothing, but it is a write: Chroma first replays
+            # the log from the saved index position into this client's index.
+            collection.delete(ids=[f"memento-catch-up-{uuid.uuid4().hex}"])
+        except Exception:
+            self._reopen()
+            self.marks = self._saved_positions()
+            return False
+        # Crossing the sync threshold while replaying may have saved the (now current) files.
+        self.marks = self._saved_positions()
+        self.stale.discard(namespace)
+        self.catch_ups += 1
+        return True
 
     def mark_written(self) -> None:
-        """Stamp a new generation token, so every other store reopens before its next read."""
+        """Stamp a new generation token (lock held), so every other store looks again before its next read."""
         token = uuid.uuid4().hex
         tmp = self.path / f"{GENERATION}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(token)
         os.replace(tmp, self.path / GENERATION)
         self.seen = token
+        # This write may have saved index files, or made or dropped a collection.
+        self.marks = self._saved_positions()
+        self.absent.clear()
 
     def close(self) -> None:
         """Stop this store's Chroma system (its index, SQLite connections and threads); idempotent."""
