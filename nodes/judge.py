@@ -6,7 +6,6 @@ import json
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
-from openai import APIError
 
 from graph.context import Context
 from graph.state import State
@@ -106,7 +105,13 @@ async def judge(state: State, runtime: Runtime[Context], resources: Resources) -
         confidence = parse_confidence(text_of(reply))
     except ValueError as exc:
         errors.append(f"judge reply unusable: {exc}")
-    except (APIError, ModelReplyError) as exc:
+    except Exception as exc:
+        # openai is imported only here: importing it with the graph delays `memento ask`'s first
+        # output by about half a second (the chat model imports it when it is first called).
+        from openai import APIError
+
+        if not isinstance(exc, APIError | ModelReplyError):
+            raise
         # A broken judge must not cost the run: the answer and its case are still worth keeping
         # (graded by exact match against a ground truth, or left unlabelled after a self-check).
         what = "self-judge failed" if source == "self_judge" else "judge call failed"

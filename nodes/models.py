@@ -47,15 +47,18 @@ def explain_endpoint_errors(node: Callable[..., Awaitable[dict]]) -> Callable[..
     the endpoint was reached but did not answer within ``Context.request_timeout``, so it
     propagates unchanged.
     """
-    from openai import APIConnectionError, APITimeoutError, AuthenticationError
 
     @functools.wraps(node)
     async def wrapper(state: Any, runtime: Any) -> dict:
         try:
             return await node(state, runtime)
-        except APITimeoutError:
-            raise
-        except (APIConnectionError, AuthenticationError) as exc:
+        except Exception as exc:
+            # openai is imported only when a node fails: importing it while the graph is built
+            # would delay `memento ask`'s first output by about half a second.
+            from openai import APIConnectionError, APITimeoutError, AuthenticationError
+
+            if isinstance(exc, APITimeoutError) or not isinstance(exc, APIConnectionError | AuthenticationError):
+                raise
             try:
                 where = Context.resolve(getattr(runtime, "context", None)).endpoint or "https://api.openai.com/v1"
             except ValueError:  # a bad context was reported by the node already; keep this error

@@ -29,6 +29,45 @@ def test_help_imports_nothing_heavy(tmp_path):
     assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
 
 
+def test_building_the_graph_imports_neither_openai_nor_chromadb(tmp_path):
+    # `memento ask` shows its cases once the graph runs its first node: the OpenAI client (about
+    # half a second to import) is needed only by the first model call, Chroma by the bank.
+    code = (
+        "import sys\n"
+        "from graph.builder import compile_graph\n"
+        "from graph.context import Context\n"
+        "from nodes.resources import Resources\n"
+        "compile_graph(resources=Resources(Context(mcp_config='')))\n"
+        "print('LOADED', sorted(m for m in ('openai', 'langchain_openai', 'chromadb', 'torch') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LOADED []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_piped_output_is_widened_without_importing_typers_help_module(tmp_path):
+    code = (
+        "import os, sys\n"
+        "from graph.terminal import widen_when_piped\n"
+        "print('WIDENED', widen_when_piped(), os.environ['COLUMNS'], os.environ['TERMINAL_WIDTH'])\n"
+        "print('RICH_UTILS', 'typer.rich_utils' in sys.modules)\n"
+        "from typer import rich_utils\n"
+        "print('HELP_WIDTH', rich_utils.MAX_WIDTH)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("COLUMNS", None)
+    env.pop("TERMINAL_WIDTH", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WIDENED True 4096 160" in proc.stdout, proc.stdout
+    assert "RICH_UTILS False" in proc.stdout and "HELP_WIDTH 160" in proc.stdout, proc.stdout
+
+
 def test_warm_resources_opens_bank_and_caches_question(tmp_path, monkeypatch, embedder):
     from graph.context import Context
     from nodes.resources import Resources
