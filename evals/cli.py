@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from pathlib import Path
@@ -216,6 +215,8 @@ def eval_command(
         raise typer.Exit(2) from exc
     runner.write_config({"dataset_path": str(dataset), "format": data.format, "examples": len(data.examples)})
     shown_note = runner.upload_note
+    import asyncio
+
     records = asyncio.run(runner.run())
     if runner.upload_note and runner.upload_note != shown_note:
         console.print(f"[yellow]warning:[/yellow] {escape(runner.upload_note)}", soft_wrap=True)

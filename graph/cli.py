@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
@@ -240,13 +239,8 @@ def ask(
     ] = None,
 ) -> None:
     """Ask the agent one question, showing cases, plan, subtasks and tool calls as they happen."""
-    from langgraph.types import Command
-
     from graph.context import Context
-    from graph.persistence import CheckpointerError
-    from memory.bank import BankError
-    from memory.experience import ExperienceLogError
-    from nodes.models import CONFIG_HELP, ModelConfigError, ModelEndpointError, check_endpoint
+    from memory.bank_worker import BankWorker, has_spare_core
 
     overrides: dict[str, Any] = {
         "planner_model": planner,
@@ -265,36 +259,62 @@ def ask(
     }
     try:
         ctx = Context(**{key: v for key, v in overrides.items() if v is not None})
-        check_endpoint(ctx)
-    except (ValueError, ModelConfigError) as exc:
+    except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
+    # Chroma is imported and the bank opened in a child process, on another core, while this one
+    # imports LangGraph and builds the graph; so it starts before any other heavy import.
+    worker = None
+    if question is not None and question.strip() and ctx.memory_mode != "none" and ctx.k > 0 and has_spare_core():
+        worker = BankWorker.start(ctx.bank_path or None, ctx.chroma_url or None, ctx.namespace)
+    try:
+        from graph.persistence import CheckpointerError
+        from memory.bank import BankError
+        from memory.experience import ExperienceLogError
+        from nodes.models import CONFIG_HELP, ModelConfigError, ModelEndpointError, check_endpoint
 
-    if question is not None and not question.strip():
-        console.print("[red]error:[/] the question is empty")
-        raise typer.Exit(EXIT_CONFIG)
-    if question is None and thread is None:
-        console.print("[red]error:[/] give a question, or --thread to resume a run")
-        raise typer.Exit(EXIT_CONFIG)
+        try:
+            check_endpoint(ctx)
+        except ModelConfigError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(EXIT_CONFIG) from None
 
-    thread = thread or uuid.uuid4().hex[:12]
-    config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        if question is not None and not question.strip():
+            console.print("[red]error:[/] the question is empty")
+            raise typer.Exit(EXIT_CONFIG)
+        if question is None and thread is None:
+            console.print("[red]error:[/] give a question, or --thread to resume a run")
+            raise typer.Exit(EXIT_CONFIG)
+
+        thread = thread or uuid.uuid4().hex[:12]
+        config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        if question is not None:
+            payload: Any = {"question": question, "ground_truth": ground_truth, "task_id": task_id}
+        elif approve is not None:
+            from langgraph.types import Command
+
+            payload = Command(resume=_decision(approve))
+        else:
+            payload = None  # continue an interrupted run from its last checkpoint
+        from nodes.resources import Resources
+
+        # The command's composition root: every run (and resumption) below uses and closes it
+        # (the bank worker included).
+        resources = Resources(ctx, bank_worker=worker)
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        raise
     if question is not None:
-        payload: Any = {"question": question, "ground_truth": ground_truth, "task_id": task_id}
-    elif approve is not None:
-        payload = Command(resume=_decision(approve))
-    else:
-        payload = None  # continue an interrupted run from its last checkpoint
-    from nodes.resources import Resources
-
-    # The command's composition root: every run (and resumption) below uses and closes it.
-    resources = Resources(ctx)
-    if question is not None:
-        # Bank and embedder load on a thread while the graph, the checkpointer and the model
-        # client are imported; the question's vector is cached for retrieve_cases.
+        # The embedder loads on a thread while the graph, the checkpointer and the model client
+        # are imported (and the bank too, when no worker opens it); the question's vector is
+        # cached for retrieve_cases.
         resources.warm(question)
     console.print(f"[dim]thread {thread}[/]")
     progress: dict[str, int] = {}
+    # Imported here, not with the module: `memento --help` and the bank worker's start need none of it.
+    import asyncio
+
     try:
         while True:
             state, interrupts = asyncio.run(_run(payload, config, ctx, checkpoint_url, progress, resources))
@@ -305,6 +325,8 @@ def ask(
                 Panel(escape(json.dumps(request, indent=2, default=str)), title="approval needed", expand=False)
             )
             if approve is None and sys.stdin.isatty():
+                from langgraph.types import Command
+
                 payload = Command(resume=_decision(typer.confirm("Run these tool calls?", default=False)))
                 continue
             console.print(
@@ -402,6 +424,8 @@ def feedback(
         if target.startswith("case-"):
             case = _feedback_on_case(ctx, target, good, note)
         else:
+            import asyncio
+
             case = asyncio.run(_feedback_on_thread(ctx, target, good, note, checkpoint_url))
     except (ValueError, KeyError, BankError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc.args[0] if isinstance(exc, KeyError) else exc}")

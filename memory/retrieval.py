@@ -15,15 +15,32 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from memory.bank import CaseBank
+from memory.bank import ScoredCase
+from memory.embeddings import Embedder
 from memory.policy.exploration import Exploration, explore_ranking
 from memory.records import CaseView, LoggedCandidate, case_view, logged_candidate
 
 logger = logging.getLogger(__name__)
+
+
+class CaseSearch(Protocol):
+    """What case selection needs of a bank: a `memory.bank.CaseBank`, or a stand-in for one search.
+
+    `memory.bank_worker.WorkerSearch` is the stand-in: another process answers the search.
+    """
+
+    @property
+    def embedder(self) -> Embedder:
+        """Embeds the question (the vector the bank's cases were embedded with)."""
+        ...
+
+    def search(self, *args: Any, **kwargs: Any) -> list[ScoredCase]:
+        """Nearest cases, as `memory.bank.CaseBank.search`."""
+        ...
 
 
 @dataclass
@@ -62,7 +79,7 @@ def _logged(hit, view: CaseView, shown: bool, propensity: float) -> LoggedCandid
 
 
 def retrieve_cases(
-    bank: CaseBank,
+    bank: CaseSearch,
     question: str,
     *,
     mode: str = "similarity",
@@ -81,7 +98,7 @@ def retrieve_cases(
     """Select up to ``k`` cases to show for ``question``.
 
     Args:
-        bank: The case bank.
+        bank: The case bank (or a stand-in answering its search, see `CaseSearch`).
         question: The new task.
         mode: ``none``, ``similarity`` or ``learned``.
         k: Cases to show.

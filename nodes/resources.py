@@ -33,8 +33,10 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from mcp_servers.toolbox import Toolbox
+    from memory.bank_worker import BankWorker
     from memory.policy.online import OnlineTrainer
     from memory.policy.selection import SelectorCache
+    from memory.retrieval import CaseSearch
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Resources:
         *,
         embedder: Embedder | None = None,
         chat_models: Mapping[str, BaseChatModel] | None = None,
+        bank_worker: BankWorker | None = None,
     ):
         """Own nothing yet: every resource is built on first use.
 
@@ -59,6 +62,8 @@ class Resources:
             chat_models: Chat models per role (``planner``, ``executor``, ``judge``) built by the
                 caller, e.g. a model of another provider or a test's fake; they serve every run
                 whatever its model settings. Other roles get ``ChatOpenAI`` clients.
+            bank_worker: A process the caller started on the bank ``context`` names
+                (`memory.bank_worker`): the first retrieval's search goes to it.
 
         """
         self._context = context
@@ -76,6 +81,7 @@ class Resources:
         self._toolboxes: dict[tuple[int, str], Toolbox] = {}
         self._trainers: dict[tuple[str, str, str], OnlineTrainer] = {}
         self._selectors: SelectorCache | None = None
+        self._bank_worker = bank_worker
         # Retrieval fallback warnings already logged (one per graph, not one per task).
         self.warned: set[str] = set()
 
@@ -120,6 +126,28 @@ class Resources:
                 )
                 self._stores.setdefault(location, bank.store)
             return bank
+
+    def retrieval_bank(self, ctx: Context | None = None) -> CaseSearch:
+        """What a retrieval searches: `bank`, or the bank worker given at construction.
+
+        The worker answers one search, of the context's bank, once it has opened it; otherwise
+        this is `bank`, opened here, so its errors are raised here as they always were.
+
+        Raises:
+            BankError: The bank is corrupt or its server unreachable.
+
+        """
+        ctx = ctx or self.context
+        worker = self._bank_worker
+        if (
+            worker is not None
+            and worker.serves(ctx.bank_path or None, ctx.chroma_url or None, ctx.namespace)
+            and worker.wait_ready()
+        ):
+            from memory.bank_worker import WorkerSearch
+
+            return WorkerSearch(worker, self.embedder(ctx), lambda: self.bank(ctx))
+        return self.bank(ctx)
 
     def experience(self, ctx: Context | None = None) -> ExperienceLog:
         """The experience log the context points at."""
@@ -203,16 +231,21 @@ class Resources:
         """Open the case bank and load the embedder on a daemon thread (CLI start-up, server start).
 
         The first retrieval then finds both ready, and with ``question`` its embedding is already
-        cached. Failures are left for the node itself to raise with its own message.
+        cached. The bank is left to the bank worker when one was given. Failures are left for the
+        node itself to raise with its own message.
         """
         ctx = self.context
+        # A bank worker opens the bank in its own process: opening it here too would only compete
+        # with the caller's imports for the GIL.
+        open_bank = self._bank_worker is None
 
         def run() -> None:
             if ctx.memory_mode == "none" or ctx.k == 0:
                 return
             try:
                 self.embedder(ctx).warm(query=question or "warm-up", cached=True).join()
-                self.bank(ctx).count()
+                if open_bank:
+                    self.bank(ctx).count()
             except Exception:
                 logger.debug("warm-up failed", exc_info=True)
 
@@ -241,6 +274,9 @@ class Resources:
         """
         with self._lock:
             trainers = list(self._trainers.values())
+            worker, self._bank_worker = self._bank_worker, None
+        if worker is not None:
+            worker.close()  # reaped even when it was never asked
         for trainer in trainers:
             trainer.wait(timeout=retrain_timeout)
         busy = any(trainer.running for trainer in trainers)

@@ -42,7 +42,8 @@ def retrieve_cases(state: State, runtime: Runtime[Context], resources: Resources
             "started_at": started,
             "sensitive_tools": policy,
         }
-    bank = resources.bank(ctx)
+    # The bank worker `memento ask` started answers this first search (see memory.bank_worker).
+    bank = resources.retrieval_bank(ctx)
     retrieval_id = _retrieval_id(state)
     try:
         result = select_cases(

@@ -83,3 +83,62 @@ def test_piped_ask_has_no_spinner_and_cases_come_from_the_warmed_bank(agent_env,
     assert "loading the agent" not in result.output and "working…" not in result.output
     assert "\x1b[" not in result.output  # no cursor control or colour codes when piped
     assert result.output.index("thread") < result.output.index("cases")
+
+
+def test_ask_shows_the_same_cases_with_and_without_the_bank_worker(agent_env, llm_server, monkeypatch, tmp_path):
+    import shutil
+
+    from memory.bank import CaseBank
+    from memory.bank_worker import BankWorker
+    from memory.cases import Case
+    from memory.embeddings import HashEmbedder
+
+    monkeypatch.setattr("memory.bank_worker.has_spare_core", lambda: True)  # also on a one-core runner
+    monkeypatch.setenv("MEMENTO_EMBEDDER", "hash:16")
+    monkeypatch.setenv("MEMENTO_MIN_SIMILARITY", "-1")  # hash vectors: show the nearest whatever they are
+    CaseBank(tmp_path / "seed", embedder=HashEmbedder(16)).upsert(
+        [Case(question=f"Which number comes after {i}?", answer=str(i + 1), reward=i % 3 and 1.0) for i in range(8)]
+    )
+    workers: list[BankWorker] = []
+    real_start = BankWorker.start
+
+    def recorded(*args, **kwargs):
+        worker = real_start(*args, **kwargs)
+        workers.append(worker)
+        return worker
+
+    def cases_shown(start, bank: str) -> list[str]:
+        # Each run writes its own case: each starts from its own copy of the same bank.
+        shutil.copytree(tmp_path / "seed", tmp_path / bank)
+        monkeypatch.setenv("MEMENTO_BANK_PATH", str(tmp_path / bank))
+        monkeypatch.setattr(BankWorker, "start", start)
+        llm_server.script("planner", final("8"))
+        result = runner.invoke(app, ["ask", "Which number comes after 7?", "--mcp-config", "", "--no-self-judge"])
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith("cases"))
+        return lines[first : first + 5]
+
+    with_worker = cases_shown(recorded, "a")
+    assert len(workers) == 1 and workers[0]._state == "used"  # the worker answered the search
+    assert workers[0]._proc is None  # and was reaped
+    without = cases_shown(lambda *args, **kwargs: None, "b")
+    assert with_worker == without
+    assert with_worker[0] == "cases 4 shown (similarity)"
+    assert "positive" in with_worker[1] and "Which number comes after 7?" in with_worker[1]
+    assert any("negative" in line for line in with_worker[2:])
+
+
+def test_ask_with_a_config_error_ends_its_bank_worker(agent_env, monkeypatch, tmp_path):
+    from memory.bank_worker import BankWorker
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setattr("memory.bank_worker.has_spare_core", lambda: True)
+    workers: list[BankWorker] = []
+    real_start = BankWorker.start
+    monkeypatch.setattr(BankWorker, "start", lambda *a, **kw: workers.append(real_start(*a, **kw)) or workers[-1])
+    result = runner.invoke(app, ["ask", "hello"])
+    assert result.exit_code == 2 and "OPENAI_API_KEY" in result.output
+    assert len(workers) == 1 and workers[0]._proc is None
