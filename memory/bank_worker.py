@@ -103,6 +103,8 @@ class BankWorker:
         self.key = (path, url, namespace)
         self.timeout = timeout if timeout is not None else lock_timeout + 60.0
         self._state = "starting"  # -> ready | failed | used | closed
+        # Why the worker gave no answer (for the debug log and for tests).
+        self.failure: str | None = None
         self._lock = threading.Lock()
         self._buffer = b""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -122,7 +124,9 @@ class BankWorker:
 
     @classmethod
     def start(cls, path: str | None, url: str | None, namespace: str, **kwargs: Any) -> BankWorker | None:
-        """A started worker, or None when no process can be started (the caller opens the bank)."""
+        """A started worker, or None when none can be started (the caller opens the bank)."""
+        if not hasattr(select, "poll"):  # the parent waits on its pipe with poll(), POSIX-only
+            return None
         try:
             return cls(path, url, namespace, **kwargs)
         except (OSError, ValueError):  # no fork/exec here (a sandbox, a process limit)
@@ -150,6 +154,8 @@ class BankWorker:
         """
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         while True:
             if len(self._buffer) >= _HEADER.size:
                 (size,) = _HEADER.unpack_from(self._buffer)
@@ -160,11 +166,11 @@ class BankWorker:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no answer from the bank worker within {self.timeout:g} s")
-            readable, _, _ = select.select([fd], [], [], left)
-            if readable:
+            # poll, not select: select() fails on descriptors above 1023 (a long-running process).
+            if poller.poll(left * 1000):
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
-                    raise EOFError("the bank worker exited")
+                    raise EOFError(f"the bank worker closed its output (exit status {self._proc.poll()})")
                 self._buffer += chunk
 
     def wait_ready(self) -> bool:
@@ -178,7 +184,8 @@ class BankWorker:
                 if kind == "ready":
                     self._state = "ready"
                 else:
-                    logger.debug("bank worker could not open the bank: %s", detail)
+                    self.failure = f"could not open the bank: {detail}"
+                    logger.debug("bank worker %s", self.failure)
                     self._state = "failed"
             ready = self._state == "ready"
         if not ready:
@@ -203,7 +210,8 @@ class BankWorker:
                 kind, detail = "error", str(exc)
         self.close()
         if kind != "hits":
-            logger.debug("bank worker search failed: %s", detail)
+            self.failure = f"search failed: {detail}"
+            logger.debug("bank worker %s", self.failure)
             return None
         return detail
 

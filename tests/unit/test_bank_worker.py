@@ -7,6 +7,8 @@ outlives its `close`.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -59,9 +61,9 @@ def test_worker_answers_a_search_with_the_callers_own_hits(filled):
     worker = BankWorker.start(str(bank.path), None, "default")
     assert worker is not None
     try:
-        assert worker.wait_ready()
+        assert worker.wait_ready(), worker.failure
         remote = worker.search(**kwargs)
-        assert remote is not None
+        assert remote is not None, worker.failure
         _same(remote, bank.search(**kwargs))
         assert len(remote) == 3 and "t0" not in {h.case.task_id for h in remote}
         assert worker.search(**kwargs) is None  # one search per worker
@@ -171,3 +173,19 @@ def test_a_worker_needs_a_core_of_its_own(monkeypatch):
     assert not has_spare_core()
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert has_spare_core()
+
+
+def test_the_worker_answers_a_process_with_many_open_files(filled):
+    # A long test run or server holds descriptors above 1023, where select() cannot wait.
+    bank, embedder = filled
+    held = [os.open(os.devnull, os.O_RDONLY)]
+    try:
+        while held[-1] < 1100:
+            held.append(os.dup(held[0]))
+        worker = BankWorker.start(str(bank.path), None, "default")
+        assert worker is not None and worker._proc is not None and worker._proc.stdout.fileno() > 1023
+        vector = embedder.embed(["capital city"])[0]
+        assert worker.search(n=2, query_embedding=vector) is not None, worker.failure
+    finally:
+        for fd in held:
+            os.close(fd)
