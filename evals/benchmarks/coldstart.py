@@ -10,7 +10,11 @@ ratios to the baseline's median:
 * ``memento --help``;
 * ``memento memory search "<question>"`` against a bank holding the imported file;
 * ``memento ask "<question>"`` against the scripted OpenAI-compatible server (no tools), timed
-  until its ``cases`` line is printed (the retrieved cases are on screen).
+  until its ``cases`` line is printed (the retrieved cases are on screen), and to its exit (the
+  scripted server answers at once, so work done while a real model is thinking shows here).
+
+The 1-minute load average is recorded before and after the rounds: other jobs on the machine slow
+every command, and a command that uses a second core (``ask``'s bank worker) more than the rest.
 
 The served graph: ``langgraph dev`` is started, and three runs go through it one after another
 (the first right after the server answers ``/ok``); the first should cost no more than the others.
@@ -55,8 +59,8 @@ def _env(extra: dict[str, str] | None = None, root: Path = ROOT) -> dict[str, st
     return env
 
 
-def _timed(argv: list[str], cwd: Path, env: dict[str, str], until: str | None = None) -> float:
-    """Seconds until the process exits, or until a stderr/stdout line starts with ``until``."""
+def _timed(argv: list[str], cwd: Path, env: dict[str, str], until: str | None = None) -> tuple[float, float]:
+    """Seconds until a stderr/stdout line starts with ``until`` (else until exit), and until exit."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = None
@@ -71,8 +75,8 @@ def _timed(argv: list[str], cwd: Path, env: dict[str, str], until: str | None = 
     if until:
         if seen is None:
             raise RuntimeError(f"{' '.join(argv[:4])}… never printed {until!r}")
-        return seen
-    return total
+        return seen, total
+    return total, total
 
 
 def _free_port() -> int:
@@ -291,13 +295,22 @@ def main(argv: list[str] | None = None) -> dict:
                 for name, (cmd, cmd_env, until) in list(commands.items())[1:]:
                     commands[f"before: {name}"] = (cmd, old_ask if cmd_env is ask_env else old_env, until)
             times: dict[str, list[float]] = {name: [] for name in commands}
+            whole: dict[str, list[float]] = {name: [] for name, (_, _, until) in commands.items() if until}
+            results["load_before"] = os.getloadavg()[0]
             for r in range(args.rounds):
                 for name, (cmd, cmd_env, until) in commands.items():
-                    times[name].append(_timed(cmd, work, cmd_env, until))
+                    seen, total = _timed(cmd, work, cmd_env, until)
+                    times[name].append(seen)
+                    if until:
+                        whole[name].append(total)
                 console.print(
                     f"  round {r + 1}/{args.rounds}: "
                     + ", ".join(f"{n.split(' (')[0]} {v[-1]:.2f}s" for n, v in times.items())
+                    + f" (load {os.getloadavg()[0]:.2f})"
                 )
+            results["load_after"] = os.getloadavg()[0]
+            for name, v in whole.items():
+                times[name.replace("(until cases shown)", "(whole run)")] = v
             if not args.no_server:
                 served = {"now": _served_runs(work, ask_env)}
                 if args.before:
@@ -331,7 +344,10 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    table = Table(title=f"Cold start ({results['cpus']} CPUs, median of {args.rounds} interleaved runs)")
+    table = Table(
+        title=f"Cold start ({results['cpus']} CPUs, median of {args.rounds} interleaved runs, "
+        f"load {results['load_before']:.2f} before, {results['load_after']:.2f} after)"
+    )
     for col in ("command", "median", "min", "× import chromadb"):
         table.add_column(col, justify="right" if col != "command" else "left")
     for name, row in results["cold"].items():
