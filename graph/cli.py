@@ -265,7 +265,8 @@ def ask(
     # Chroma is imported and the bank opened in a child process, on another core, while this one
     # imports LangGraph and builds the graph; so it starts before any other heavy import.
     worker = None
-    if question is not None and question.strip() and ctx.memory_mode != "none" and ctx.k > 0 and has_spare_core():
+    wanted = ctx.bank_worker and ctx.memory_mode != "none" and ctx.k > 0
+    if wanted and question is not None and question.strip() and has_spare_core():
         worker = BankWorker.start(ctx.bank_path or None, ctx.chroma_url or None, ctx.namespace)
     try:
         from graph.persistence import CheckpointerError

@@ -107,6 +107,13 @@ class Context:
             "postgresql:// URL); empty uses .memento/checkpoints.sqlite. The LangGraph server keeps its own."
         },
     )
+    bank_worker: bool = field(
+        default=True,
+        metadata={
+            "description": "CLI: `memento ask` opens the case bank in a child process while it starts, so "
+            "its cases show sooner when a second core is idle; off saves that process's CPU on a busy machine."
+        },
+    )
     write_back: bool = field(default=True, metadata={"description": "Store each finished task as a new case."})
     case_answer_chars: int = field(
         default=ANSWER_CHARS,

@@ -11,7 +11,8 @@ ratios to the baseline's median:
 * ``memento memory search "<question>"`` against a bank holding the imported file;
 * ``memento ask "<question>"`` against the scripted OpenAI-compatible server (no tools), timed
   until its ``cases`` line is printed (the retrieved cases are on screen), and to its exit (the
-  scripted server answers at once, so work done while a real model is thinking shows here).
+  scripted server answers at once, so work done while a real model is thinking shows here);
+  once more with ``MEMENTO_BANK_WORKER=0`` (the bank opened in-process, no child process).
 
 The 1-minute load average is recorded before and after the rounds: other jobs on the machine slow
 every command, and a command that uses a second core (``ask``'s bank worker) more than the rest.
@@ -53,10 +54,16 @@ QUESTION = "What is the capital of Orotina Canton?"
 
 
 def _env(extra: dict[str, str] | None = None, root: Path = ROOT) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(root), **(extra or {})}
-    for key in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "MEMENTO_EMBEDDER", "MEMENTO_EMBEDDER_BACKEND"):
+    env = dict(os.environ)
+    for key in (
+        "LANGSMITH_TRACING",
+        "LANGCHAIN_TRACING_V2",
+        "MEMENTO_EMBEDDER",
+        "MEMENTO_EMBEDDER_BACKEND",
+        "MEMENTO_BANK_WORKER",
+    ):
         env.pop(key, None)
-    return env
+    return {**env, "PYTHONPATH": str(root), **(extra or {})}
 
 
 def _timed(argv: list[str], cwd: Path, env: dict[str, str], until: str | None = None) -> tuple[float, float]:
@@ -289,10 +296,16 @@ def main(argv: list[str] | None = None) -> dict:
                     "cases",
                 ),
             }
+            # The same command with the bank opened in-process: what the bank worker buys here and now.
+            commands["memento ask, no bank worker (until cases shown)"] = (
+                commands["memento ask (until cases shown)"][0],
+                _env({**ask_vars, "MEMENTO_BANK_WORKER": "0"}),
+                "cases",
+            )
             if args.before:
                 old = Path(args.before).resolve()
                 old_env, old_ask = _env({"MEMENTO_BANK_PATH": str(bank)}, old), _env(ask_vars, old)
-                for name, (cmd, cmd_env, until) in list(commands.items())[1:]:
+                for name, (cmd, cmd_env, until) in list(commands.items())[1:4]:
                     commands[f"before: {name}"] = (cmd, old_ask if cmd_env is ask_env else old_env, until)
             times: dict[str, list[float]] = {name: [] for name in commands}
             whole: dict[str, list[float]] = {name: [] for name, (_, _, until) in commands.items() if until}

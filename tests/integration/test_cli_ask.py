@@ -107,11 +107,12 @@ def test_ask_shows_the_same_cases_with_and_without_the_bank_worker(agent_env, ll
         workers.append(worker)
         return worker
 
-    def cases_shown(start, bank: str) -> list[str]:
+    monkeypatch.setattr(BankWorker, "start", recorded)
+
+    def cases_shown(bank: str) -> list[str]:
         # Each run writes its own case: each starts from its own copy of the same bank.
         shutil.copytree(tmp_path / "seed", tmp_path / bank)
         monkeypatch.setenv("MEMENTO_BANK_PATH", str(tmp_path / bank))
-        monkeypatch.setattr(BankWorker, "start", start)
         llm_server.script("planner", final("8"))
         result = runner.invoke(app, ["ask", "Which number comes after 7?", "--mcp-config", "", "--no-self-judge"])
         assert result.exit_code == 0, result.output
@@ -119,10 +120,12 @@ def test_ask_shows_the_same_cases_with_and_without_the_bank_worker(agent_env, ll
         first = next(i for i, line in enumerate(lines) if line.startswith("cases"))
         return lines[first : first + 5]
 
-    with_worker = cases_shown(recorded, "a")
+    with_worker = cases_shown("a")
     assert len(workers) == 1 and workers[0]._state == "used"  # the worker answered the search
     assert workers[0]._proc is None  # and was reaped
-    without = cases_shown(lambda *args, **kwargs: None, "b")
+    monkeypatch.setenv("MEMENTO_BANK_WORKER", "0")
+    without = cases_shown("b")
+    assert len(workers) == 1  # switched off: no worker this time
     assert with_worker == without
     assert with_worker[0] == "cases 4 shown (similarity)"
     assert "positive" in with_worker[1] and "Which number comes after 7?" in with_worker[1]
