@@ -262,7 +262,7 @@ def ask(
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
-    # Chroma is imported and the bank opened in a child process, on another core, while this one
+    # Chroma is imported and the bank opened in a child process, on an idle core, while this one
     # imports LangGraph and builds the graph; so it starts before any other heavy import.
     worker = None
     wanted = ctx.bank_worker and ctx.memory_mode != "none" and ctx.k > 0

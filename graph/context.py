@@ -111,7 +111,8 @@ class Context:
         default=True,
         metadata={
             "description": "CLI: `memento ask` opens the case bank in a child process while it starts, so "
-            "its cases show sooner when a second core is idle; off saves that process's CPU on a busy machine."
+            "its cases show sooner on an idle second core (skipped with one core or a load average at "
+            "the core count); off always opens it in-process."
         },
     )
     write_back: bool = field(default=True, metadata={"description": "Store each finished task as a new case."})

@@ -64,13 +64,22 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
 def has_spare_core() -> bool:
     """Whether a worker can run beside its caller: it pays off only on a core of its own.
 
-    With one usable core it would only add its start-up and its Chroma import to the caller's.
+    With one usable core, or with the machine already saturated (a 1-minute load average at or
+    above its core count), the worker's own start-up and Chroma import take CPU from its caller:
+    measured on 2 cores at load 3, ``ask`` showed its cases 0.4 s later and ended 1.5 s later.
     """
     try:
-        cores = len(os.sched_getaffinity(0))
+        usable = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity API on this platform
-        cores = os.cpu_count() or 1
-    return cores >= 2
+        usable = os.cpu_count() or 1
+    if usable < 2:
+        return False
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not reported here: assume the machine is not saturated
+        return True
+    # The load average is machine-wide: compare it with the machine's cores.
+    return load < (os.cpu_count() or usable)
 
 
 class BankWorker:

@@ -169,10 +169,14 @@ def test_close_stops_a_worker_that_is_still_starting(filled):
 
 
 def test_a_worker_needs_a_core_of_its_own(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.5, 0.5, 0.5))
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
-    assert not has_spare_core()
+    assert not has_spare_core()  # one usable core
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert has_spare_core()
+    monkeypatch.setattr("os.getloadavg", lambda: (2.5, 2.0, 1.0))
+    assert not has_spare_core()  # both cores busy: the worker would take its CPU from the caller
 
 
 def test_the_worker_answers_a_process_with_many_open_files(filled):
