@@ -116,8 +116,10 @@ class BankWorker:
         self.failure: str | None = None
         self._lock = threading.Lock()
         self._buffer = b""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
-        # -P: the caller's working directory must not shadow the project's modules.
+        # -P, and no empty PYTHONPATH entry (which means "."): the caller's working directory must
+        # not shadow the project's modules.
+        paths = [str(_ROOT), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             [sys.executable, "-P", "-m", "memory.bank_worker"],
             stdin=subprocess.PIPE,
@@ -171,7 +173,7 @@ class BankWorker:
                 end = _HEADER.size + size
                 if len(self._buffer) >= end:
                     data, self._buffer = self._buffer[_HEADER.size : end], self._buffer[end:]
-                    return pickle.loads(data)
+                    return pickle.loads(data)  # from this process's own child, running this code
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no answer from the bank worker within {self.timeout:g} s")
@@ -188,8 +190,8 @@ class BankWorker:
             if self._state == "starting":
                 try:
                     kind, detail = self._receive(time.monotonic() + self.timeout)
-                except (OSError, EOFError, TimeoutError, pickle.UnpicklingError, ValueError) as exc:
-                    kind, detail = "failed", str(exc)
+                except Exception as exc:  # a broken pipe, a dead worker, a timeout: no worker then
+                    kind, detail = "failed", f"{type(exc).__name__}: {exc}"
                 if kind == "ready":
                     self._state = "ready"
                 else:
@@ -215,8 +217,8 @@ class BankWorker:
             try:
                 self._send(("search", kwargs))
                 kind, detail = self._receive(time.monotonic() + self.timeout)
-            except (OSError, EOFError, TimeoutError, pickle.PicklingError, pickle.UnpicklingError, ValueError) as exc:
-                kind, detail = "error", str(exc)
+            except Exception as exc:  # as in wait_ready: the caller's bank answers instead
+                kind, detail = "error", f"{type(exc).__name__}: {exc}"
         self.close()
         if kind != "hits":
             self.failure = f"search failed: {detail}"

@@ -193,3 +193,19 @@ def test_the_worker_answers_a_process_with_many_open_files(filled):
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_the_callers_working_directory_cannot_shadow_the_worker(filled, tmp_path, monkeypatch):
+    bank, _ = filled
+    shadow = tmp_path / "shadow" / "memory"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('a user folder named memory')\n")
+    monkeypatch.chdir(tmp_path / "shadow")
+    # An empty PYTHONPATH entry means the working directory.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep + os.environ.get("PYTHONPATH", ""))
+    worker = BankWorker.start(str(bank.path), None, "default")
+    assert worker is not None
+    try:
+        assert worker.wait_ready(), worker.failure
+    finally:
+        worker.close()
