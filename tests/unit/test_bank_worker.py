@@ -197,9 +197,9 @@ def test_the_worker_answers_a_process_with_many_open_files(filled):
 
 def test_the_callers_working_directory_cannot_shadow_the_worker(filled, tmp_path, monkeypatch):
     bank, _ = filled
-    shadow = tmp_path / "shadow" / "memory"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('a user folder named memory')\n")
+    for name in ("memory", "chromadb"):  # a user's folders that happen to share a module's name
+        (tmp_path / "shadow" / name).mkdir(parents=True)
+        (tmp_path / "shadow" / name / "__init__.py").write_text(f"raise ImportError('the folder {name}')\n")
     monkeypatch.chdir(tmp_path / "shadow")
     # An empty PYTHONPATH entry means the working directory.
     monkeypatch.setenv("PYTHONPATH", os.pathsep + os.environ.get("PYTHONPATH", ""))
