@@ -3,15 +3,18 @@
 For every setting (families, look-alike penalty, share of wrong labels) and seed, the fast stream
 (`evals.sim.stream.run_stream`) runs none, similarity, learned, the oracle and the label-blind
 family oracle (it knows families but not which stored answers are right: the ceiling of a policy
-that fully learns the look-alikes) over the same tasks with the same draws. Reported per setting,
-averaged over seeds:
+that fully learns the look-alikes), and ``told`` (the learned policy given the families as its word
+features: what the learner reaches when its features are perfect) over the same tasks with the same
+draws. Reported per setting, averaged over seeds:
 
 * accuracy per pass for each mode;
 * the share of the none→oracle gap a mode closes in the last pass,
   ``(acc_mode - acc_none) / (acc_oracle - acc_none)``;
 * the paired difference learned − similarity in the last pass, and learned − none in pass 1, with
   a bootstrap 95% interval over (seed, task) pairs: both modes answered the same task with the same
-  draw, so the pairs differ only by the cases shown.
+  draw, so the pairs differ only by the cases shown;
+* the share of the bank's positive labels that are right after each pass (a lenient judge's wrong
+  labels are the rest, and a mode that answers right more often leaves fewer of them).
 """
 
 from __future__ import annotations
@@ -69,12 +72,15 @@ def run_grid(spec: GridSpec, out_dir: str | Path, *, embedder: Any = None, progr
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     embedder = embedder or load_embedder("minilm")
-    modes = ["none", "similarity", "learned", "oracle", "family"] + (["learned_ungated"] if spec.ungated else [])
+    modes = ["none", "similarity", "learned", "oracle", "family", "told"] + (
+        ["learned_ungated"] if spec.ungated else []
+    )
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for fam, pen, wrong in itertools.product(spec.families, spec.penalties, spec.wrong_labels):
         params = SimParams(base=spec.base, bonus=spec.bonus, penalty=pen, wrong_label=wrong)
         per_mode: dict[str, list[dict[int, dict[str, bool]]]] = {m: [] for m in modes}
+        precision: dict[str, list[list[float]]] = {m: [] for m in modes}
         for seed in range(spec.seeds):
             tasks = generate_tasks(fam, spec.per_family, seed)
             emb = np.asarray(embedder.embed([t.question for t in tasks]), dtype=np.float32)
@@ -82,7 +88,9 @@ def run_grid(spec: GridSpec, out_dir: str | Path, *, embedder: Any = None, progr
                 res = run_stream(tasks, emb, "learned" if mode == "learned_ungated" else mode, params=params,
                                  passes=spec.passes, k=spec.k, seed=seed, gate=mode != "learned_ungated")  # fmt: skip
                 per_mode[mode].append(res.correct)
+                precision[mode].append([res.label_precision[it] for it in range(1, spec.passes + 1)])
         rows.append(_summarise(fam, pen, wrong, per_mode, spec.passes))
+        rows[-1]["label_precision"] = {m: _column_means(v) for m, v in precision.items()}
         if progress:
             r = rows[-1]
             print(f"[{time.perf_counter() - started:6.0f}s] families {fam:2d} penalty {pen:.2f} wrong {wrong:.1f}: "
@@ -119,8 +127,9 @@ def grid_markdown(table: dict[str, Any]) -> str:
     spec = table["spec"]
     head = (
         "| families | penalty | wrong labels | none | similarity | learned | oracle | family oracle | similarity closes "
-        "| learned closes | family oracle closes | learned − similarity [95% CI] | pass 1: learned − none [95% CI] |\n"
-        f"|{'---|' * 13}"
+        "| learned closes | told closes | family oracle closes | learned − similarity [95% CI] "
+        "| pass 1: learned − none [95% CI] |\n"
+        f"|{'---|' * 14}"
     )
     lines = [head]
     for r in table["rows"]:
@@ -130,13 +139,33 @@ def grid_markdown(table: dict[str, Any]) -> str:
         lines.append(
             f"| {r['families']} | {r['penalty']:.2f} | {r['wrong_label']:.1f} | {a['none'][-1]:.2f} | {a['similarity'][-1]:.2f} "
             f"| {a['learned'][-1]:.2f} | {a['oracle'][-1]:.2f} | {_fmt(a, 'family', '.2f')} "
-            f"| {r['gap_closed']['similarity']:.0%} | {r['gap_closed']['learned']:.0%} | {_fmt(r['gap_closed'], 'family', '.0%')} "
+            f"| {r['gap_closed']['similarity']:.0%} | {r['gap_closed']['learned']:.0%} | {_fmt(r['gap_closed'], 'told', '.0%')} "
+            f"| {_fmt(r['gap_closed'], 'family', '.0%')} "
             f"| {d:+.3f} [{lo:+.3f}, {hi:+.3f}] | {p:+.3f} [{plo:+.3f}, {phi:+.3f}] |"
         )
     lines.append("")
+    if all("label_precision" in r for r in table["rows"]):
+        modes = [m for m in ("similarity", "learned", "told", "family") if m in table["rows"][0]["label_precision"]]
+        lines.append("Positive labels in the bank whose answer is right, after pass 1 → after the last pass:")
+        lines.append("")
+        lines.append("| families | penalty | wrong labels | " + " | ".join(modes) + " |")
+        lines.append(f"|{'---|' * (3 + len(modes))}")
+        for r in table["rows"]:
+            cells = " | ".join(f"{r['label_precision'][m][0]:.2f} → {r['label_precision'][m][-1]:.2f}" for m in modes)
+            lines.append(f"| {r['families']} | {r['penalty']:.2f} | {r['wrong_label']:.1f} | {cells} |")
+        lines.append("")
     lines.append(f"{spec['seeds']} seeds per setting, {spec['passes']} passes, {spec['per_family']} tasks per family, K={spec['k']}; "
                  f"accuracy and gap share in pass {spec['passes']}.")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _column_means(runs: list[list[float]]) -> list[float]:
+    """Per pass, the mean over seeds of the values that are defined (nan where none is)."""
+    arr = np.array(runs, float)
+    ok = ~np.isnan(arr)
+    sums = np.where(ok, arr, 0.0).sum(0)
+    counts = ok.sum(0)
+    return [float(x / n) if n else float("nan") for x, n in zip(sums, counts, strict=True)]
 
 
 def _fmt(values: dict[str, Any], mode: str, spec: str) -> str:
@@ -157,7 +186,8 @@ def plot_grid(table: dict[str, Any], path: Path) -> None:
     x = np.arange(len(rows))
     width = 0.8 / max(1, len(modes))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.8))
-    colors = {"similarity": "#1f77b4", "learned": "#d62728", "learned_ungated": "#ff9896", "family": "#98df8a"}
+    colors = {"similarity": "#1f77b4", "learned": "#d62728", "learned_ungated": "#ff9896", "family": "#98df8a",
+              "told": "#9467bd"}  # fmt: skip
     for i, m in enumerate(modes):
         ax.bar(
             x + (i - (len(modes) - 1) / 2) * width,

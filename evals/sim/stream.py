@@ -13,6 +13,12 @@ is right, nearest first, or nothing. ``family`` knows the families but, like any
 not whether a stored answer is right: it shows the nearest same-family cases, positives first. It is
 the ceiling of a policy that learns perfectly which cases are look-alikes but cannot see through a
 lenient judge's wrong labels.
+
+``told`` is a diagnostic of the learner, not a selector one could deploy: the learned policy with
+perfect features. It reads every question as its family's name, so its word features say exactly
+which candidates share the query's family and it only has to learn, from the same outcomes, that
+those help and the others mislead. Where ``told`` also falls short of the family oracle, the
+shortfall is in learning from few noisy outcomes, not in what the features can express.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from evals.sim.tasks import SimTask
 from memory.policy.bandit import BanditConfig, CandidateCase, LoggedRetrieval, query_key
 from memory.policy.learner import BanditLearner
 
-MODES = ("none", "similarity", "learned", "oracle", "family")
+MODES = ("none", "similarity", "learned", "oracle", "family", "told")
 
 
 @dataclass
@@ -48,6 +54,9 @@ class StreamResult:
     # look-alikes, same-family positives whose answer is wrong); the last two mislead.
     composition: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)
+    # Per pass, at its end: the share of the bank's positive labels whose answer is right (a lenient
+    # judge's wrong labels are the rest; fewer of them the more often the mode answers right).
+    label_precision: dict[int, float] = field(default_factory=dict)
 
     def accuracy(self, iteration: int) -> float:
         """Share of tasks answered right in one pass."""
@@ -102,6 +111,7 @@ def run_stream(
         result.composition[it] = []
         for t, task in enumerate(tasks):
             q = embeddings[t]
+            question = _text(task, mode)
             # Judged cases only, nearest first (what the bank's search returns).
             ids = [cid for cid in order if bank[cid].label in ("positive", "negative")]
             if ids and mode != "none":
@@ -123,18 +133,18 @@ def run_stream(
                     [i for i in same if bank[ids[i]].label == "positive"]
                     + [i for i in same if bank[ids[i]].label != "positive"]
                 )[:k]
-            elif mode == "learned" and near.size:
-                cands = learner.with_history(task.question, [
+            elif mode in ("learned", "told") and near.size:
+                cands = learner.with_history(question, [
                     CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label, "ground_truth_judge",
-                                  question=bank[ids[i]].task.question)
+                                  question=_text(bank[ids[i]].task, mode, case=True))
                     for i in near
                 ])  # fmt: skip
-                sel = learner.select(q, cands, rng, task.question)
+                sel = learner.select(q, cands, rng, question)
                 chosen = [int(near[i]) for i in sel.order]
-                record = LoggedRetrieval(query_key(task.question), q, cands, sel.shown, 0.0, sel.slate_propensity,
+                record = LoggedRetrieval(query_key(question), q, cands, sel.shown, 0.0, sel.slate_propensity,
                                          sel.arm, sel.arm_propensity)  # fmt: skip
-            elif mode == "learned":
-                record = LoggedRetrieval(query_key(task.question), q, [], np.zeros(0, bool), 0.0, 1.0)
+            elif mode in ("learned", "told"):
+                record = LoggedRetrieval(query_key(question), q, [], np.zeros(0, bool), 0.0, 1.0)
             shown: list[tuple[str | None, str, bool]] = [
                 (bank[ids[i]].task.family, bank[ids[i]].label, bank[ids[i]].right) for i in chosen
             ]
@@ -156,4 +166,17 @@ def run_stream(
             if task.task_id not in bank:
                 order.append(task.task_id)
             bank[task.task_id] = _StoredCase(task, q, "positive" if passed else "negative", right)
+        positives = [c.right for c in bank.values() if c.label == "positive"]
+        result.label_precision[it] = sum(positives) / len(positives) if positives else float("nan")
     return result
+
+
+def _text(task: SimTask, mode: str, *, case: bool = False) -> str:
+    """The question as the learner reads it: in ``told`` mode, its family's name.
+
+    A told query keeps its task id too, so each question keeps its own difficulty intercept and
+    history; the id is one word no other question has, so it never becomes a word feature.
+    """
+    if mode != "told":
+        return task.question
+    return task.family if case else f"{task.family} {task.task_id}"

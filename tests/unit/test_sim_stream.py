@@ -115,3 +115,31 @@ def test_learned_beats_similarity_where_look_alikes_mislead(embedder):
     assert any(d["promoted"] for d in runs["learned"].decisions)
     # In pass 1, with nothing learned yet, memory does not cost much against no memory.
     assert runs["learned"].accuracy(1) >= runs["none"].accuracy(1) - 0.1
+
+
+def test_label_precision_counts_the_lenient_judges_wrong_positives():
+    """After each pass, the share of positive labels whose answer is right: all of them with a strict
+    judge; with a lenient one, fewer where the mode answers right less often."""
+    tasks = generate_tasks(4, 6, seed=0)
+    emb = _embeddings(tasks)
+    strict = run_stream(tasks, emb, "none", params=SimParams(penalty=0.15), passes=2, seed=0)
+    assert strict.label_precision == {1: 1.0, 2: 1.0}
+    lenient = SimParams(base=0.25, bonus=0.25, penalty=0.15, wrong_label=0.3)
+    none = run_stream(tasks, emb, "none", params=lenient, passes=3, seed=0)
+    oracle = run_stream(tasks, emb, "oracle", params=lenient, passes=3, seed=0)
+    assert 0.0 < none.label_precision[3] < 1.0
+    assert oracle.label_precision[3] > none.label_precision[3]
+
+
+def test_told_learner_reads_families_and_learns_to_withhold_other_families(embedder):
+    """``told`` is the learned policy with perfect features: each question reads as its family's name,
+    so a word difference means another family. Same tasks and draws as the word-reading learner, which
+    has to find the few words that set a look-alike apart; told is handed them and shows fewer."""
+    tasks = generate_tasks(6, 10, seed=0)
+    emb = np.asarray(embedder.embed([t.question for t in tasks]), dtype=np.float32)
+    params = SimParams(base=0.25, bonus=0.25, penalty=0.2)
+    runs = {m: run_stream(tasks, emb, m, params=params, passes=3, seed=0) for m in ("similarity", "learned", "told")}
+    look_alikes = {m: sum(c[1] for it in (2, 3) for c in run.composition[it]) for m, run in runs.items()}
+    assert look_alikes["told"] < look_alikes["learned"] < look_alikes["similarity"]
+    assert look_alikes["told"] < look_alikes["similarity"] / 4
+    assert runs["told"].accuracy(3) > runs["similarity"].accuracy(3)
