@@ -1,5 +1,5 @@
 """``python -m graph`` runs the `memento` CLI (same as the console script)."""
 
-from graph.cli import app
+from graph.entry import main
 
-app(prog_name="memento")
+main()

@@ -202,6 +202,7 @@ def _decision(approved: bool) -> dict[str, Any]:
 
 @app.command()
 def ask(
+    cli: typer.Context,
     question: Annotated[
         str | None, typer.Argument(help="The task. Omit it with --thread to resume a paused run.")
     ] = None,
@@ -264,10 +265,16 @@ def ask(
         raise typer.Exit(EXIT_CONFIG) from None
     # Chroma is imported and the bank opened in a child process, on an idle core, while this one
     # imports LangGraph and builds the graph; so it starts before any other heavy import.
-    worker = None
-    wanted = ctx.bank_worker and ctx.memory_mode != "none" and ctx.k > 0
-    if wanted and question is not None and question.strip() and has_spare_core():
-        worker = BankWorker.start(ctx.bank_path or None, ctx.chroma_url or None, ctx.namespace)
+    # The console script may have started one already, from the environment's settings
+    # (`graph.entry`): it is kept only if it opened the bank these settings name.
+    worker: BankWorker | None = (cli.obj or {}).get("bank_worker")
+    wanted = bool(ctx.bank_worker and ctx.memory_mode != "none" and ctx.k > 0 and question and question.strip())
+    key = (ctx.bank_path or None, ctx.chroma_url or None, ctx.namespace)
+    if worker is not None and not (wanted and worker.serves(*key)):
+        worker.close()
+        worker = None
+    if worker is None and wanted and has_spare_core():
+        worker = BankWorker.start(*key)
     try:
         from graph.persistence import CheckpointerError
         from memory.bank import BankError

@@ -145,3 +145,72 @@ def test_ask_with_a_config_error_ends_its_bank_worker(agent_env, monkeypatch, tm
     result = runner.invoke(app, ["ask", "hello"])
     assert result.exit_code == 2 and "OPENAI_API_KEY" in result.output
     assert len(workers) == 1 and workers[0]._proc is None
+
+
+def _seed_numbers_bank(path):
+    from memory.bank import CaseBank
+    from memory.cases import Case
+    from memory.embeddings import HashEmbedder
+
+    CaseBank(path, embedder=HashEmbedder(16)).upsert(
+        [Case(question=f"Which number comes after {i}?", answer=str(i + 1), reward=i % 3 and 1.0) for i in range(8)]
+    )
+
+
+def test_ask_uses_the_bank_worker_the_console_script_started(agent_env, llm_server, monkeypatch, tmp_path):
+    """`memento` starts ask's bank worker before importing the CLI (`graph.entry`); ask answers its
+    first search with it, and a worker for another bank is closed, never used."""
+    from graph.entry import early_bank_worker
+    from memory.bank_worker import BankWorker
+
+    monkeypatch.setattr("memory.bank_worker.has_spare_core", lambda: True)
+    monkeypatch.setenv("MEMENTO_EMBEDDER", "hash:16")
+    monkeypatch.setenv("MEMENTO_MIN_SIMILARITY", "-1")
+    _seed_numbers_bank(tmp_path / "bank")
+    _seed_numbers_bank(tmp_path / "other")
+    monkeypatch.setenv("MEMENTO_BANK_PATH", str(tmp_path / "bank"))
+    argv = ["ask", "Which number comes after 7?", "--mcp-config", "", "--no-self-judge"]
+
+    early = early_bank_worker(argv)
+    assert early is not None and early.serves(str(tmp_path / "bank"), None, "default")
+    llm_server.script("planner", final("8"))
+    result = runner.invoke(app, argv, obj={"bank_worker": early})
+    assert result.exit_code == 0, result.output
+    assert "cases 4 shown (similarity)" in result.output
+    assert early._state == "used" and early._proc is None  # it answered the search, and was reaped
+
+    stranger = BankWorker.start(str(tmp_path / "other"), None, "default")
+    assert stranger is not None
+    llm_server.script("planner", final("8"))
+    result = runner.invoke(app, argv, obj={"bank_worker": stranger})
+    assert result.exit_code == 0, result.output
+    assert "cases 4 shown (similarity)" in result.output
+    assert stranger._state == "closed" and stranger._proc is None
+
+
+def test_the_console_script_starts_no_worker_unless_ask_would_use_its_bank(monkeypatch, tmp_path):
+    from graph.entry import early_bank_worker
+
+    started: list[tuple] = []
+    monkeypatch.setattr("memory.bank_worker.has_spare_core", lambda: True)
+    monkeypatch.setattr("memory.bank_worker.BankWorker.start", lambda *a, **kw: started.append(a) or None)
+    monkeypatch.setenv("MEMENTO_BANK_PATH", str(tmp_path / "bank"))
+    for argv in (
+        [],
+        ["memory", "search", "capital"],
+        ["ask"],
+        ["ask", "--help"],
+        ["ask", "q", "--bank", "elsewhere"],
+        ["ask", "q", "--memory=none"],
+        ["ask", "--thread", "abc", "--approve"],
+    ):
+        assert early_bank_worker(argv) is None, argv
+    assert started == []
+    monkeypatch.setenv("MEMENTO_BANK_WORKER", "0")
+    assert early_bank_worker(["ask", "q"]) is None and started == []
+    monkeypatch.setenv("MEMENTO_BANK_WORKER", "1")
+    monkeypatch.setenv("MEMENTO_K", "not a number")
+    assert early_bank_worker(["ask", "q"]) is None and started == []  # the command reports a bad setting
+    monkeypatch.delenv("MEMENTO_K")
+    early_bank_worker(["ask", "q"])
+    assert started == [(str(tmp_path / "bank"), None, "default")]
