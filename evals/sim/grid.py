@@ -200,7 +200,7 @@ def plot_grid(table: dict[str, Any], path: Path) -> None:
     ax.axhline(0.0, color="#7f7f7f", linewidth=0.8)
     ax.set_xticks(x, [f"F{r['families']} p{r['penalty']:.2f}\nw{r['wrong_label']:.1f}" for r in rows], fontsize=8)
     ax.set_ylabel(f"gap to oracle closed, pass {table['spec']['passes']}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
