@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -351,6 +351,26 @@ class CaseBank:
         return [c.id for c in batch]
 
     add = upsert
+
+    def upsert_merged(self, case: Case, merge: Callable[[Case | None], Case]) -> Case:
+        """Write ``merge(stored case or None)``, reading and writing under the folder's write lock.
+
+        A run's attempt is merged into its question's case (`memory.outcomes.merge_attempt`): read
+        and written apart, two processes finishing the same question together would each write the
+        history they read, and one attempt would be lost. The vector is computed before the lock is
+        taken. (A Chroma server serialises single writes only; there the window stays.)
+
+        Returns:
+            The case written.
+
+        """
+        vector = self.embedder.embed([case.embedding_text()])
+        with self._write_lock():
+            merged = merge(self.get(case.id, namespace=case.namespace))
+            if merged.embedding_text() != case.embedding_text():
+                vector = self.embedder.embed([merged.embedding_text()])
+            self.upsert(merged, embeddings=vector)
+        return merged
 
     def _rewrite(self, case_id: str, namespace: str | None, change) -> Case:
         with self._writing():

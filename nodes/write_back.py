@@ -17,6 +17,7 @@ from graph.state import State
 from memory.cases import Case, case_id_for, clean_text
 from memory.limits import CaseLimits
 from memory.outcomes import attempt_record, merge_attempt, record_outcome
+from memory.records import Attempt
 from nodes.resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,11 @@ def _upsert(bank, cases: list[Case]) -> None:
     bank.upsert(cases)
 
 
+@retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
+def _upsert_merged(bank, case: Case, attempt: Attempt) -> Case:
+    return bank.upsert_merged(case, lambda existing: merge_attempt(existing, case, attempt))
+
+
 def write_back(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
     """Upsert the case under a deterministic id, then log the outcome for the policy."""
     ctx = Context.resolve(runtime.context)
@@ -111,26 +117,22 @@ def write_back(state: State, runtime: Runtime[Context], resources: Resources) ->
         reward_source=state.reward_source,
         answer=state.answer or "",
     )
-    try:
-        existing = bank.get(case.id, namespace=ctx.namespace)
-    except Exception:
-        existing = None  # the bank is down: the write below fails and spools this attempt
-    case = merge_attempt(existing, case, attempt)
     spool = pending_path(ctx)
-    batch = [case]
-    spooled = spool.exists()
-    if spooled:
-        batch = _read_spool(spool) + batch
     try:
-        _upsert(bank, batch)
+        if spool.exists():
+            _upsert(bank, _read_spool(spool))
+            spool.unlink(missing_ok=True)
+        # Read, merged and written under the bank's lock: a concurrent run of the same question
+        # cannot drop this attempt from the history, nor this run drop its.
+        case = _upsert_merged(bank, case, attempt)
     except Exception as exc:
+        if not case.attempt_log:  # the bank failed before the merge: this attempt alone is kept
+            merge_attempt(None, case, attempt)
         _spool(spool, case)
         raise RuntimeError(
             f"could not write case {case.id} to the bank at {bank.location} ({exc}); it is saved in "
             f"{spool} and will be written by the next run, or resume this thread to retry now"
         ) from exc
-    if spooled and spool.exists():
-        spool.unlink()
     log = resources.experience(ctx)
     if state.retrieval_id:
         success = None if state.reward is None else state.reward >= 0.5

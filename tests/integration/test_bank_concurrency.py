@@ -165,3 +165,34 @@ def test_unreachable_server_is_a_clear_error():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(BankError, match="cannot reach the Chroma server"):
         CaseBank(url=url, embedder=HashEmbedder(DIM))
+
+
+def attempts_main(location: str, writer: int, n: int, locked: bool = True) -> None:
+    """Body of a process finishing the same question ``n`` times (as write_back does each run)."""
+    from memory.outcomes import attempt_record, merge_attempt
+
+    bank = CaseBank(location, embedder=HashEmbedder(DIM), lock_timeout=120)
+    for i in range(n):
+        case = Case(id="same-question", question="What is the shared question?", reward=float(i % 2))
+        attempt = attempt_record(f"w{writer}-{i}", retrieval_id=None, reward=case.reward, label=case.label,
+                                 reward_source="exact_match", answer=str(i))  # fmt: skip
+        if locked:
+            bank.upsert_merged(case, lambda existing, c=case, a=attempt: merge_attempt(existing, c, a))
+        else:  # read and written apart: the race `upsert_merged` closes
+            bank.upsert(merge_attempt(bank.get(case.id), case, attempt))
+
+
+def test_concurrent_runs_of_one_question_keep_every_attempt(tmp_path):
+    """Two processes finishing the same question at once: every attempt is in the case's history."""
+    bank = CaseBank(tmp_path / "bank", embedder=HashEmbedder(DIM))
+    bank.close()
+    code = "from tests.integration.test_bank_concurrency import attempts_main; attempts_main({!r}, {}, 8)"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code.format(str(tmp_path / "bank"), w)], cwd=os.getcwd(), env=ENV)
+        for w in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    case = CaseBank(tmp_path / "bank", embedder=HashEmbedder(DIM)).get("same-question")
+    assert case is not None
+    assert sorted(a["id"] for a in case.attempt_log) == sorted(f"w{w}-{i}" for w in range(2) for i in range(8))
+    assert case.attempts == 16
