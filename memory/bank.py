@@ -459,6 +459,53 @@ class CaseBank:
             if ids:
                 col.update(ids=ids, metadatas=metas)
 
+    def correct_usage(
+        self,
+        case_ids: Sequence[str],
+        was: bool | None,
+        now_: bool | None,
+        usage_key: str,
+        namespace: str | None = None,
+    ) -> int:
+        """Move one use's outcome in the counters of the cases that counted it (``usage_key``).
+
+        A person's verdict that overturns the judge's must reach the counters of the cases shown in
+        that run too, not only the run's own case.
+
+        Args:
+            case_ids: The cases shown in that use.
+            was: The outcome they were counted with (None: counted as not judged).
+            now_: The outcome to count instead.
+            usage_key: The use (retrieval id); a case that never counted it is left alone.
+            namespace: Their namespace (default: the bank's).
+
+        Returns:
+            How many cases were corrected.
+
+        """
+        if not case_ids or was is now_:
+            return 0
+        fields = {True: "retrieved_successes", False: "retrieved_failures"}
+        with self._writing():
+            col = self._collection(namespace, create=False)
+            if col is None:
+                return 0
+            got = col.get(ids=list(dict.fromkeys(case_ids)), include=["metadatas"])
+            ids, metas = [], []
+            for case_id, meta in zip(got["ids"], got["metadatas"], strict=True):
+                if usage_key not in str(meta.get("usage_keys") or "").split():
+                    continue
+                meta = dict(meta)
+                if was is not None:
+                    meta[fields[was]] = max(0, int(meta.get(fields[was], 0)) - 1)
+                if now_ is not None:
+                    meta[fields[now_]] = int(meta.get(fields[now_], 0)) + 1
+                ids.append(case_id)
+                metas.append(meta)
+            if ids:
+                col.update(ids=ids, metadatas=metas)
+        return len(ids)
+
     def delete(self, case_ids: Sequence[str], namespace: str | None = None) -> int:
         """Delete cases by id; returns how many existed."""
         if not case_ids:

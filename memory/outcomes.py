@@ -6,8 +6,9 @@ One case per question and namespace. Each attempt at it (a thread) is merged int
 * the plan and answer the planner is shown, and their label, come from the attempt whose label is
   the most trusted (`memory.cases.SOURCE_RANK`: human > ground-truth judge > self-judge), the
   latest one among equals, so a person's verdict is never overwritten by a later self-judge;
-* feedback from a person (`apply_feedback`) relabels the case and the attempt it names, and
-  replaces the outcome logged for that attempt's retrieval.
+* feedback from a person (`apply_feedback`) relabels the case and the attempt it names, replaces
+  the outcome logged for that attempt's retrieval, and moves that outcome in the usage counters of
+  the cases the retrieval showed.
 
 The CLI (`memento feedback`), the graph's ``feedback`` input and the memory MCP server's
 ``report_outcome`` all go through these functions.
@@ -166,29 +167,43 @@ def apply_feedback(
         KeyError: No such case in the namespace.
 
     """
-    case = bank.get(case_id, namespace=namespace)
-    if case is None:
-        raise KeyError(f"no case {case_id!r} in namespace {namespace or bank.namespace!r}")
     reward = 1.0 if good else 0.0
-    attempt_id = attempt_id or case.attempt_id
-    if attempt_id and attempt_id != case.attempt_id and answer is not None:
-        # The verdict is on another attempt than the one shown: show that one, with its verdict.
-        case.plan = plan or []
-        case.answer = answer
-        case.attempt_id = attempt_id
-        case.trajectory_summary = f"(the trajectory of attempt {attempt_id} is in its thread)"
-    case.reward = reward
-    case.label = label_for_reward(reward)
-    case.reward_source = "human"
-    case.judge_model = None
-    case.judge_confidence = None
-    case.judge_rationale = note or f"marked {'good' if good else 'bad'} by a person"
-    for entry in case.attempt_log:
-        if attempt_id and entry.get("id") == attempt_id:
-            entry.update(reward=reward, label=case.label, reward_source="human", at=now())
-            retrieval_id = retrieval_id or entry.get("retrieval_id")
-    case.__post_init__()  # re-validate (the plan may have come from a thread's state)
-    bank.upsert(case)
+    found: dict[str, Any] = {"retrieval_id": retrieval_id}
+
+    def relabel(case: Case | None) -> Case:
+        if case is None:
+            raise KeyError(f"no case {case_id!r} in namespace {namespace or bank.namespace!r}")
+        attempt = attempt_id or case.attempt_id
+        if attempt and attempt != case.attempt_id and answer is not None:
+            # The verdict is on another attempt than the one shown: show that one, with its verdict.
+            case.plan = plan or []
+            case.answer = answer
+            case.attempt_id = attempt
+            case.trajectory_summary = f"(the trajectory of attempt {attempt} is in its thread)"
+        case.reward = reward
+        case.label = label_for_reward(reward)
+        case.reward_source = "human"
+        case.judge_model = None
+        case.judge_confidence = None
+        case.judge_rationale = note or f"marked {'good' if good else 'bad'} by a person"
+        for entry in case.attempt_log:
+            if attempt and entry.get("id") == attempt:
+                entry.update(reward=reward, label=case.label, reward_source="human", at=now())
+                found["retrieval_id"] = found["retrieval_id"] or entry.get("retrieval_id")
+        case.__post_init__()  # re-validate (the plan may have come from a thread's state)
+        return case
+
+    stored = bank.get(case_id, namespace=namespace)
+    if stored is None:
+        raise KeyError(f"no case {case_id!r} in namespace {namespace or bank.namespace!r}")
+    # Read, relabelled and written under the bank's lock: a run finishing meanwhile keeps its attempt.
+    case = bank.upsert_merged(stored, relabel)
+    retrieval_id = found["retrieval_id"]
     if log is not None and retrieval_id:
-        record_outcome(log, retrieval_id, reward=reward, reward_source="human")
+        before = log.get(retrieval_id)
+        if record_outcome(log, retrieval_id, reward=reward, reward_source="human") and before is not None:
+            # The cases shown in that run were counted with the judge's verdict: count the person's.
+            was = None if before.get("reward") is None else float(before["reward"]) >= 0.5
+            shown = [c["case_id"] for c in before.get("candidates") or [] if c.get("shown") and c.get("case_id")]
+            bank.correct_usage(shown, was, good, retrieval_id, namespace=namespace)
     return case

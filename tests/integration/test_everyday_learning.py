@@ -125,6 +125,30 @@ async def test_feedback_input_on_the_thread_relabels_the_case(ctx, llm_server, e
         await run(ctx, {"feedback": {"good": "perhaps"}}, "fb", saver)
 
 
+@pytest.mark.anyio
+async def test_feedback_corrects_the_counters_of_the_cases_that_run_showed(ctx, llm_server, embedder):
+    """The shown cases were counted with the judge's verdict; a person's verdict replaces it there too."""
+    llm_server.script("planner", final("Paris"), final("Lyon"))
+    llm_server.script("judge", self_verdict(True), self_verdict(True))
+    first = await run(ctx, {"question": QUESTION}, "first")
+    saver = InMemorySaver()
+    second = await run(ctx, {"question": QUESTION}, "second", saver)
+    assert [c["id"] for c in second["cases"]] == [first["case_id"]]
+    bank = CaseBank(ctx.bank_path, embedder=embedder)
+
+    def counters():
+        case = bank.get(first["case_id"])
+        return case.times_retrieved, case.retrieved_successes, case.retrieved_failures
+
+    assert counters() == (1, 1, 0)  # shown once, in a run the self-judge passed
+    await run(ctx, {"feedback": {"good": False, "note": "Lyon is not the capital"}}, "second", saver)
+    assert counters() == (1, 0, 1)
+    await run(ctx, {"feedback": "good"}, "second", saver)  # a person may change their mind
+    assert counters() == (1, 1, 0)
+    await run(ctx, {"feedback": "good"}, "second", saver)  # the same verdict again moves nothing
+    assert counters() == (1, 1, 0)
+
+
 def test_cli_feedback_bad_flips_the_label_and_the_next_ask_shows_it(agent_env, llm_server):
     llm_server.script("planner", final("Lyon"), final("Paris"))
     llm_server.script("judge", self_verdict(True), self_verdict(True))
