@@ -134,10 +134,15 @@ def import_command(
     from tqdm import tqdm
 
     from memory.io import ImportFormatError, count_lines, import_jsonl
+    from memory.limits import CaseLimits
 
     for f in files:
         if not f.is_file():
             _fail(f"no import file at {f}")
+    try:
+        limits = CaseLimits.from_env()
+    except ValueError as exc:
+        _fail(str(exc))
     store = _open(bank, chroma_url, namespace or "default", embedder, create=True)
     bad = 0
     for f in files:
@@ -149,7 +154,14 @@ def import_command(
             try:
                 report = _guard(
                     lambda f=f, advance=advance: import_jsonl(
-                        store, f, namespace=namespace, fmt=fmt, batch_size=batch_size, source=source, progress=advance
+                        store,
+                        f,
+                        namespace=namespace,
+                        fmt=fmt,
+                        batch_size=batch_size,
+                        source=source,
+                        progress=advance,
+                        limits=limits,
                     )
                 )
             except ImportFormatError as exc:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory.cases import LABELS, Case, case_id_for
+from memory.limits import CaseLimits
 
 FORMATS = ("memento", "memory", "training", "qpr")
 EXPORT_FORMATS = ("memento", "memory", "qpr")
@@ -367,6 +368,7 @@ def import_jsonl(
     batch_size: int = 256,
     source: str | None = None,
     progress: Callable[[int], None] | None = None,
+    limits: CaseLimits | None = None,
 ) -> ImportReport:
     """Import a JSONL file into a bank (upserts: re-importing a file changes nothing).
 
@@ -379,6 +381,8 @@ def import_jsonl(
         batch_size: Cases embedded and written per batch.
         source: Dataset source for original-format rows (default ``memento:<file name>``).
         progress: Called with the number of lines consumed after each batch.
+        limits: Caps on each case's answer, plan and trajectory summary, as `write_back` applies
+            them to a run's case (an imported case is shown to the planner just the same).
 
     Raises:
         FileNotFoundError: No such file.
@@ -439,6 +443,8 @@ def import_jsonl(
         except RecursionError:
             report.errors.append(RowError(lineno, "a field is nested too deeply to read"))
             continue
+        if limits is not None:
+            limits.apply(case, note=f"; full text in {path.name} line {lineno}")
         emb = embedding if embedder_name and embedder_name == bank.embedder.name else None
         if case.id in seen:
             # Same case again in this file (training rows repeat cases): the last row wins.

@@ -145,3 +145,21 @@ def test_module_import_stays_light():
     code = "import sys, memory.cli; print(sorted(m for m in ('chromadb', 'torch', 'numpy', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_import_caps_answers_like_a_run_does(env, tmp_path, monkeypatch):
+    """An imported case is shown to the planner like a run's: the same size caps apply."""
+    from memory.bank import CaseBank
+    from memory.embeddings import load_embedder
+
+    f = tmp_path / "ours.jsonl"
+    f.write_text(json.dumps({"question": "How long is the answer?", "answer": "x" * 500, "reward": 1.0}) + "\n")
+    monkeypatch.setenv("MEMENTO_CASE_ANSWER_CHARS", "nope")
+    res = run("import", f)
+    assert res.exit_code == 2 and "MEMENTO_CASE_ANSWER_CHARS must be a whole number" in res.output
+    assert not env.exists() or stats()["cases"] == 0  # refused before anything was written
+    monkeypatch.setenv("MEMENTO_CASE_ANSWER_CHARS", "100")
+    res = run("import", f)
+    assert res.exit_code == 0, res.output
+    (case,) = list(CaseBank(env, embedder=load_embedder("hash")).iter_cases())
+    assert case.answer.startswith("x" * 50) and len(case.answer) < 200 and "ours.jsonl line 1" in case.answer
