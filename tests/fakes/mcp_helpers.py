@@ -22,17 +22,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_http(module: str, env: dict[str, str] | None = None, timeout: float = 30.0) -> Iterator[str]:
+def serve_http(
+    module: str, env: dict[str, str] | None = None, timeout: float = 30.0, args: tuple[str, ...] = ()
+) -> Iterator[str]:
     """Run ``python -m mcp_servers.<module> --transport http`` and yield its ``/mcp`` URL.
 
     Args:
         module: Server module name under ``mcp_servers``.
         env: The server's whole environment (default: this process's).
         timeout: Seconds the server gets to accept connections.
+        args: More command-line arguments (``--tls-cert``/``--tls-key`` make the URL ``https``).
     """
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", f"mcp_servers.{module}", "--transport", "http", "--port", str(port)],
+        [sys.executable, "-m", f"mcp_servers.{module}", "--transport", "http", "--port", str(port), *args],
         cwd=REPO,
         env=env if env is not None else dict(os.environ),
         stdout=subprocess.DEVNULL,
@@ -50,7 +53,7 @@ def serve_http(module: str, env: dict[str, str] | None = None, timeout: float = 
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{module} server did not listen within {timeout:.0f}s") from None
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"{'https' if '--tls-cert' in args else 'http'}://127.0.0.1:{port}/mcp"
     finally:
         proc.kill()  # a graceful uvicorn shutdown only adds seconds to a test
         proc.wait(timeout=10)

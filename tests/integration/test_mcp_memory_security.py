@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 
@@ -226,3 +227,74 @@ async def test_http_without_auth_only_when_asked_on_loopback(tmp_path, bank):
         async with client.session("memory") as session:
             tools = {t.name: t for t in await load_mcp_tools(session)}
             assert (await call(tools, "bank_stats"))["cases"] == 2
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate and key for 127.0.0.1, made here (nothing is downloaded)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+async def test_https_keeps_the_token_off_the_wire(tmp_path, bank):
+    """With --tls-cert/--tls-key the server speaks only HTTPS; off loopback without them it warns."""
+    seed(bank)
+    cert, key = _self_signed(tmp_path)
+    env = server_env(bank, tmp_path, MEMENTO_NAMESPACE="bob", MEMENTO_MCP_TOKEN=TOKEN_BOB)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
+    headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {TOKEN_BOB}"}
+    with serve_http("memory", env=env, args=("--tls-cert", cert, "--tls-key", key)) as url:
+        assert url.startswith("https://")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert)) as https:
+            response = await https.post(url, json=init, headers=headers)
+            assert response.status_code == 200 and "serverInfo" in response.text
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.post(url.replace("https://", "http://"), json=init, headers=headers)
+
+    half = start("--tls-cert", cert, env={**env})
+    assert half.returncode == 2 and "needs both --tls-cert and --tls-key" in half.stderr
+    missing = start("--tls-cert", cert, "--tls-key", str(tmp_path / "nope.pem"), env={**env})
+    assert missing.returncode == 2 and "--tls-key" in missing.stderr and "Traceback" not in missing.stderr
+
+    exposed = subprocess.Popen(
+        [sys.executable, "-m", "mcp_servers.memory", "--transport", "http", "--host", "0.0.0.0", "--port",
+         str(free_port())],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "over plain HTTP" in exposed.stderr.readline()
+    finally:
+        exposed.kill()
+        exposed.wait(timeout=10)
+        exposed.stderr.close()
