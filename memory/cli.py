@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from memory.bank import CaseBank
     from memory.embeddings import LazyEmbedder
 
-app = typer.Typer(help="Inspect and maintain the case bank.", no_args_is_help=True)
+# No completion options: `memento memory …` also runs this app on its own (`graph.entry`), and the
+# full CLI has none either.
+app = typer.Typer(help="Inspect and maintain the case bank.", no_args_is_help=True, add_completion=False)
 console = Console()
 err_console = Console(stderr=True)
 

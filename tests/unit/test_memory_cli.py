@@ -163,3 +163,38 @@ def test_import_caps_answers_like_a_run_does(env, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     (case,) = list(CaseBank(env, embedder=load_embedder("hash")).iter_cases())
     assert case.answer.startswith("x" * 50) and len(case.answer) < 200 and "ours.jsonl line 1" in case.answer
+
+
+def test_memento_memory_runs_the_bank_commands_alone_with_the_same_help(env, tmp_path):
+    """`memento memory …` skips the agent's and the evals' command modules, and reads `.env` the same."""
+    (tmp_path / ".env").write_text(f"MEMENTO_BANK_PATH={tmp_path / 'from-dotenv'}\n")
+    environ = {k: v for k, v in os.environ.items() if k != "MEMENTO_BANK_PATH"}
+    lean = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print(sorted(m for m in ('graph.cli', 'evals.cli', 'memory.policy.cli') "
+        "if m in sys.modules), file=sys.stderr))\n"
+        "sys.argv = ['memento', 'memory', 'stats', '--json']\n"
+        "from graph.entry import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", lean], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=environ)  # fmt: skip
+    assert out.stderr.strip().splitlines()[-1] == "[]"
+    assert "from-dotenv" in out.stderr and "no case bank" in out.stderr  # the .env's bank was the one asked for
+
+    full = "import sys\nfrom graph.cli import app\napp(sys.argv[1:], prog_name='memento')\n"
+    alone = "import sys\nsys.argv[0] = 'memento'\nfrom graph.entry import main\nmain()\n"
+    help_env = {**environ, "COLUMNS": "100"}
+    for args in (["memory", "--help"], ["memory", "search", "--help"]):
+        a, b = (
+            subprocess.run(
+                [sys.executable, "-c", code, *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=tmp_path,
+                env=help_env,
+            )
+            for code in (full, alone)
+        )
+        assert a.returncode == b.returncode == 0 and a.stdout == b.stdout and "Usage: memento memory" in b.stdout
