@@ -236,3 +236,8 @@ class Case:
         """Share of judged tasks that succeeded after being shown this case (None if never)."""
         judged = self.retrieved_successes + self.retrieved_failures
         return self.retrieved_successes / judged if judged else None
+
+
+# The fields that hold text, read off the record itself so a new one is never left out (an import
+# checks their types before writing: `memory.io`).
+STRING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Case) if f.type in ("str", "str | None"))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memory.cases import LABELS, Case, case_id_for
+from memory.cases import LABELS, STRING_FIELDS, Case, case_id_for
 from memory.limits import CaseLimits
 
 FORMATS = ("memento", "memory", "training", "qpr")
@@ -119,19 +119,6 @@ def _reward(value: Any) -> float | None:
     return float(value)
 
 
-_STR_FIELDS = (
-    "id",
-    "namespace",
-    "question",
-    "answer",
-    "judge_model",
-    "judge_rationale",
-    "trajectory_summary",
-    "task_id",
-    "source",
-)
-
-
 def _check_storable(case: Case, embedding: Any) -> None:
     """Reject a row whose fields have the wrong types here, not halfway through a batch write.
 
@@ -139,7 +126,7 @@ def _check_storable(case: Case, embedding: Any) -> None:
         ValueError: A field the bank cannot store; the message names it.
 
     """
-    for name in _STR_FIELDS:
+    for name in STRING_FIELDS:
         value = getattr(case, name)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name!r} must be a string, got {type(value).__name__}")

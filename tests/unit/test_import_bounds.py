@@ -105,12 +105,14 @@ def test_wrong_types_are_row_errors_not_batch_failures(tmp_path, hbank):
         {**base, "question": "bad embedding", "embedding": [[1, 2], [3]], "embedder": "hash-32"},
         {**base, "question": "bad namespace", "namespace": "no spaces allowed"},
         {**base, "question": "reward text", "reward": "high"},
+        {**base, "question": "bad owner", "created_by": 7},
         {**base, "question": "ok two"},
     ]
     f = tmp_path / "rows.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     report = import_jsonl(hbank, f)
-    assert sorted(errors_by_line(report)) == [2, 3, 4, 5, 6, 7]
+    assert sorted(errors_by_line(report)) == [2, 3, 4, 5, 6, 7, 8]
+    assert "'created_by' must be a string" in errors_by_line(report)[8]
     assert report.written == 2
     assert sorted(c.question for c in hbank.iter_cases()) == ["ok one", "ok two"]
 
