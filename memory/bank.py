@@ -8,6 +8,8 @@ Design choices that matter at scale:
   The original project re-embedded the whole bank for every query.
 * Writes are upserts keyed by the case's deterministic id, serialised across processes by a file
   lock (embedded mode), so concurrent writers and resumed runs never duplicate or drop a case.
+  Embedded upserts are group-committed: each goes through a spool in the bank folder and whoever
+  holds the lock applies every pending one at once (`memory.bank_spool`).
 * An embedded Chroma client keeps its HNSW index in memory and does not notice writes made by
   other processes (its count does, its queries do not). Every write therefore stamps a
   generation token in the bank folder, and a store that sees a token it did not write catches

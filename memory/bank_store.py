@@ -191,11 +191,14 @@ class EmbeddedStore(Store):
         timeout: float,
         *,
         since: tuple[int, int],
-        poll: float = 0.002,
+        poll: float = 0.005,
         defer: float = 0.03,
     ) -> bool:
         """Take the folder's write lock, unless ``done()`` turns true first.
 
+        Polled every ``poll`` seconds (one stat, and a lock attempt when allowed): with eight
+        writers on two cores, 5 ms instead of 2 ms took a fifth off the writers' CPU time at the
+        same throughput, and filelock's own default (50 ms) would add up to that much to each wait.
         ``done`` is asked again only when the generation stamp moved (from ``since`` on). A store
         whose index is behind another writer's (it did not write last) tries the lock only once
         the last write is ``defer`` seconds old: a writer that is writing now gets the next turn,
