@@ -327,7 +327,8 @@ class CaseBank:
             held = False
             if not answer:
                 got = store.spool.outcome(eid)
-                assert got is not None
+                if got is None:
+                    raise
                 answer.append(got)
         if held:
             try:
