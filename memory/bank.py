@@ -8,6 +8,8 @@ Design choices that matter at scale:
   The original project re-embedded the whole bank for every query.
 * Writes are upserts keyed by the case's deterministic id, serialised across processes by a file
   lock (embedded mode), so concurrent writers and resumed runs never duplicate or drop a case.
+  Embedded upserts are group-committed: each goes through a spool in the bank folder and whoever
+  holds the lock applies every pending one at once (`memory.bank_spool`).
 * An embedded Chroma client keeps its HNSW index in memory and does not notice writes made by
   other processes (its count does, its queries do not). Every write therefore stamps a
   generation token in the bank folder, and a store that sees a token it did not write catches
@@ -45,7 +47,8 @@ from memory.bank_folder import (
     check_folder,
     damage_error,
 )
-from memory.bank_server import RetryingCollection, http_client
+from memory.bank_server import RetryingCollection, http_client, is_fatal
+from memory.bank_spool import DONE, FAILED, MERGED, Entry, describe_error, rebuild_error
 from memory.bank_store import EmbeddedStore, Store
 from memory.cases import Case, label_for_reward, normalise_question, now
 from memory.config import MemoryConfig
@@ -163,7 +166,7 @@ class CaseBank:
             self._embedder = load_embedder(MemoryConfig.from_env().embedder)
         return self._embedder
 
-    def _collection(self, namespace: str | None = None, create: bool = True) -> Any:
+    def _collection(self, namespace: str | None = None, create: bool = True, embedder: str | None = None) -> Any:
         ns = namespace or self.namespace
         store = self._store
         col = store.collections.get(ns)
@@ -179,18 +182,19 @@ class CaseBank:
             col = store.client.get_or_create_collection(
                 name=name,
                 embedding_function=None,
-                metadata={"hnsw:space": "cosine", "embedder": self.embedder.name},
+                metadata={"hnsw:space": "cosine", "embedder": embedder or self.embedder.name},
             )
         if not isinstance(store, EmbeddedStore):
             col = RetryingCollection(col)
         return store.loaded(ns, col)
 
-    def _check_embedder(self, col: Any) -> None:
+    def _check_embedder(self, col: Any, embedder: str | None = None) -> None:
         built_with = (col.metadata or {}).get("embedder")
-        if built_with and built_with != self.embedder.name:
+        name = embedder or self.embedder.name
+        if built_with and built_with != name:
             raise BankError(
                 f"namespace {col.name[len(COLLECTION_PREFIX) :]!r} of the bank at {self.location} was "
-                f"embedded with {built_with!r} but this process uses {self.embedder.name!r}; set "
+                f"embedded with {built_with!r} but this process uses {name!r}; set "
                 "MEMENTO_EMBEDDER to match, or export and re-import into a new bank."
             )
 
@@ -233,11 +237,13 @@ class CaseBank:
             yield
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, own: tuple[int, list[Case]] | None = None) -> Iterator[None]:
+        # Pending spool entries go first, so none is applied after a later write to its cases.
         with self._write_lock():
             self._store.sync()
             with self._store.mutex, self._damage_guard():
                 try:
+                    self._drain(own)
                     yield
                 finally:
                     # Stamped even after a failed write: part of it may have landed.
@@ -269,6 +275,11 @@ class CaseBank:
     ) -> list[str]:
         """Insert or replace cases by id; existing creation time and usage counters are kept.
 
+        In an embedded bank the batch goes through the folder's write spool (`memory.bank_spool`):
+        whichever writer holds the lock applies every pending batch at once, so writers in several
+        processes share the lock's fixed costs. The call returns once its batch is applied, by this
+        process or another, and raises its batch's own error.
+
         Args:
             cases: One case or several (may span namespaces).
             embeddings: Precomputed embeddings aligned with ``cases`` (bulk import).
@@ -286,69 +297,207 @@ class CaseBank:
             embeddings = self.embedder.embed([c.embedding_text() for c in batch])
         if len(embeddings) != len(batch):
             raise ValueError(f"{len(embeddings)} embeddings for {len(batch)} cases")
+        for ns in {c.namespace for c in batch}:
+            validate_namespace(ns)
+        store = self._store
+        if not isinstance(store, EmbeddedStore):
+            with self._writing():
+                self._apply(batch, embeddings, keep_created, self.embedder.name)
+            return [c.id for c in batch]
+        vectors = np.asarray(embeddings, dtype=np.float32)
+        if vectors.ndim != 2:
+            raise ValueError(f"embeddings must be one vector per case, got shape {vectors.shape}")
+        since = store.stamp()
+        eid = store.spool.add([c.to_metadata() for c in batch], vectors, keep_created, self.embedder.name)
+        answer: list[tuple[int, Any]] = []
+
+        def answered() -> bool:
+            got = store.spool.outcome(eid)
+            if got is not None:
+                answer.append(got)
+            return got is not None
+
+        try:
+            held = store.lock_unless(answered, self.lock_timeout, since=since)
+        except BaseException:
+            # Not applied, and not to be applied later: the caller is told this write failed.
+            # (An entry answered meanwhile cannot be withdrawn: its outcome stands.)
+            if store.spool.withdraw(eid):
+                raise
+            held = False
+            if not answer:
+                got = store.spool.outcome(eid)
+                if got is None:
+                    raise
+                answer.append(got)
+        if held:
+            try:
+                got = store.spool.outcome(eid)
+                if got is None:
+                    try:
+                        with self._writing(own=(eid, batch)):
+                            pass
+                    except BaseException:
+                        # Unless its own outcome was recorded (and the entry deleted), the entry
+                        # must not be applied later: its caller is told it failed.
+                        with contextlib.suppress(BankError):
+                            store.spool.withdraw(eid)
+                        raise
+                    return [c.id for c in batch]
+                answer.append(got)
+            finally:
+                store.lock.release()
+        store.spool.forget(eid)
+        state, value = answer[0]
+        if state != DONE:
+            raise rebuild_error(value, self.location)
+        for case, fields in zip(batch, value, strict=True):
+            for name, field in zip(MERGED, fields, strict=True):
+                setattr(case, name, field)
+        return [c.id for c in batch]
+
+    def _drain(self, own: tuple[int, list[Case]] | None = None) -> None:
+        """Apply every pending spool entry, oldest first (lock and mutex held; embedded stores only).
+
+        Consecutive entries with the same options are applied as one batch; when a batch fails,
+        its entries are applied one by one so each owner gets its own error. ``own`` is the
+        calling upsert's entry and cases: they are applied as given, and its error is raised here.
+        """
+        store = self._store
+        if not isinstance(store, EmbeddedStore):
+            return
+        entries = store.spool.pending()
+        if not entries:
+            return
+        outcomes: dict[int, tuple[int, Any]] = {}
+        own_error: BaseException | None = None
+        cases_of: dict[int, list[Case]] = {}
+
+        def fail(entry_id: int, exc: BaseException) -> None:
+            nonlocal own_error
+            if is_fatal(exc):
+                raise exc
+            if own is not None and entry_id == own[0]:
+                own_error = exc
+            from chromadb.errors import InternalError
+
+            if isinstance(exc, InternalError):
+                exc = damage_error(self.location, exc)
+            outcomes[entry_id] = (FAILED, describe_error(exc))
+
+        def ok(entry_id: int) -> None:
+            outcomes[entry_id] = (DONE, [[getattr(c, name) for name in MERGED] for c in cases_of[entry_id]])
+
+        groups: list[list[Entry]] = []
+        for entry in entries:
+            try:
+                if own is not None and entry.id == own[0]:
+                    cases_of[entry.id] = own[1]
+                else:
+                    cases_of[entry.id] = [Case.from_metadata(m) for m in entry.metadatas]
+            except BaseException as exc:
+                fail(entry.id, exc)
+                continue
+            last = groups[-1][-1] if groups else None
+            if last is not None and (last.keep_created, last.embedder) == (entry.keep_created, entry.embedder):
+                groups[-1].append(entry)
+            else:
+                groups.append([entry])
+        for group in groups:
+            try:
+                self._apply(
+                    [c for e in group for c in cases_of[e.id]],
+                    np.concatenate([e.vectors for e in group]),
+                    group[0].keep_created,
+                    group[0].embedder,
+                )
+            except BaseException as exc:
+                if is_fatal(exc):
+                    raise
+                if len(group) == 1:
+                    fail(group[0].id, exc)
+                    continue
+                for e in group:
+                    try:
+                        self._apply(cases_of[e.id], e.vectors, e.keep_created, e.embedder)
+                    except BaseException as one:
+                        fail(e.id, one)
+                    else:
+                        ok(e.id)
+                continue
+            for e in group:
+                ok(e.id)
+        store.spool.finish(outcomes, forget=None if own is None else own[0])
+        if own_error is not None:
+            raise own_error
+
+    def _apply(
+        self,
+        batch: list[Case],
+        embeddings: np.ndarray | Sequence[Sequence[float]],
+        keep_created: bool,
+        embedder: str | None,
+    ) -> None:
+        """Write a batch (write lock and mutex held): the merge with stored records described in `upsert`."""
         by_ns: dict[str, list[int]] = {}
         for i, case in enumerate(batch):
             by_ns.setdefault(case.namespace, []).append(i)
-        with self._writing():
-            for ns, idx in by_ns.items():
-                col = self._collection(ns)
-                self._check_embedder(col)
-                # Last write wins within a batch: Chroma rejects duplicate ids in one call.
-                dedup: dict[str, int] = {}
-                for i in idx:
-                    dedup[batch[i].id] = i
-                idx = list(dedup.values())
-                ids = [batch[i].id for i in idx]
-                # Stored vectors come from the in-memory index: catch a stale one up first, but only
-                # when a case exists already (a new case's write catches the index up by itself).
-                stale = self._store.is_stale(ns) and col.get(ids=ids, include=[])["ids"]
-                if stale and not self._store.catch_up(ns, col):
-                    col = self._collection(ns)
-                existing = col.get(ids=ids, include=["metadatas", "embeddings"])
-                old = dict(zip(existing["ids"], existing["metadatas"], strict=True))
-                old_vec = dict(zip(existing["ids"], existing["embeddings"], strict=True))
-                stamp = now()
-                new_idx, moved_idx, same_idx = [], [], []
-                for i in idx:
-                    case = batch[i]
-                    prev = old.get(case.id)
-                    vec = np.asarray(embeddings[i], dtype=np.float32)
-                    if prev is None:
-                        new_idx.append(i)
-                    elif np.allclose(np.asarray(old_vec[case.id], dtype=np.float32), vec, atol=1e-6):
-                        same_idx.append(i)
-                    else:
-                        moved_idx.append(i)
-                    if prev is not None and keep_created:
-                        kept = Case.from_metadata(prev)
-                        case.created_at = kept.created_at
-                        case.times_retrieved = max(case.times_retrieved, kept.times_retrieved)
-                        case.retrieved_successes = max(case.retrieved_successes, kept.retrieved_successes)
-                        case.retrieved_failures = max(case.retrieved_failures, kept.retrieved_failures)
-                        case.last_retrieved_at = (
-                            max(case.last_retrieved_at or 0.0, kept.last_retrieved_at or 0.0) or None
-                        )
-                    if keep_created:
-                        case.updated_at = stamp
-                # Re-indexing a vector is slow in Chroma; a rewrite of the same question (a retry,
-                # a re-judged case, a re-import) only needs its metadata replaced.
-                # A retried server request may repeat an add that landed: upsert is idempotent there.
-                add = col.add if self._lock_held_locally else col.upsert
-                for part, op in ((new_idx, add), (moved_idx, col.upsert)):
-                    if part:
-                        op(
-                            ids=[batch[i].id for i in part],
-                            embeddings=[np.asarray(embeddings[i], dtype=np.float32).tolist() for i in part],
-                            documents=[batch[i].question for i in part],
-                            metadatas=[batch[i].to_metadata() for i in part],
-                        )
-                if same_idx:
-                    # No documents here: Chroma would embed them itself (and try a download).
-                    col.update(
-                        ids=[batch[i].id for i in same_idx],
-                        metadatas=[batch[i].to_metadata() for i in same_idx],
+        for ns, idx in by_ns.items():
+            col = self._collection(ns, embedder=embedder)
+            self._check_embedder(col, embedder)
+            # Last write wins within a batch: Chroma rejects duplicate ids in one call.
+            dedup: dict[str, int] = {}
+            for i in idx:
+                dedup[batch[i].id] = i
+            idx = list(dedup.values())
+            ids = [batch[i].id for i in idx]
+            # Stored vectors come from the in-memory index: catch a stale one up first, but only
+            # when a case exists already (a new case's write catches the index up by itself).
+            stale = self._store.is_stale(ns) and col.get(ids=ids, include=[])["ids"]
+            if stale and not self._store.catch_up(ns, col):
+                col = self._collection(ns, embedder=embedder)
+            existing = col.get(ids=ids, include=["metadatas", "embeddings"])
+            old = dict(zip(existing["ids"], existing["metadatas"], strict=True))
+            old_vec = dict(zip(existing["ids"], existing["embeddings"], strict=True))
+            stamp = now()
+            new_idx, moved_idx, same_idx = [], [], []
+            for i in idx:
+                case = batch[i]
+                prev = old.get(case.id)
+                vec = np.asarray(embeddings[i], dtype=np.float32)
+                if prev is None:
+                    new_idx.append(i)
+                elif np.allclose(np.asarray(old_vec[case.id], dtype=np.float32), vec, atol=1e-6):
+                    same_idx.append(i)
+                else:
+                    moved_idx.append(i)
+                if prev is not None and keep_created:
+                    kept = Case.from_metadata(prev)
+                    case.created_at = kept.created_at
+                    case.times_retrieved = max(case.times_retrieved, kept.times_retrieved)
+                    case.retrieved_successes = max(case.retrieved_successes, kept.retrieved_successes)
+                    case.retrieved_failures = max(case.retrieved_failures, kept.retrieved_failures)
+                    case.last_retrieved_at = max(case.last_retrieved_at or 0.0, kept.last_retrieved_at or 0.0) or None
+                if keep_created:
+                    case.updated_at = stamp
+            # Re-indexing a vector is slow in Chroma; a rewrite of the same question (a retry,
+            # a re-judged case, a re-import) only needs its metadata replaced.
+            # A retried server request may repeat an add that landed: upsert is idempotent there.
+            add = col.add if self._lock_held_locally else col.upsert
+            for part, op in ((new_idx, add), (moved_idx, col.upsert)):
+                if part:
+                    op(
+                        ids=[batch[i].id for i in part],
+                        embeddings=[np.asarray(embeddings[i], dtype=np.float32).tolist() for i in part],
+                        documents=[batch[i].question for i in part],
+                        metadatas=[batch[i].to_metadata() for i in part],
                     )
-        return [c.id for c in batch]
+            if same_idx:
+                # No documents here: Chroma would embed them itself (and try a download).
+                col.update(
+                    ids=[batch[i].id for i in same_idx],
+                    metadatas=[batch[i].to_metadata() for i in same_idx],
+                )
 
     add = upsert
 

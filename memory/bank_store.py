@@ -41,8 +41,9 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from filelock import FileLock, Timeout
 
 from memory.bank_folder import BANK_FORMAT, GENERATION, LOCK_FILE, MANIFEST, RECOVERY, SQLITE_FILE, BankError
 from memory.bank_server import is_fatal
+from memory.bank_spool import Spool
 from memory.cases import now
 
 SavedPositions = frozenset[tuple[str, int | None]]
@@ -128,6 +130,9 @@ class EmbeddedStore(Store):
         self.reopens = 0
         self.catch_ups = 0
         self.lock = bank_lock(path)
+        self.spool = Spool(path)
+        # The generation stamp as this store's last write left it (see `lock_unless`).
+        self.written: tuple[int, int] | None = None
         with self.locked(lock_timeout):
             self.seen = self._generation()
             client, self._system = self._open()
@@ -140,6 +145,13 @@ class EmbeddedStore(Store):
     @contextlib.contextmanager
     def locked(self, timeout: float) -> Iterator[None]:
         """Hold the folder's write lock (re-entrant within a thread, across every store on the folder)."""
+        self._acquire(timeout)
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def _acquire(self, timeout: float) -> None:
         try:
             self.lock.acquire(timeout=timeout)
         except Timeout as exc:
@@ -153,14 +165,73 @@ class EmbeddedStore(Store):
                 self.lock.acquire(timeout=timeout)
             except Timeout as again:
                 raise BankError(describe_holder(self.path, self.path / LOCK_FILE, timeout)) from again
-        try:
-            if self.lock.lock_counter == 1:
-                from memory.lock_holder import record_holder
+        self._held()
 
+    def _held(self) -> None:
+        if self.lock.lock_counter == 1:
+            from memory.lock_holder import record_holder
+
+            try:
                 record_holder(self.path / LOCK_FILE)
-            yield
-        finally:
-            self.lock.release()
+            except BaseException:
+                self.lock.release()
+                raise
+
+    def stamp(self) -> tuple[int, int]:
+        """Identity of the folder's generation stamp (replaced by every write): one stat, a cheap change signal."""
+        try:
+            st = os.stat(self.path / GENERATION)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)
+
+    def lock_unless(
+        self,
+        done: Callable[[], bool],
+        timeout: float,
+        *,
+        since: tuple[int, int],
+        poll: float = 0.005,
+        defer: float = 0.03,
+    ) -> bool:
+        """Take the folder's write lock, unless ``done()`` turns true first.
+
+        Polled every ``poll`` seconds (one stat, and a lock attempt when allowed): with eight
+        writers on two cores, 5 ms instead of 2 ms took a fifth off the writers' CPU time at the
+        same throughput, and filelock's own default (50 ms) would add up to that much to each wait.
+        ``done`` is asked again only when the generation stamp moved (from ``since`` on). A store
+        whose index is behind another writer's (it did not write last) tries the lock only once
+        the last write is ``defer`` seconds old: a writer that is writing now gets the next turn,
+        and its index needs no catch-up, where every other process's would replay the log.
+
+        Returns:
+            True with the lock held (the caller releases it), False when ``done()`` came first.
+            After ``timeout`` seconds without either, the lock is taken as `locked` takes it
+            (a stale holder broken, a live one named in a BankError).
+
+        """
+        deadline = time.monotonic() + timeout
+        last = since
+        while True:
+            stamp = self.stamp()
+            if stamp != last:
+                last = stamp
+                if done():
+                    return False
+            mine = self.lock.lock_counter > 0  # held by this thread already (a nested write)
+            if mine or stamp == self.written or time.time_ns() - stamp[1] > defer * 1e9:
+                try:
+                    self.lock.acquire(timeout=0)
+                except Timeout:
+                    pass
+                else:
+                    self._held()
+                    return True
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+        self._acquire(0)
+        return True
 
     def _open(self) -> tuple[Any, Any]:
         """A new client on the folder and the Chroma system it owns alone."""
@@ -329,6 +400,7 @@ class EmbeddedStore(Store):
         tmp.write_text(token)
         os.replace(tmp, self.path / GENERATION)
         self.seen = token
+        self.written = self.stamp()
         # This write may have saved index files, or made or dropped a collection.
         self.marks = self._saved_positions()
         self.absent.clear()
@@ -338,6 +410,7 @@ class EmbeddedStore(Store):
         with self.mutex:
             system, self._system = self._system, None
             self.collections = {}
+        self.spool.close()
         if system is not None:
             with contextlib.suppress(Exception):
                 system.stop()
