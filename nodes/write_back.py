@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from langgraph.config import get_config
@@ -68,13 +69,29 @@ def _read_spool(path: Path) -> list[Case]:
 
 
 @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
-def _upsert(bank, cases: list[Case]) -> None:
-    bank.upsert(cases)
+def _upsert_merged(bank, case: Case, attempt: Attempt) -> Case:
+    return bank.upsert_merged(case, lambda existing: merge_attempt(existing, case, attempt))
+
+
+def merge_spooled(existing: Case | None, spooled: Case) -> Case:
+    """A spooled case merged into its stored version: every attempt it carries joins the history.
+
+    Written whole, a case spooled while the bank was down would replace the attempts other runs
+    stored meanwhile. A case without an attempt history (written by an older version) is written
+    whole, as before.
+    """
+    if existing is None or not spooled.attempt_log:
+        return spooled
+    merged = existing
+    for attempt in spooled.attempt_log:
+        merged = merge_attempt(merged, replace(spooled, attempt_log=[]), attempt)
+    return merged
 
 
 @retry(stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
-def _upsert_merged(bank, case: Case, attempt: Attempt) -> Case:
-    return bank.upsert_merged(case, lambda existing: merge_attempt(existing, case, attempt))
+def _replay(bank, cases: list[Case]) -> None:
+    for case in cases:
+        bank.upsert_merged(case, lambda existing, case=case: merge_spooled(existing, case))
 
 
 def write_back(state: State, runtime: Runtime[Context], resources: Resources) -> dict:
@@ -120,7 +137,7 @@ def write_back(state: State, runtime: Runtime[Context], resources: Resources) ->
     spool = pending_path(ctx)
     try:
         if spool.exists():
-            _upsert(bank, _read_spool(spool))
+            _replay(bank, _read_spool(spool))
             spool.unlink(missing_ok=True)
         # Read, merged and written under the bank's lock: a concurrent run of the same question
         # cannot drop this attempt from the history, nor this run drop its.

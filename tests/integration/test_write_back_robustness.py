@@ -110,3 +110,39 @@ async def test_kill_between_usage_and_outcome_does_not_count_usage_twice(
     assert [c["id"] for c in out["cases"]] == [shown.id]
     after = bank.get(shown.id)
     assert (after.times_retrieved, after.retrieved_successes) == (1, 1)
+
+
+async def test_a_spooled_attempt_joins_the_history_other_runs_wrote_meanwhile(ctx, llm_server, thread_id, embedder):
+    """The bank was down for one run (its case waits in the spool) while another run of the same
+    question was stored: the replay adds the spooled attempt instead of replacing that history."""
+    from memory.cases import Case
+    from memory.outcomes import attempt_record, merge_attempt
+
+    bank = CaseBank(ctx.bank_path, embedder=embedder)
+    question = "Capital of Peru?"
+
+    def attempt_case(attempt_id: str, answer: str, reward: float) -> Case:
+        case = Case(question=question, answer=answer, reward=reward, reward_source="ground_truth_judge")
+        attempt = attempt_record(attempt_id, retrieval_id=None, reward=reward, label=case.label,
+                                 reward_source="ground_truth_judge", answer=answer)  # fmt: skip
+        return merge_attempt(None, case, attempt)
+
+    stored = attempt_case("stored-meanwhile", "Lima", 1.0)
+    bank.upsert(stored)
+    spooled = attempt_case("spooled-earlier", "Cusco", 0.0)
+    spool = spool_of(ctx)
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_text(json.dumps(spooled.to_dict()) + "\n", encoding="utf-8")
+
+    llm_server.script("planner", final("Paris"))
+    llm_server.script("judge", verdict(True))
+    out = await compile_graph().ainvoke(
+        {"question": "Capital of France?", "ground_truth": "Paris"},
+        {"configurable": {"thread_id": thread_id}},
+        context=ctx,
+    )
+    assert out["case_written"] is True and not spool.exists()
+    case = bank.get(stored.id)
+    assert [a["id"] for a in case.attempt_log] == ["stored-meanwhile", "spooled-earlier"]
+    assert case.attempts == 2
+    assert case.answer == "Cusco"  # equally trusted labels: the later attempt is the one shown
