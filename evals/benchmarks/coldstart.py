@@ -28,7 +28,6 @@ file's case texts) against ``import_jsonl`` of the same file into a fresh embedd
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -47,6 +46,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from rich.console import Console
 from rich.table import Table
+
+from evals.results import write_json_atomic
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[2]
@@ -383,10 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
         "`memento memory import` (cold, whole command): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in results["import_cli_s"].items())
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    console.print(f"results written to {out}")
+    write_json_atomic(args.out, results)
+    console.print(f"results written to {args.out}")
     return results
 
 

@@ -20,7 +20,6 @@ each case is one of them plus Gaussian noise, renormalised (the JSON output says
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -35,6 +34,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from evals.results import write_json_atomic
 
 console = Console()
 
@@ -229,10 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"import of memory.jsonl: {imp['cases']} cases in {imp['seconds']:.1f} s ({imp['cases_per_s']:.0f}/s, with MiniLM)"
         )
     console.print(f"[dim]{results['vectors']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    console.print(f"results written to {out}")
+    write_json_atomic(args.out, results)
+    console.print(f"results written to {args.out}")
     return results
 
 

@@ -23,7 +23,6 @@ both alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -38,6 +37,8 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from rich.console import Console
 from rich.table import Table
+
+from evals.results import write_json_atomic
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,10 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         table.add_row(label, f"{alone:.1f}/s", f"{together:.1f}/s", f"{together / alone:.2f}")
     console.print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    console.print(f"results written to {out}")
+    write_json_atomic(args.out, results)
+    console.print(f"results written to {args.out}")
     return results
 
 
