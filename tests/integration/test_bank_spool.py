@@ -205,18 +205,23 @@ def _times(bank: CaseBank, case_id: str) -> dict:
     return {"created_at": case.created_at, "updated_at": case.updated_at}
 
 
+def _spool_then_die(bank: CaseBank, path, specs) -> None:
+    """Another process spools its entry while ``bank`` holds the lock, and is killed before it is applied."""
+    proc = _open(path, specs)
+    with bank._write_lock():
+        _go(proc)
+        _wait_pending(path, 1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
 def test_an_entry_left_by_a_killed_process_is_applied_by_the_next_writer(tmp_path):
     path = tmp_path / "bank"
     bank = _bank(path)
     try:
-        proc = _open(path, [{"id": "orphan", "question": "written by a process that died"}])
-        with bank._write_lock():
-            _go(proc)
-            _wait_pending(path, 1)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+        _spool_then_die(bank, path, [{"id": "orphan", "question": "written by a process that died"}])
         assert bank.get("orphan") is None  # pending, not applied yet
         bank.upsert(Case(id="next", question="the next write"))
         orphan = bank.get("orphan")
@@ -231,14 +236,7 @@ def test_a_pending_entry_is_applied_before_a_later_delete(tmp_path):
     path = tmp_path / "bank"
     bank = _bank(path)
     try:
-        proc = _open(path, [{"id": "gone", "question": "deleted afterwards"}])
-        with bank._write_lock():
-            _go(proc)
-            _wait_pending(path, 1)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+        _spool_then_die(bank, path, [{"id": "gone", "question": "deleted afterwards"}])
         assert bank.delete(["gone"]) == 1  # the pending upsert went first
         bank.upsert(Case(id="other", question="another write"))
         assert bank.get("gone") is None
