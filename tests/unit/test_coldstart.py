@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from rich.console import Console
+
+from tests.fakes.python_run import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "chromadb", "matplotlib", "langgraph", "numpy", "onnxruntime")
@@ -21,12 +20,8 @@ def test_help_imports_nothing_heavy(tmp_path):
         "try:\n    app(['--help'], prog_name='memento')\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+    out = run_python(code, tmp_path)
+    assert "HEAVY []" in out, out[-500:]
 
 
 def test_building_the_graph_imports_neither_openai_nor_chromadb(tmp_path):
@@ -40,12 +35,8 @@ def test_building_the_graph_imports_neither_openai_nor_chromadb(tmp_path):
         "compile_graph(resources=Resources(Context(mcp_config='')))\n"
         "print('LOADED', sorted(m for m in ('openai', 'langchain_openai', 'chromadb', 'torch') if m in sys.modules))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "LOADED []" in proc.stdout, proc.stdout[-500:]
+    out = run_python(code, tmp_path, timeout=120)
+    assert "LOADED []" in out, out[-500:]
 
 
 def test_piped_output_is_widened_without_importing_typers_help_module(tmp_path):
@@ -57,15 +48,9 @@ def test_piped_output_is_widened_without_importing_typers_help_module(tmp_path):
         "from typer import rich_utils\n"
         "print('HELP_WIDTH', rich_utils.MAX_WIDTH)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("COLUMNS", None)
-    env.pop("TERMINAL_WIDTH", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "WIDENED True 4096 160" in proc.stdout, proc.stdout
-    assert "RICH_UTILS False" in proc.stdout and "HELP_WIDTH 160" in proc.stdout, proc.stdout
+    out = run_python(code, tmp_path, unset=("COLUMNS", "TERMINAL_WIDTH"))
+    assert "WIDENED True 4096 160" in out, out
+    assert "RICH_UTILS False" in out and "HELP_WIDTH 160" in out, out
 
 
 def test_warm_resources_opens_bank_and_caches_question(tmp_path, monkeypatch, embedder):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.fakes.python_run import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path("/work/shared/data/memento/memory.jsonl")
@@ -102,11 +101,5 @@ def test_query_path_does_not_import_torch(tmp_path):
         "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MEMENTO_EMBEDDER", None)
-    env.pop("MEMENTO_EMBEDDER_BACKEND", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "HEAVY []" in proc.stdout
+    out = run_python(code, tmp_path, unset=("MEMENTO_EMBEDDER", "MEMENTO_EMBEDDER_BACKEND"), timeout=120)
+    assert "HEAVY []" in out
