@@ -10,7 +10,6 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from dotenv import find_dotenv, load_dotenv
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -54,8 +53,9 @@ EXIT_PAUSED = 3
 @app.callback()
 def main() -> None:
     """Load `.env` from the working directory before any command reads its settings."""
-    # usecwd: look beside the user, not beside this installed module.
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+    from graph.context import load_env_file
+
+    load_env_file()
 
 
 def _block(text: str, indent: str) -> str:

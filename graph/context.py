@@ -18,6 +18,17 @@ from memory.limits import ANSWER_CHARS, PLAN_CHARS, PROMPT_CASE_CHARS
 MemoryMode = Literal["none", "similarity", "learned"]
 
 
+def load_env_file() -> None:
+    """Load ``.env`` from the working directory into the environment (set variables win).
+
+    Every CLI entry calls it before the first `Context` is built; ``usecwd``: look beside the user,
+    not beside this installed module.
+    """
+    from dotenv import find_dotenv, load_dotenv
+
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+
+
 @dataclass(kw_only=True)
 class Context:
     """Settings for one run of the Memento graph."""

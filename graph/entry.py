@@ -36,13 +36,10 @@ def early_bank_worker(argv: list[str]) -> BankWorker | None:
     if any(a.split("=", 1)[0] in _BANK_OPTIONS for a in argv[1:]):
         return None
     try:
-        from dotenv import find_dotenv, load_dotenv
-
-        from graph.context import Context
+        from graph.context import Context, load_env_file
         from memory.bank_worker import BankWorker, has_spare_core
 
-        # What the CLI's callback does first: settings from `.env` beside the user.
-        load_dotenv(find_dotenv(usecwd=True), override=False)
+        load_env_file()  # what the CLI's callback does first
         ctx = Context()
         if not (ctx.bank_worker and ctx.memory_mode != "none" and ctx.k > 0 and has_spare_core()):
             return None
@@ -73,12 +70,10 @@ def _memory(argv: list[str]) -> None:
     The bank commands are what a person waits on most often, and the agent's and the evals' command
     modules cost them ~0.07 s of imports.
     """
-    from dotenv import find_dotenv, load_dotenv
-
+    from graph.context import load_env_file
     from graph.terminal import widen_when_piped
     from memory.cli import app
 
     widen_when_piped()
-    # What the full CLI's callback does before any command reads its settings.
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+    load_env_file()  # what the full CLI's callback does before any command reads its settings
     app(args=argv, prog_name="memento memory")
