@@ -71,6 +71,11 @@ __all__ = [
 _USAGE_KEYS_KEPT = 16
 
 
+def _usage_keys(meta: dict[str, Any]) -> list[str]:
+    """The retrieval ids a case's usage counters have counted lately (kept in its metadata)."""
+    return str(meta.get("usage_keys") or "").split()
+
+
 @dataclass
 class ScoredCase:
     """A search hit: the case, its cosine similarity to the query, and its stored embedding."""
@@ -593,7 +598,7 @@ class CaseBank:
                 meta = dict(meta)
                 if usage_key:
                     # The last few keys ride in the same metadata write as the counters (atomic).
-                    keys = str(meta.get("usage_keys") or "").split()
+                    keys = _usage_keys(meta)
                     if usage_key in keys:
                         continue
                     meta["usage_keys"] = " ".join([*keys, usage_key][-_USAGE_KEYS_KEPT:])
@@ -642,7 +647,7 @@ class CaseBank:
             got = col.get(ids=list(dict.fromkeys(case_ids)), include=["metadatas"])
             ids, metas = [], []
             for case_id, meta in zip(got["ids"], got["metadatas"], strict=True):
-                if usage_key not in str(meta.get("usage_keys") or "").split():
+                if usage_key not in _usage_keys(meta):
                     continue
                 meta = dict(meta)
                 if was is not None:
