@@ -19,6 +19,12 @@ perfect features. It reads every question as its family's name, so its word feat
 which candidates share the query's family and it only has to learn, from the same outcomes, that
 those help and the others mislead. Where ``told`` also falls short of the family oracle, the
 shortfall is in learning from few noisy outcomes, not in what the features can express.
+
+``relation`` is a second diagnostic: a learner that is handed the relation itself (does a candidate
+share the query's family?) and fits only three effects from the same outcomes: a same-family
+positive case, a same-family failed case, any other case (`RelationLearner`). Where it closes the gap
+and told does not, the told bandit's many free parameters (static weights, per-case values,
+per-question intercepts) are what slow it down, not the noise in the outcomes.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from evals.sim.tasks import SimTask
 from memory.policy.bandit import BanditConfig, CandidateCase, LoggedRetrieval, query_key
 from memory.policy.learner import BanditLearner
 
-MODES = ("none", "similarity", "learned", "oracle", "family", "told")
+MODES = ("none", "similarity", "learned", "oracle", "family", "told", "relation")
 
 
 @dataclass
@@ -62,6 +68,54 @@ class StreamResult:
         """Share of tasks answered right in one pass."""
         row = self.correct.get(iteration, {})
         return sum(row.values()) / len(row) if row else float("nan")
+
+
+class RelationLearner:
+    """Three effects, the relation given: Bayesian linear regression with exact Thompson sampling.
+
+    The outcome is modelled as ``a + b·x`` where ``x`` counts the shown cases of each kind (same-family
+    positive, same-family failed, other family). Every outcome refits the posterior (a 4×4 solve);
+    each selection draws the effects once and shows the candidates whose drawn effect is positive,
+    best first, at most K. For measurement only: it reads the simulator's families.
+    """
+
+    def __init__(self, k: int, *, noise_var: float = 0.2, prior_var: float = 0.01):
+        """Start from the prior: every effect 0 ± 0.1."""
+        self.k = k
+        self.noise_var = noise_var
+        self.prior_precision = np.diag([1.0, 1 / prior_var, 1 / prior_var, 1 / prior_var])
+        self.xtx = np.zeros((4, 4))
+        self.xty = np.zeros(4)
+        self.n = 0
+        self.y_sum = 0.0
+
+    @staticmethod
+    def kinds(family: str, cases: list[_StoredCase]) -> np.ndarray:
+        """Per candidate, one-hot over (same-family positive, same-family failed, other family)."""
+        out = np.zeros((len(cases), 3))
+        for i, c in enumerate(cases):
+            out[i, 2 if c.task.family != family else 0 if c.label == "positive" else 1] = 1.0
+        return out
+
+    def select(self, kinds: np.ndarray, rng: np.random.Generator) -> list[int]:
+        """Indices to show: positive drawn effect, best first, at most K."""
+        # The intercept is centred on the mean outcome (as in `CaseValueModel.fit`): it only helps
+        # conditioning, its prior is wide.
+        offset = self.y_sum / self.n if self.n else 0.0
+        precision = self.xtx / self.noise_var + self.prior_precision
+        cov = np.linalg.inv(precision)
+        mean = cov @ ((self.xty - offset * self.xtx[:, 0]) / self.noise_var)
+        effects = kinds @ rng.multivariate_normal(mean, cov, method="cholesky")[1:]
+        order = np.argsort(-effects, kind="stable")[: self.k]
+        return [int(i) for i in order if effects[i] > 0.0]
+
+    def observe(self, shown_kinds: np.ndarray, reward: float) -> None:
+        """Add one outcome of showing these cases."""
+        x = np.concatenate([[1.0], shown_kinds.sum(0) if shown_kinds.size else np.zeros(3)])
+        self.xtx += np.outer(x, x)
+        self.xty += x * reward
+        self.n += 1
+        self.y_sum += reward
 
 
 def run_stream(
@@ -103,6 +157,7 @@ def run_stream(
     learner = BanditLearner(
         bandit or BanditConfig(seed=seed), k=k, retrain_every=retrain_every, gate=gate, **(learner_options or {})
     )
+    relation = RelationLearner(k)
     rng = np.random.default_rng(seed)
     result = StreamResult(mode)
     for it in range(1, passes + 1):
@@ -133,6 +188,9 @@ def run_stream(
                     [i for i in same if bank[ids[i]].label == "positive"]
                     + [i for i in same if bank[ids[i]].label != "positive"]
                 )[:k]
+            elif mode == "relation":
+                kinds = relation.kinds(task.family, [bank[ids[i]] for i in near])
+                chosen = [int(near[i]) for i in relation.select(kinds, rng)]
             elif mode in ("learned", "told") and near.size:
                 cands = learner.with_history(question, [
                     CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label, "ground_truth_judge",
@@ -157,6 +215,9 @@ def run_stream(
             look_alikes = sum(1 for f, _, _ in shown if f != task.family)
             mislabelled = sum(1 for f, label, r in shown if f == task.family and label == "positive" and not r)
             result.composition[it].append((helpful, look_alikes, mislabelled))
+            if mode == "relation":
+                picked = [int(np.flatnonzero(near == i)[0]) for i in chosen]
+                relation.observe(kinds[picked] if picked else np.zeros((0, 3)), 1.0 if passed else 0.0)
             if record is not None:
                 # The learner sees the judge's verdict, never the truth.
                 record.reward = 1.0 if passed else 0.0

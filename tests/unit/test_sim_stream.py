@@ -7,7 +7,7 @@ import pytest
 
 from evals.sim.grid import gap_closed, paired_interval
 from evals.sim.model import SimParams, lenient_verdict, parse_planner_prompt, success_probability
-from evals.sim.stream import run_stream
+from evals.sim.stream import RelationLearner, run_stream
 from evals.sim.tasks import generate_tasks
 from nodes import prompts
 
@@ -143,3 +143,34 @@ def test_told_learner_reads_families_and_learns_to_withhold_other_families(embed
     assert look_alikes["told"] < look_alikes["learned"] < look_alikes["similarity"]
     assert look_alikes["told"] < look_alikes["similarity"] / 4
     assert runs["told"].accuracy(3) > runs["similarity"].accuracy(3)
+
+
+def test_relation_learner_handed_the_families_learns_three_effects_fast(embedder):
+    """``relation`` fits only three effects (same-family positive, same-family failed, other family)
+    with the relation handed over. On the lenient-judge point where the told bandit falls short, it
+    stops showing look-alikes by the last pass, shows same-family cases and ends well above told;
+    with pass 1 already above no memory."""
+    tasks = generate_tasks(6, 10, seed=0)
+    emb = np.asarray(embedder.embed([t.question for t in tasks]), dtype=np.float32)
+    params = SimParams(base=0.25, bonus=0.25, penalty=0.2, wrong_label=0.2)
+    runs = {m: run_stream(tasks, emb, m, params=params, passes=4, seed=0) for m in ("none", "told", "relation")}
+    helpful, look_alikes, _ = np.array(runs["relation"].composition[4]).sum(0)
+    assert look_alikes == 0
+    assert helpful > 2 * len(tasks)
+    assert runs["relation"].accuracy(4) >= runs["told"].accuracy(4) + 0.1
+    assert runs["relation"].accuracy(1) > runs["none"].accuracy(1)
+
+
+def test_relation_learner_withholds_cases_whose_drawn_effect_is_not_positive():
+    """The subset rule: positive drawn effects only, best first, at most K; nothing from an empty bank."""
+    learner = RelationLearner(k=2)
+    rng = np.random.default_rng(0)
+    assert learner.select(np.zeros((0, 3)), rng) == []
+    kinds = np.array([[0, 0, 1], [1, 0, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0]], float)
+    for _ in range(200):
+        # Showing a same-family positive case always works, another family's never does.
+        learner.observe(kinds[[1]], 1.0)
+        learner.observe(kinds[[0]], 0.0)
+        learner.observe(np.zeros((0, 3)), 0.5)
+    picks = [tuple(learner.select(kinds, rng)) for _ in range(20)]
+    assert all(len(p) == 2 and set(p) <= {1, 2, 4} for p in picks)
