@@ -15,6 +15,7 @@ and ``summary.json``. Reproducible: a fixed seed gives the same numbers (with co
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -30,6 +31,23 @@ from rich.console import Console  # noqa: E402
 
 from evals.sim.run import SimConfig, simulate  # noqa: E402
 from evals.summary import print_summary  # noqa: E402
+
+
+def _bandit_overrides(parser: argparse.ArgumentParser, text: str) -> dict:
+    """``--bandit`` as a dict of known `BanditConfig` fields (a bad one ends the run with one line)."""
+    import dataclasses
+
+    from memory.policy.bandit import BanditConfig
+
+    try:
+        overrides = json.loads(text)
+        if not isinstance(overrides, dict):
+            raise ValueError("expected a JSON object")
+        BanditConfig(**overrides)
+    except (ValueError, TypeError) as exc:
+        fields = ", ".join(f.name for f in dataclasses.fields(BanditConfig))
+        parser.error(f"--bandit: {exc} (fields: {fields})")
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,6 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grid-penalties", default="0.05,0.2", help="--grid: look-alike penalties")
     parser.add_argument("--grid-wrong", default="0,0.2", help="--grid: lenient-judge shares (wrong labels)")
     parser.add_argument("--ungated", action="store_true", help="--grid: also run learned without the OPE gate")
+    parser.add_argument(
+        "--bandit", default="{}", help="--grid: BanditConfig overrides as JSON, e.g. '{\"temperature\": 0.3}'"
+    )
+    parser.add_argument("--share", type=float, help="--grid: the bandit's starting share of selections")
     args = parser.parse_args(argv)
     if args.grid:
         from evals.sim.grid import GridSpec, run_grid
@@ -62,6 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
             passes=args.passes,
             k=args.k,
             ungated=args.ungated,
+            bandit=_bandit_overrides(parser, args.bandit),
+            share=args.share,
         )
         return run_grid(spec, args.out if args.out != "results/sim" else "results/grid")
     cfg = SimConfig(

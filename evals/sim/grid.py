@@ -32,6 +32,7 @@ import numpy as np
 from evals.sim.model import SimParams
 from evals.sim.stream import run_stream
 from evals.sim.tasks import generate_tasks
+from memory.policy.bandit import BanditConfig
 
 
 @dataclass
@@ -48,6 +49,9 @@ class GridSpec:
     base: float = 0.25
     bonus: float = 0.25
     ungated: bool = False
+    # Overrides of the learned modes' `BanditConfig` fields and of the bandit's starting share.
+    bandit: dict[str, Any] = field(default_factory=dict)
+    share: float | None = None
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, *, boots: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -87,7 +91,9 @@ def run_grid(spec: GridSpec, out_dir: str | Path, *, embedder: Any = None, progr
             emb = np.asarray(embedder.embed([t.question for t in tasks]), dtype=np.float32)
             for mode in modes:
                 res = run_stream(tasks, emb, "learned" if mode == "learned_ungated" else mode, params=params,
-                                 passes=spec.passes, k=spec.k, seed=seed, gate=mode != "learned_ungated")  # fmt: skip
+                                 passes=spec.passes, k=spec.k, seed=seed, gate=mode != "learned_ungated",
+                                 bandit=BanditConfig(**{**spec.bandit, "seed": seed}),
+                                 learner_options=None if spec.share is None else {"share": spec.share})  # fmt: skip
                 per_mode[mode].append(res.correct)
                 precision[mode].append([res.label_precision[it] for it in range(1, spec.passes + 1)])
         rows.append(_summarise(fam, pen, wrong, per_mode, spec.passes))

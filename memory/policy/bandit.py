@@ -48,6 +48,7 @@ _SRC0 = _STATIC.index(f"source_{SOURCES[0]}")
 # A case at least this similar is (nearly) the same question asked before.
 NEAR_DUPLICATE = 0.97
 N_STATIC = len(_STATIC)
+STATIC_FEATURES: tuple[str, ...] = _STATIC
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,12 @@ class BanditConfig:
         case_var: Prior variance of each per-case value.
         lexical_var: Prior variance of each word's weight (a word that one question has and the
             other lacks).
+        lexical_prior: Prior mean of each word's weight: below zero, every word in which a case
+            differs from the query counts a little against it before any outcome.
+        static_features: The static features in the design (names from ``STATIC_FEATURES``);
+            empty keeps all of them. Each weight is one more thing the outcomes must pin down:
+            on the confounder grid, with only ``show``, ``positive``, ``negative`` and
+            ``similarity_gap`` the bandit told the families learns them from far fewer outcomes.
         max_words: At most this many words get a weight (the most frequent; 0 turns words off).
         show_prior: Prior mean effect of showing any case: slightly negative, so an unknown case
             is not shown on the model's mean belief (a cautious start: no evidence, no case).
@@ -141,6 +148,8 @@ class BanditConfig:
     metric_var: float = 0.02
     case_var: float = 0.002
     lexical_var: float = 0.01
+    lexical_prior: float = 0.0
+    static_features: tuple[str, ...] = ()
     max_words: int = 512
     show_prior: float = -0.04
     repeat_prior: float = 0.1
@@ -153,6 +162,19 @@ class BanditConfig:
     max_cases: int = 4000
     max_queries: int = 4000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check the static feature names (a config read back from JSON has a list: kept as a tuple)."""
+        unknown = sorted(set(self.static_features) - set(_STATIC))
+        if unknown:
+            raise ValueError(f"unknown static features {unknown}; known: {', '.join(_STATIC)}")
+        object.__setattr__(self, "static_features", tuple(self.static_features))
+
+    def static_mask(self) -> np.ndarray:
+        """Per static feature, whether it is in the design."""
+        if not self.static_features:
+            return np.ones(N_STATIC, bool)
+        return np.array([name in self.static_features for name in _STATIC])
 
 
 def _whiten_basis(vectors: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,6 +259,9 @@ class CaseValueModel:
         mean[lay["static"].start + _STATIC.index("positive_nearest_four")] = c.top_prior
         var[lay["metric"]] = c.metric_var
         var[lay["lexical"]] = c.lexical_var
+        mean[lay["lexical"]] = c.lexical_prior
+        # A feature left out of the design has an all-zero column: its weight stays at a zero mean.
+        mean[lay["static"]][~c.static_mask()] = 0.0
         var[lay["case"]] = c.case_var
         return mean, var
 
@@ -283,6 +308,7 @@ class CaseValueModel:
         rows[:, 10] = np.log1p([c.pair_successes for c in candidates])
         rows[:, 11] = np.log1p([c.pair_failures for c in candidates])
         rows[np.arange(len(candidates)), [_SRC0 + _source_index(c.reward_source) for c in candidates]] = 1.0
+        rows[:, :N_STATIC][:, ~self.config.static_mask()] = 0.0
         if m:
             # Scaled by 1/sqrt(m): the metric's total prior variance does not grow with dims.
             diff = np.abs(zq - zc) / math.sqrt(m)

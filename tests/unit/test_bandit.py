@@ -273,3 +273,45 @@ def test_words_that_differ_teach_the_bandit_to_skip_look_alikes():
     # Persisted with its vocabulary: a reloaded model scores the same.
     again = CaseValueModel.from_state(model.state())
     np.testing.assert_allclose(again.effects(np.ones(8, np.float32), test, q)[0], effects, rtol=1e-5)
+
+
+def test_static_features_left_out_of_the_design_carry_no_weight():
+    """``static_features`` keeps only the named static columns; the rest are zero, whatever is fitted."""
+    from memory.policy.bandit import STATIC_FEATURES
+
+    logs, rng, family_dir = _logs(200)
+    kept = ("show", "positive", "negative", "similarity_gap")
+    slim = CaseValueModel(BanditConfig(static_features=kept)).fit(logs)
+    full = CaseValueModel(BanditConfig()).fit(logs)
+    q, cands, _ = _candidates(rng, family_dir, 0)
+    rows = slim.case_features(q, cands)[:, : len(STATIC_FEATURES)]
+    dropped = [i for i, name in enumerate(STATIC_FEATURES) if name not in kept]
+    assert not rows[:, dropped].any()
+    assert rows[:, STATIC_FEATURES.index("similarity")].sum() == 0.0
+    assert full.case_features(q, cands)[:, STATIC_FEATURES.index("similarity")].min() > 0.5
+    # Predicted effects differ only through the kept columns (and the words and case values).
+    assert not np.allclose(slim.effects(q, cands)[0], full.effects(q, cands)[0])
+    with pytest.raises(ValueError, match="unknown static features"):
+        BanditConfig(static_features=("shw",))
+    # A config read back from a checkpoint's JSON (a list) is the same config.
+    assert BanditConfig(static_features=list(kept)) == BanditConfig(static_features=kept)  # type: ignore[arg-type]
+
+
+def test_lexical_prior_counts_differing_words_against_a_case_before_any_outcome():
+    """With a negative word prior, an unfitted-words model ranks the case that shares the query's words first."""
+    logs, rng, family_dir = _logs(60)
+    # Teach the vocabulary: the logged questions are word lists; no outcome depends on the words.
+    for i, r in enumerate(logs):
+        r.query_key = ("alpha beta", "alpha gamma")[i % 2] + f" item{i % 4}"
+    q, cands, _ = _candidates(rng, family_dir, 0, n_same=1, n_other=1)
+    cands = [
+        CandidateCase("a", cands[0].embedding, 0.8, "positive", question="alpha beta"),
+        CandidateCase("b", cands[1].embedding, 0.8, "positive", question="alpha gamma"),
+    ]
+    neutral = CaseValueModel(BanditConfig(lexical_var=1e-6)).fit(logs)
+    wary = CaseValueModel(BanditConfig(lexical_var=1e-6, lexical_prior=-0.05)).fit(logs)
+    assert {"beta", "gamma"} <= set(wary.vocab)
+    n_eff, w_eff = neutral.effects(q, cands, "alpha beta")[0], wary.effects(q, cands, "alpha beta")[0]
+    # Case b differs from the query in two words (beta, gamma), case a in none: the prior puts b
+    # 2 × 0.05 further behind a than the neutral prior does (the shared weights absorb the rest).
+    assert (w_eff[0] - w_eff[1]) - (n_eff[0] - n_eff[1]) == pytest.approx(0.1, abs=1e-3)
