@@ -111,7 +111,7 @@ class RelationLearner:
 
     def observe(self, shown_kinds: np.ndarray, reward: float) -> None:
         """Add one outcome of showing these cases."""
-        x = np.concatenate([[1.0], shown_kinds.sum(0) if shown_kinds.size else np.zeros(3)])
+        x = np.concatenate([[1.0], shown_kinds.reshape(-1, 3).sum(0)])
         self.xtx += np.outer(x, x)
         self.xty += x * reward
         self.n += 1
@@ -190,7 +190,8 @@ def run_stream(
                 )[:k]
             elif mode == "relation":
                 kinds = relation.kinds(task.family, [bank[ids[i]] for i in near])
-                chosen = [int(near[i]) for i in relation.select(kinds, rng)]
+                picked = relation.select(kinds, rng)
+                chosen = [int(near[i]) for i in picked]
             elif mode in ("learned", "told") and near.size:
                 cands = learner.with_history(question, [
                     CandidateCase(ids[i], bank[ids[i]].embedding, float(sims[i]), bank[ids[i]].label, "ground_truth_judge",
@@ -216,8 +217,7 @@ def run_stream(
             mislabelled = sum(1 for f, label, r in shown if f == task.family and label == "positive" and not r)
             result.composition[it].append((helpful, look_alikes, mislabelled))
             if mode == "relation":
-                picked = [int(np.flatnonzero(near == i)[0]) for i in chosen]
-                relation.observe(kinds[picked] if picked else np.zeros((0, 3)), 1.0 if passed else 0.0)
+                relation.observe(kinds[picked], 1.0 if passed else 0.0)
             if record is not None:
                 # The learner sees the judge's verdict, never the truth.
                 record.reward = 1.0 if passed else 0.0
