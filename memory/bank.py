@@ -69,6 +69,8 @@ __all__ = [
 
 # Recent usage keys kept per case: enough for the resumes of overlapping runs, bounded in size.
 _USAGE_KEYS_KEPT = 16
+# The usage counter each judged outcome of a task that showed the case adds to.
+_OUTCOME_COUNTER = {True: "retrieved_successes", False: "retrieved_failures"}
 
 
 def _usage_keys(meta: dict[str, Any]) -> list[str]:
@@ -585,33 +587,46 @@ class CaseBank:
                 skipped, so a run killed after this call and resumed does not count twice.
 
         """
+        stamp = now()
+
+        def count(meta: dict[str, Any]) -> bool:
+            if usage_key:
+                # The last few keys ride in the same metadata write as the counters (atomic).
+                keys = _usage_keys(meta)
+                if usage_key in keys:
+                    return False
+                meta["usage_keys"] = " ".join([*keys, usage_key][-_USAGE_KEYS_KEPT:])
+            meta["times_retrieved"] = int(meta.get("times_retrieved", 0)) + 1
+            meta["last_retrieved_at"] = stamp
+            if success is not None:
+                meta[_OUTCOME_COUNTER[success]] = int(meta.get(_OUTCOME_COUNTER[success], 0)) + 1
+            return True
+
+        self._update_metadata(case_ids, namespace, count)
+
+    def _update_metadata(
+        self, case_ids: Sequence[str], namespace: str | None, change: Callable[[dict[str, Any]], bool]
+    ) -> int:
+        """Change the stored metadata of these cases in one write; returns how many ``change`` kept.
+
+        ``change`` edits a copy of one case's metadata in place and says whether to write it.
+        """
         if not case_ids:
-            return
+            return 0
         with self._writing():
             col = self._collection(namespace, create=False)
             if col is None:
-                return
+                return 0
             got = col.get(ids=list(dict.fromkeys(case_ids)), include=["metadatas"])
-            stamp = now()
             ids, metas = [], []
             for case_id, meta in zip(got["ids"], got["metadatas"], strict=True):
                 meta = dict(meta)
-                if usage_key:
-                    # The last few keys ride in the same metadata write as the counters (atomic).
-                    keys = _usage_keys(meta)
-                    if usage_key in keys:
-                        continue
-                    meta["usage_keys"] = " ".join([*keys, usage_key][-_USAGE_KEYS_KEPT:])
-                ids.append(case_id)
-                meta["times_retrieved"] = int(meta.get("times_retrieved", 0)) + 1
-                meta["last_retrieved_at"] = stamp
-                if success is True:
-                    meta["retrieved_successes"] = int(meta.get("retrieved_successes", 0)) + 1
-                elif success is False:
-                    meta["retrieved_failures"] = int(meta.get("retrieved_failures", 0)) + 1
-                metas.append(meta)
+                if change(meta):
+                    ids.append(case_id)
+                    metas.append(meta)
             if ids:
                 col.update(ids=ids, metadatas=metas)
+        return len(ids)
 
     def correct_usage(
         self,
@@ -637,28 +652,19 @@ class CaseBank:
             How many cases were corrected.
 
         """
-        if not case_ids or was is now_:
+        if was is now_:
             return 0
-        fields = {True: "retrieved_successes", False: "retrieved_failures"}
-        with self._writing():
-            col = self._collection(namespace, create=False)
-            if col is None:
-                return 0
-            got = col.get(ids=list(dict.fromkeys(case_ids)), include=["metadatas"])
-            ids, metas = [], []
-            for case_id, meta in zip(got["ids"], got["metadatas"], strict=True):
-                if usage_key not in _usage_keys(meta):
-                    continue
-                meta = dict(meta)
-                if was is not None:
-                    meta[fields[was]] = max(0, int(meta.get(fields[was], 0)) - 1)
-                if now_ is not None:
-                    meta[fields[now_]] = int(meta.get(fields[now_], 0)) + 1
-                ids.append(case_id)
-                metas.append(meta)
-            if ids:
-                col.update(ids=ids, metadatas=metas)
-        return len(ids)
+
+        def move(meta: dict[str, Any]) -> bool:
+            if usage_key not in _usage_keys(meta):
+                return False
+            if was is not None:
+                meta[_OUTCOME_COUNTER[was]] = max(0, int(meta.get(_OUTCOME_COUNTER[was], 0)) - 1)
+            if now_ is not None:
+                meta[_OUTCOME_COUNTER[now_]] = int(meta.get(_OUTCOME_COUNTER[now_], 0)) + 1
+            return True
+
+        return self._update_metadata(case_ids, namespace, move)
 
     def delete(self, case_ids: Sequence[str], namespace: str | None = None) -> int:
         """Delete cases by id; returns how many existed."""
