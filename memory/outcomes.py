@@ -169,10 +169,11 @@ def apply_feedback(
     """
     reward = 1.0 if good else 0.0
     found: dict[str, Any] = {"retrieval_id": retrieval_id}
+    missing = f"no case {case_id!r} in namespace {namespace or bank.namespace!r}"
 
     def relabel(case: Case | None) -> Case:
-        if case is None:
-            raise KeyError(f"no case {case_id!r} in namespace {namespace or bank.namespace!r}")
+        if case is None:  # deleted between the read below and the lock
+            raise KeyError(missing)
         attempt = attempt_id or case.attempt_id
         if attempt and attempt != case.attempt_id and answer is not None:
             # The verdict is on another attempt than the one shown: show that one, with its verdict.
@@ -195,7 +196,7 @@ def apply_feedback(
 
     stored = bank.get(case_id, namespace=namespace)
     if stored is None:
-        raise KeyError(f"no case {case_id!r} in namespace {namespace or bank.namespace!r}")
+        raise KeyError(missing)
     # Read, relabelled and written under the bank's lock: a run finishing meanwhile keeps its attempt.
     case = bank.upsert_merged(stored, relabel)
     retrieval_id = found["retrieval_id"]

@@ -144,7 +144,7 @@ def write_back(state: State, runtime: Runtime[Context], resources: Resources) ->
         case = _upsert_merged(bank, case, attempt)
     except Exception as exc:
         if not case.attempt_log:  # the bank failed before the merge: this attempt alone is kept
-            merge_attempt(None, case, attempt)
+            case = merge_attempt(None, case, attempt)
         _spool(spool, case)
         raise RuntimeError(
             f"could not write case {case.id} to the bank at {bank.location} ({exc}); it is saved in "
