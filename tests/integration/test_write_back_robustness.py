@@ -21,6 +21,19 @@ def spool_of(ctx) -> Path:
     return Path(ctx.experience_path).with_name("pending_cases.jsonl")
 
 
+async def run_with_spool(ctx, llm_server, thread_id, spool_text: str, question: str, answer: str) -> tuple[dict, Path]:
+    """One answered and judged run of ``question`` with ``spool_text`` waiting in the spool; its output and the spool."""
+    spool = spool_of(ctx)
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    spool.write_text(spool_text, encoding="utf-8")
+    llm_server.script("planner", final(answer))
+    llm_server.script("judge", verdict(True))
+    out = await compile_graph().ainvoke(
+        {"question": question, "ground_truth": answer}, {"configurable": {"thread_id": thread_id}}, context=ctx
+    )
+    return out, spool
+
+
 async def test_lone_surrogate_in_the_answer_is_stored_cleaned(ctx, llm_server, thread_id, tmp_path, embedder):
     llm_server.script("planner", final(SURROGATE_ANSWER))
     llm_server.script("judge", verdict(True))
@@ -64,17 +77,9 @@ async def test_lone_surrogate_is_spooled_intact_when_the_bank_fails(
 async def test_damaged_spool_line_is_set_aside_and_good_lines_are_written(ctx, llm_server, thread_id, embedder):
     from memory.cases import Case
 
-    spool = spool_of(ctx)
-    spool.parent.mkdir(parents=True, exist_ok=True)
     waiting = Case(question="Spooled earlier?", answer="yes")
-    spool.write_text('{"question": "torn line\n' + json.dumps(waiting.to_dict()) + "\n", encoding="utf-8")
-    llm_server.script("planner", final("Lima"))
-    llm_server.script("judge", verdict(True))
-    out = await compile_graph().ainvoke(
-        {"question": "Capital of Peru?", "ground_truth": "Lima"},
-        {"configurable": {"thread_id": thread_id}},
-        context=ctx,
-    )
+    torn = '{"question": "torn line\n' + json.dumps(waiting.to_dict()) + "\n"
+    out, spool = await run_with_spool(ctx, llm_server, thread_id, torn, "Capital of Peru?", "Lima")
     assert out["case_written"] is True
     bank = CaseBank(ctx.bank_path, embedder=embedder)
     assert bank.get(waiting.id).answer == "yes" and bank.count() == 2
@@ -130,17 +135,8 @@ async def test_a_spooled_attempt_joins_the_history_other_runs_wrote_meanwhile(ct
     stored = attempt_case("stored-meanwhile", "Lima", 1.0)
     bank.upsert(stored)
     spooled = attempt_case("spooled-earlier", "Cusco", 0.0)
-    spool = spool_of(ctx)
-    spool.parent.mkdir(parents=True, exist_ok=True)
-    spool.write_text(json.dumps(spooled.to_dict()) + "\n", encoding="utf-8")
-
-    llm_server.script("planner", final("Paris"))
-    llm_server.script("judge", verdict(True))
-    out = await compile_graph().ainvoke(
-        {"question": "Capital of France?", "ground_truth": "Paris"},
-        {"configurable": {"thread_id": thread_id}},
-        context=ctx,
-    )
+    line = json.dumps(spooled.to_dict()) + "\n"
+    out, spool = await run_with_spool(ctx, llm_server, thread_id, line, "Capital of France?", "Paris")
     assert out["case_written"] is True and not spool.exists()
     case = bank.get(stored.id)
     assert [a["id"] for a in case.attempt_log] == ["stored-meanwhile", "spooled-earlier"]
