@@ -174,3 +174,24 @@ def test_relation_learner_withholds_cases_whose_drawn_effect_is_not_positive():
         learner.observe(np.zeros((0, 3)), 0.5)
     picks = [tuple(learner.select(kinds, rng)) for _ in range(20)]
     assert all(len(p) == 2 and set(p) <= {1, 2, 4} for p in picks)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("[1", "Expecting"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"nope": 1}', "unexpected keyword argument 'nope'"),
+        ('{"static_features": ["shw"]}', "unknown static features ['shw']"),
+    ],
+)
+def test_grid_bandit_overrides_refuse_bad_input_in_one_line(capsys, value, said):
+    """``--bandit`` is checked before any run: one ``error:`` line naming the problem, exit 2."""
+    from evals.benchmarks.learning import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--grid", "--bandit", value, "--out", "/nonexistent/never-written"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: --bandit:" in err[-1]
+    assert said in err[-1] and "Traceback" not in "\n".join(err)
