@@ -13,6 +13,11 @@ probability, so the posterior is exact and refits in milliseconds)::
   in the reduced space (a diagonal bilinear metric, with separate weights for positive cases). It
   can learn that a look-alike case that differs from the query in the directions that matter
   hurts, which similarity cannot express.
+* ``text_gap`` is how much further a case's words are from the query's than the best candidate's,
+  in tf-idf cosine (idf over the logged questions): what a question asks is said in the words few
+  questions share, and a look-alike that the embedding puts near differs in exactly those. Its
+  prior (lexically further is worse, like the similarity gap's) holds back look-alikes from the
+  first selection on, before any outcome; the outcomes then set its weight.
 * ``v[c]`` is a per-case value (MemRL-style runtime Q-value) shrunk toward zero: a case whose label
   is wrong, or that misleads whoever sees it, loses value as its outcomes come in.
 
@@ -42,9 +47,17 @@ SOURCES: tuple[str, ...] = ("ground_truth_judge", "exact_match", "self_judge", "
 _STATIC = (
     "show", "similarity", "positive", "negative", "near_duplicate", "positive_near_duplicate", "positive_similarity",
     "similarity_gap", "nearest_four", "positive_nearest_four", "pair_successes", "pair_failures",
-    *(f"source_{s}" for s in SOURCES), "source_other",
+    *(f"source_{s}" for s in SOURCES), "source_other", "text_gap",
 )  # fmt: skip
 _SRC0 = _STATIC.index(f"source_{SOURCES[0]}")
+_TEXT_GAP = _STATIC.index("text_gap")
+# The static features of checkpoints written before ``text_gap`` existed (a prefix of today's).
+_STATIC_BEFORE_TEXT = _STATIC[:_TEXT_GAP]
+# The default design: what to show, the label and its source, and the gaps to the best candidate.
+DEFAULT_STATIC: tuple[str, ...] = (
+    "show", "positive", "negative", "similarity_gap", "positive_near_duplicate",
+    *(f"source_{s}" for s in SOURCES), "source_other", "text_gap",
+)  # fmt: skip
 # A case at least this similar is (nearly) the same question asked before.
 NEAR_DUPLICATE = 0.97
 N_STATIC = len(_STATIC)
@@ -111,26 +124,34 @@ class BanditConfig:
         metric_var: Prior variance of each metric weight (summed over ``dims`` terms, so small).
         case_var: Prior variance of each per-case value.
         lexical_var: Prior variance of each word's weight (a word that one question has and the
-            other lacks).
+            other lacks). Small: hundreds of words share a few hundred outcomes.
         lexical_prior: Prior mean of each word's weight: below zero, every word in which a case
             differs from the query counts a little against it before any outcome.
         static_features: The static features in the design (names from ``STATIC_FEATURES``);
-            empty keeps all of them. Each weight is one more thing the outcomes must pin down:
-            on the confounder grid, with only ``show``, ``positive``, ``negative`` and
-            ``similarity_gap`` the bandit told the families learns them from far fewer outcomes.
+            empty keeps all of them. Each weight is one more thing the outcomes must pin down,
+            so the default keeps only what a selection needs: whether to show, the label and its
+            source, a repeat of the same question, and the two gaps to the best candidate (by
+            embedding and by words). On the confounder grid the earlier default, all 18 static
+            features of the time, closed 48% and 43% of the gap at the two hardest points; these 12
+            close 73% and 77% (`evals/benchmarks/learning.py`).
         max_words: At most this many words get a weight (the most frequent; 0 turns words off).
-        show_prior: Prior mean effect of showing any case: slightly negative, so an unknown case
-            is not shown on the model's mean belief (a cautious start: no evidence, no case).
+        show_prior: Prior mean effect of showing any case. Zero with the gaps' priors: the
+            nearest candidate starts at no predicted effect, so the mean belief shows nothing
+            (no evidence, no case) while the draws try the nearest cases first.
         repeat_prior: Prior mean effect of a positive case of (nearly) the same question: the
             one case believed to help before any evidence.
-        negative_prior: Prior mean extra effect of a failed case (what not to do helps less often
-            than what worked, and a look-alike failure misleads).
+        negative_prior: Prior mean extra effect of a failed case.
         gap_prior: Prior mean loss per unit of similarity below the best candidate: before any
             evidence, nearer cases are the likelier to help (similarity's own bet), so exploration
             starts near the top of the ranking instead of anywhere in it.
         top_prior: Prior mean extra effect of a positive case among the four nearest (what
             similarity would show): above ``-show_prior`` the model starts as "similarity,
             positives only" and departs from it only as outcomes say.
+        text_gap_prior: Prior mean loss per unit of tf-idf cosine below the lexically nearest
+            candidate (the words-side twin of ``gap_prior``).
+        text_var: Prior variance of the text-gap weight. Small: on the confounder grid a wide
+            prior let the Thompson draws show lexically distant cases at random in the first
+            pass, which cost more than the weight gained by being learned sooner.
         draws: Posterior draws in the Thompson ensemble.
         temperature: Scales the posterior covariance of the draws (<1 explores less widely).
         min_shows: A case gets its own value only once it was shown this often.
@@ -147,17 +168,19 @@ class BanditConfig:
     static_var: float = 0.01
     metric_var: float = 0.02
     case_var: float = 0.002
-    lexical_var: float = 0.01
-    lexical_prior: float = 0.0
-    static_features: tuple[str, ...] = ()
+    lexical_var: float = 0.003
+    lexical_prior: float = -0.02
+    static_features: tuple[str, ...] = DEFAULT_STATIC
     max_words: int = 512
-    show_prior: float = -0.04
+    show_prior: float = 0.0
     repeat_prior: float = 0.1
-    negative_prior: float = -0.03
+    negative_prior: float = 0.0
     gap_prior: float = 1.0
     top_prior: float = 0.0
+    text_gap_prior: float = 1.0
+    text_var: float = 0.01
     draws: int = 32
-    temperature: float = 0.1
+    temperature: float = 0.3
     min_shows: int = 2
     max_cases: int = 4000
     max_queries: int = 4000
@@ -216,6 +239,8 @@ class CaseValueModel:
         self.query_index: dict[str, int] = {}
         self.vocab: dict[str, int] = {}
         self._word_vectors: dict[str, np.ndarray] = {}
+        self.idf: dict[str, float] = {}
+        self._text_vectors: dict[str, dict[str, float]] = {}
         self.n_rows = 0
         self.pair_counts: dict[str, tuple[float, float]] = {}
         self.theta_mean = np.zeros(0, np.float32)
@@ -257,6 +282,8 @@ class CaseValueModel:
         # As uncertain as it is large: outcomes can overturn it where nearer cases mislead.
         var[gap] = max(c.static_var, c.gap_prior**2)
         mean[lay["static"].start + _STATIC.index("positive_nearest_four")] = c.top_prior
+        mean[lay["static"].start + _TEXT_GAP] = -c.text_gap_prior
+        var[lay["static"].start + _TEXT_GAP] = c.text_var
         var[lay["metric"]] = c.metric_var
         var[lay["lexical"]] = c.lexical_var
         mean[lay["lexical"]] = c.lexical_prior
@@ -308,6 +335,12 @@ class CaseValueModel:
         rows[:, 10] = np.log1p([c.pair_successes for c in candidates])
         rows[:, 11] = np.log1p([c.pair_failures for c in candidates])
         rows[np.arange(len(candidates)), [_SRC0 + _source_index(c.reward_source) for c in candidates]] = 1.0
+        if self.idf:
+            # How far each case's words are from the best candidate's, in tf-idf cosine: the words
+            # that few questions share decide what is asked, and a look-alike differs in them.
+            qt = self._text_vector(query)
+            text = np.array([_sparse_dot(self._text_vector(c.question), qt) for c in candidates], np.float32)
+            rows[:, _TEXT_GAP] = text.max() - text
         rows[:, :N_STATIC][:, ~self.config.static_mask()] = 0.0
         if m:
             # Scaled by 1/sqrt(m): the metric's total prior variance does not grow with dims.
@@ -330,6 +363,17 @@ class CaseValueModel:
             if j is not None:
                 rows[i, lay["case"].start - base + j] = 1.0
         return rows
+
+    def _text_vector(self, text: str) -> dict[str, float]:
+        """A text's unit-norm tf-idf vector (0/1 term frequency), sparse (memoised: the same questions recur)."""
+        vec = self._text_vectors.get(text)
+        if vec is None:
+            vec = {w: self.idf[w] for w in words(text) if w in self.idf}
+            norm = math.sqrt(sum(v * v for v in vec.values()))
+            vec = {w: v / norm for w, v in vec.items()} if norm > 0 else {}
+            if len(self._text_vectors) < 100_000:
+                self._text_vectors[text] = vec
+        return vec
 
     def _word_vector(self, text: str) -> np.ndarray:
         """Which vocabulary words a text has, as 0/1 (memoised: the same questions recur)."""
@@ -378,6 +422,8 @@ class CaseValueModel:
         self.query_index = {q: i for i, q in enumerate(sorted(repeated))}
         self.vocab = _vocabulary(logs, c.max_words) if c.max_words else {}
         self._word_vectors = {}
+        self.idf = _idf(logs)
+        self._text_vectors = {}
         lay = self._layout()
         p = lay["all"].stop
         x = np.zeros((len(logs), p), np.float32)
@@ -513,6 +559,9 @@ class CaseValueModel:
             "case_ids": sorted(self.case_index, key=self.case_index.__getitem__),
             "query_keys": sorted(self.query_index, key=self.query_index.__getitem__),
             "vocab": sorted(self.vocab, key=self.vocab.__getitem__),
+            "static_names": list(_STATIC),
+            "idf_words": list(self.idf),
+            "idf_values": torch.tensor(list(self.idf.values()), dtype=torch.float64),
             "theta_mean": torch.from_numpy(self.theta_mean),
             "theta_draws": torch.from_numpy(self.theta_draws),
             "offset": self.offset,
@@ -525,8 +574,16 @@ class CaseValueModel:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CaseValueModel:
-        """Inverse of `state`."""
-        model = cls(BanditConfig(**state["config"]))
+        """Inverse of `state`.
+
+        A checkpoint written before the ``text_gap`` feature keeps its behaviour: the features it
+        was fit with, the new one's weight held at zero.
+        """
+        config = dict(state["config"])
+        old = "static_names" not in state
+        if old and not config.get("static_features"):
+            config["static_features"] = _STATIC_BEFORE_TEXT
+        model = cls(BanditConfig(**config))
         model.mean_vec = state["mean_vec"].numpy()
         model.components = state["components"].numpy()
         model.scale = state["scale"].numpy()
@@ -534,8 +591,17 @@ class CaseValueModel:
         model.query_index = {q: i for i, q in enumerate(state["query_keys"])}
         model.vocab = {w: i for i, w in enumerate(state.get("vocab", []))}
         model._word_vectors = {}
+        model.idf = dict(zip(state.get("idf_words", []), state.get("idf_values", torch.zeros(0)).tolist(), strict=True))
+        model._text_vectors = {}
         model.theta_mean = state["theta_mean"].numpy()
         model.theta_draws = state["theta_draws"].numpy()
+        if old:
+            # The static block grew by the features added since (they come last in it): their
+            # weights are zero, so the old model predicts exactly what it did.
+            end = model._layout()["static"].start + len(_STATIC_BEFORE_TEXT)
+            added = N_STATIC - len(_STATIC_BEFORE_TEXT)
+            model.theta_mean = np.insert(model.theta_mean, [end] * added, 0.0)
+            model.theta_draws = np.insert(model.theta_draws, [end] * added, 0.0, axis=1)
         model.offset = float(state["offset"])
         model.n_rows = int(state["n_rows"])
         values = state["pair_values"].tolist()
@@ -708,6 +774,26 @@ def _vocabulary(logs: Sequence[LoggedRetrieval], limit: int) -> dict[str, int]:
     # which changes between processes.
     common = [w for w, n in sorted(df.items(), key=lambda item: (-item[1], item[0]))[:limit] if n >= 2]
     return {w: i for i, w in enumerate(sorted(common))}
+
+
+def _idf(logs: Sequence[LoggedRetrieval]) -> dict[str, float]:
+    """Inverse document frequency ``log(N/df)`` over the distinct logged questions (queries and candidates).
+
+    Only words of at least two questions: a word seen once (an item code, a name) says nothing
+    about which other questions ask the same thing.
+    """
+    questions = {r.query_key for r in logs}
+    questions.update(c.question.strip().lower() for r in logs for c in r.candidates)
+    questions.discard("")
+    df: Counter[str] = Counter(w for q in questions for w in words(q))
+    n = max(1, len(questions))
+    return {w: math.log(n / d) for w, d in sorted(df.items()) if d >= 2}
+
+
+def _sparse_dot(a: dict[str, float], b: dict[str, float]) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    return sum(v * b.get(w, 0.0) for w, v in a.items())
 
 
 def query_key(question: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from memory.policy.bandit import BanditConfig, CandidateCase, CaseValueModel, LoggedRetrieval
 from memory.policy.learner import START_SHARE, BanditLearner
@@ -282,7 +283,7 @@ def test_static_features_left_out_of_the_design_carry_no_weight():
     logs, rng, family_dir = _logs(200)
     kept = ("show", "positive", "negative", "similarity_gap")
     slim = CaseValueModel(BanditConfig(static_features=kept)).fit(logs)
-    full = CaseValueModel(BanditConfig()).fit(logs)
+    full = CaseValueModel(BanditConfig(static_features=())).fit(logs)
     q, cands, _ = _candidates(rng, family_dir, 0)
     rows = slim.case_features(q, cands)[:, : len(STATIC_FEATURES)]
     dropped = [i for i, name in enumerate(STATIC_FEATURES) if name not in kept]
@@ -308,10 +309,72 @@ def test_lexical_prior_counts_differing_words_against_a_case_before_any_outcome(
         CandidateCase("a", cands[0].embedding, 0.8, "positive", question="alpha beta"),
         CandidateCase("b", cands[1].embedding, 0.8, "positive", question="alpha gamma"),
     ]
-    neutral = CaseValueModel(BanditConfig(lexical_var=1e-6)).fit(logs)
+    neutral = CaseValueModel(BanditConfig(lexical_var=1e-6, lexical_prior=0.0)).fit(logs)
     wary = CaseValueModel(BanditConfig(lexical_var=1e-6, lexical_prior=-0.05)).fit(logs)
     assert {"beta", "gamma"} <= set(wary.vocab)
     n_eff, w_eff = neutral.effects(q, cands, "alpha beta")[0], wary.effects(q, cands, "alpha beta")[0]
     # Case b differs from the query in two words (beta, gamma), case a in none: the prior puts b
     # 2 × 0.05 further behind a than the neutral prior does (the shared weights absorb the rest).
     assert (w_eff[0] - w_eff[1]) - (n_eff[0] - n_eff[1]) == pytest.approx(0.1, abs=1e-3)
+
+
+def _clause_logs(n_rows: int = 48) -> list[LoggedRetrieval]:
+    """Logged questions built like the simulator's: 2 contexts × 8 clauses, so clause words are the rarer."""
+    logs, _, _ = _logs(n_rows)
+    for i, r in enumerate(logs):
+        r.query_key = f"context{i % 2} says clause{i % 8} asks item{i}"
+    return logs
+
+
+def test_text_gap_scores_a_case_by_the_rare_words_it_shares_with_the_query():
+    """The tf-idf gap puts the same-clause case (other context) ahead of the same-context look-alike."""
+    from memory.policy.bandit import STATIC_FEATURES
+
+    logs = _clause_logs()
+    rng, family_dir = _world(1)
+    q, base, _ = _candidates(rng, family_dir, 0, n_same=1, n_other=1)
+    query = "context0 says clause3 asks item900"
+    cands = [
+        CandidateCase("same", base[0].embedding, 0.7, "positive", question="context1 says clause3 asks item901"),
+        CandidateCase("look", base[1].embedding, 0.8, "positive", question="context0 says clause4 asks item902"),
+    ]
+    model = CaseValueModel(BanditConfig(lexical_var=1e-6)).fit(logs)
+    gap = model.case_features(q, cands, query)[:, STATIC_FEATURES.index("text_gap")]
+    assert gap[0] == 0.0 < gap[1]
+    # The prior's weight on the gap is what separates them before any outcome says so.
+    flat = CaseValueModel(BanditConfig(lexical_var=1e-6, text_gap_prior=0.0, text_var=1e-6)).fit(logs)
+    eff, flat_eff = model.effects(q, cands, query)[0], flat.effects(q, cands, query)[0]
+    assert (eff[0] - eff[1]) - (flat_eff[0] - flat_eff[1]) == pytest.approx(gap[1], abs=0.02)
+    # Unfitted, there is no idf table: the feature is zero.
+    assert not CaseValueModel().case_features(q, cands, query)[:, STATIC_FEATURES.index("text_gap")].any()
+    # Persisted with its idf table: a reloaded model scores the same.
+    again = CaseValueModel.from_state(model.state())
+    np.testing.assert_allclose(again.effects(q, cands, query)[0], eff, rtol=1e-5)
+
+
+def test_a_checkpoint_from_before_the_text_gap_loads_and_predicts_as_before():
+    """An old state (no ``text_gap`` column, no idf table, all static features by default) keeps its predictions."""
+    from memory.policy.bandit import STATIC_FEATURES
+
+    logs = _clause_logs()
+    old_names = STATIC_FEATURES[: STATIC_FEATURES.index("text_gap")]
+    model = CaseValueModel(BanditConfig(static_features=old_names)).fit(logs)
+    state = model.state()
+    column = model._layout()["static"].start + STATIC_FEATURES.index("text_gap")
+    state["theta_mean"] = torch.from_numpy(np.delete(model.theta_mean, column))
+    state["theta_draws"] = torch.from_numpy(np.delete(model.theta_draws, column, axis=1))
+    state["config"] = {
+        k: v for k, v in state["config"].items() if k not in ("static_features", "text_gap_prior", "text_var")
+    }
+    for key in ("static_names", "idf_words", "idf_values"):
+        del state[key]
+    old = CaseValueModel.from_state(state)
+    assert old.config.static_features == old_names
+    rng, family_dir = _world(2)
+    q, cands, _ = _candidates(rng, family_dir, 1)
+    np.testing.assert_allclose(
+        old.effects(q, cands, "context0 says clause1")[0],
+        model.effects(q, cands, "context0 says clause1")[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
