@@ -131,9 +131,10 @@ class BanditConfig:
             empty keeps all of them. Each weight is one more thing the outcomes must pin down,
             so the default keeps only what a selection needs: whether to show, the label and its
             source, a repeat of the same question, and the two gaps to the best candidate (by
-            embedding and by words). On the confounder grid the earlier default, all 18 static
-            features of the time, closed 48% and 43% of the gap at the two hardest points; these 12
-            close 73% and 77% (`evals/benchmarks/learning.py`).
+            embedding and by words). On the confounder grid's two hardest points (12 seeds) the
+            earlier default, all 18 static features of the time, closed 42% and 54% of the gap
+            to the oracle; these 12 with the words' gap close 67% and 80% (README, "Learning
+            against an oracle").
         max_words: At most this many words get a weight (the most frequent; 0 turns words off).
         show_prior: Prior mean effect of showing any case. Zero with the gaps' priors: the
             nearest candidate starts at no predicted effect, so the mean belief shows nothing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -171,6 +173,11 @@ def test_learner_refits_on_schedule_and_records_decisions():
 
 def test_refit_is_cheap():
     logs, _, _ = _logs(1000)
+    # Questions with words, as served: the word weights and the words' tf-idf gap are part of the cost.
+    for i, r in enumerate(logs):
+        r.query_key = f"context{i % 4} asks clause{i % 12} of item{i}"
+        r.candidates = [replace(c, question=f"context{j % 4} asks clause{(i + j) % 12} of item{i}-{j}")
+                        for j, c in enumerate(r.candidates)]  # fmt: skip
     import time
 
     started = time.process_time()
