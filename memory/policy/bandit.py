@@ -153,6 +153,10 @@ class BanditConfig:
         text_var: Prior variance of the text-gap weight. Small: on the confounder grid a wide
             prior let the Thompson draws show lexically distant cases at random in the first
             pass, which cost more than the weight gained by being learned sooner.
+        idf_power: Each word's weight in the text vectors is its idf to this power. 1 is the
+            classic tf-idf cosine; 2 leans harder on the rarest words, the ones that say what is
+            asked. On the grid's two hardest points, on seeds it was not chosen on, 2 closed 67%
+            and 90% of the gap against 61% and 85% for 1, with pass 1 no longer below no memory.
         draws: Posterior draws in the Thompson ensemble.
         temperature: Scales the posterior covariance of the draws (<1 explores less widely).
         min_shows: A case gets its own value only once it was shown this often.
@@ -180,6 +184,7 @@ class BanditConfig:
     top_prior: float = 0.0
     text_gap_prior: float = 1.0
     text_var: float = 0.01
+    idf_power: float = 2.0
     draws: int = 32
     temperature: float = 0.3
     min_shows: int = 2
@@ -366,10 +371,10 @@ class CaseValueModel:
         return rows
 
     def _text_vector(self, text: str) -> dict[str, float]:
-        """A text's unit-norm tf-idf vector (0/1 term frequency), sparse (memoised: the same questions recur)."""
+        """A text's unit-norm tf-idf vector (0/1 term frequency, ``idf ** idf_power``), sparse and memoised."""
         vec = self._text_vectors.get(text)
         if vec is None:
-            vec = {w: self.idf[w] for w in words(text) if w in self.idf}
+            vec = {w: self.idf[w] ** self.config.idf_power for w in words(text) if w in self.idf}
             norm = math.sqrt(sum(v * v for v in vec.values()))
             vec = {w: v / norm for w, v in vec.items()} if norm > 0 else {}
             if len(self._text_vectors) < 100_000:

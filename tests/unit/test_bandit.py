@@ -348,6 +348,9 @@ def test_text_gap_scores_a_case_by_the_rare_words_it_shares_with_the_query():
     model = CaseValueModel(BanditConfig(lexical_var=1e-6)).fit(logs)
     gap = model.case_features(q, cands, query)[:, STATIC_FEATURES.index("text_gap")]
     assert gap[0] == 0.0 < gap[1]
+    # The idf power leans on the rarer (clause) words: classic tf-idf (power 1) sets them apart less.
+    classic = CaseValueModel(BanditConfig(lexical_var=1e-6, idf_power=1.0)).fit(logs)
+    assert 0.0 < classic.case_features(q, cands, query)[1, STATIC_FEATURES.index("text_gap")] < gap[1]
     # The prior's weight on the gap is what separates them before any outcome says so.
     flat = CaseValueModel(BanditConfig(lexical_var=1e-6, text_gap_prior=0.0, text_var=1e-6)).fit(logs)
     eff, flat_eff = model.effects(q, cands, query)[0], flat.effects(q, cands, query)[0]
