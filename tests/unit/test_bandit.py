@@ -362,6 +362,27 @@ def test_text_gap_scores_a_case_by_the_rare_words_it_shares_with_the_query():
     np.testing.assert_allclose(again.effects(q, cands, query)[0], eff, rtol=1e-5)
 
 
+def test_a_checkpoint_from_before_idf_power_keeps_classic_tf_idf():
+    """A state whose config has no ``idf_power`` was fit on power 1 and reloads with it, predictions unchanged."""
+    logs = _clause_logs()
+    rng, family_dir = _world(1)
+    q, base, _ = _candidates(rng, family_dir, 0, n_same=1, n_other=1)
+    query = "context0 says clause3 asks item900"
+    cands = [
+        CandidateCase("same", base[0].embedding, 0.7, "positive", question="context1 says clause3 asks item901"),
+        CandidateCase("look", base[1].embedding, 0.8, "positive", question="context0 says clause4 asks item902"),
+    ]
+    classic = CaseValueModel(BanditConfig(idf_power=1.0)).fit(logs)
+    state = classic.state()
+    del state["config"]["idf_power"]
+    old = CaseValueModel.from_state(state)
+    assert old.config.idf_power == 1.0
+    np.testing.assert_allclose(old.effects(q, cands, query)[0], classic.effects(q, cands, query)[0], rtol=1e-6)
+    # Read with today's default power instead, the same weights would score the look-alike differently.
+    state["config"]["idf_power"] = 2.0
+    assert not np.allclose(CaseValueModel.from_state(state).effects(q, cands, query)[0], old.effects(q, cands, query)[0])
+
+
 def test_a_checkpoint_from_before_the_text_gap_loads_and_predicts_as_before():
     """An old state (no ``text_gap`` column, no idf table, all static features by default) keeps its predictions."""
     from memory.policy.bandit import STATIC_FEATURES
