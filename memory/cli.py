@@ -282,9 +282,10 @@ def search_command(
     """Nearest cases to a question, with cosine similarities."""
     from memory.embeddings import LazyEmbedder
 
-    # The model loads while Chroma is imported and opened.
+    # The model loads, and embeds the question, while Chroma is imported and opened: the search
+    # then finds the query's vector in the model's cache.
     model = LazyEmbedder(embedder)
-    model.warm()
+    model.warm(query, cached=True)
     store = _open(bank, chroma_url, namespace, model)
     hits = _guard(
         lambda: store.search(
