@@ -380,7 +380,9 @@ def test_a_checkpoint_from_before_idf_power_keeps_classic_tf_idf():
     np.testing.assert_allclose(old.effects(q, cands, query)[0], classic.effects(q, cands, query)[0], rtol=1e-6)
     # Read with today's default power instead, the same weights would score the look-alike differently.
     state["config"]["idf_power"] = 2.0
-    assert not np.allclose(CaseValueModel.from_state(state).effects(q, cands, query)[0], old.effects(q, cands, query)[0])
+    assert not np.allclose(
+        CaseValueModel.from_state(state).effects(q, cands, query)[0], old.effects(q, cands, query)[0]
+    )
 
 
 def test_a_checkpoint_from_before_the_text_gap_loads_and_predicts_as_before():
