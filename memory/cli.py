@@ -282,6 +282,8 @@ def search_command(
     """Nearest cases to a question, with cosine similarities."""
     from memory.embeddings import LazyEmbedder
 
+    if not query.strip():
+        _fail("give a question to search for (it was empty)")
     # The model loads, and embeds the question, while Chroma is imported and opened: the search
     # then finds the query's vector in the model's cache.
     model = LazyEmbedder(embedder)

@@ -96,6 +96,14 @@ def test_search_show_set_reward_delete_export(env, tmp_path):
     assert len(json.loads(listing.stdout)) == 2
 
 
+def test_an_empty_search_is_one_clear_line(env, tmp_path):
+    run("import", rows_file(tmp_path))
+    for blank in ("", "   "):
+        res = run("search", blank)
+        assert res.exit_code == 2
+        assert "give a question to search for" in res.output and "Traceback" not in res.output
+
+
 def test_namespace_option_and_env_fallback(env, tmp_path, monkeypatch):
     run("import", rows_file(tmp_path), "--namespace", "proj")
     assert stats("--namespace", "proj")["cases"] == 3
