@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 DEFAULT_BANK_PATH = os.path.join(".memento", "cases")
 DEFAULT_LOG_PATH = os.path.join(".memento", "experience.sqlite")
 DEFAULT_EXPLORATION = "epsilon:0.1"
-DEFAULT_RETRAIN_EVERY = 20
+# 10, not 20: on the confounder grid (24 seeds) refitting every 10 outcomes closed 74% of the gap at the
+# hardest point against 64% for every 20, with pass 1 +0.026 against -0.010 next to no memory
+# (learning within the first pass is what it buys); a refit of 1,000 retrievals is ~0.3 s of CPU.
+DEFAULT_RETRAIN_EVERY = 10
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ The graph's write-back step calls, after logging a judged outcome in learned mod
 
 (`nodes.resources.Resources` keeps one trainer per paths and namespace.)
 
-Every ``every`` calls (``MEMENTO_POLICY_RETRAIN_EVERY``, default 20; 0 turns it off) a thread
+Every ``every`` calls (``MEMENTO_POLICY_RETRAIN_EVERY``, default 10; 0 turns it off) a thread
 reads the namespace's judged retrievals from the experience log, turns them into bandit training
 rows (`memory.policy.bandit_serving.logs_from_records`: case vectors from the bank, exact logged
 propensities, set distributions and arms) and runs `retrain_from_log`: the bandit is refit on the
