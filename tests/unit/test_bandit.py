@@ -333,11 +333,8 @@ def _clause_logs(n_rows: int = 48) -> list[LoggedRetrieval]:
     return logs
 
 
-def test_text_gap_scores_a_case_by_the_rare_words_it_shares_with_the_query():
-    """The tf-idf gap puts the same-clause case (other context) ahead of the same-context look-alike."""
-    from memory.policy.bandit import STATIC_FEATURES
-
-    logs = _clause_logs()
+def _clause_candidates():
+    """A clause-worded query and two candidates: same clause in another context, and a same-context look-alike."""
     rng, family_dir = _world(1)
     q, base, _ = _candidates(rng, family_dir, 0, n_same=1, n_other=1)
     query = "context0 says clause3 asks item900"
@@ -345,6 +342,15 @@ def test_text_gap_scores_a_case_by_the_rare_words_it_shares_with_the_query():
         CandidateCase("same", base[0].embedding, 0.7, "positive", question="context1 says clause3 asks item901"),
         CandidateCase("look", base[1].embedding, 0.8, "positive", question="context0 says clause4 asks item902"),
     ]
+    return q, cands, query
+
+
+def test_text_gap_scores_a_case_by_the_rare_words_it_shares_with_the_query():
+    """The tf-idf gap puts the same-clause case (other context) ahead of the same-context look-alike."""
+    from memory.policy.bandit import STATIC_FEATURES
+
+    logs = _clause_logs()
+    q, cands, query = _clause_candidates()
     model = CaseValueModel(BanditConfig(lexical_var=1e-6)).fit(logs)
     gap = model.case_features(q, cands, query)[:, STATIC_FEATURES.index("text_gap")]
     assert gap[0] == 0.0 < gap[1]
@@ -365,13 +371,7 @@ def test_text_gap_scores_a_case_by_the_rare_words_it_shares_with_the_query():
 def test_a_checkpoint_from_before_idf_power_keeps_classic_tf_idf():
     """A state whose config has no ``idf_power`` was fit on power 1 and reloads with it, predictions unchanged."""
     logs = _clause_logs()
-    rng, family_dir = _world(1)
-    q, base, _ = _candidates(rng, family_dir, 0, n_same=1, n_other=1)
-    query = "context0 says clause3 asks item900"
-    cands = [
-        CandidateCase("same", base[0].embedding, 0.7, "positive", question="context1 says clause3 asks item901"),
-        CandidateCase("look", base[1].embedding, 0.8, "positive", question="context0 says clause4 asks item902"),
-    ]
+    q, cands, query = _clause_candidates()
     classic = CaseValueModel(BanditConfig(idf_power=1.0)).fit(logs)
     state = classic.state()
     del state["config"]["idf_power"]
