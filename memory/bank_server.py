@@ -15,7 +15,9 @@ def http_client(url: str) -> Any:
         BankError: The URL is invalid or the server unreachable.
 
     """
-    import chromadb
+    from memory.chroma_import import import_chromadb
+
+    chromadb = import_chromadb("http")
     from chromadb.config import Settings
 
     parsed = urlparse(url)

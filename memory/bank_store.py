@@ -239,6 +239,9 @@ class EmbeddedStore(Store):
             if self._settings is None:
                 # Built once per store: constructing Chroma's pydantic Settings (env and .env
                 # parsing) took 34 ms of a 50 ms reopen.
+                from memory.chroma_import import import_chromadb
+
+                import_chromadb("persistent")
                 from chromadb.config import Settings
 
                 self._settings = Settings(anonymized_telemetry=False, allow_reset=False)
@@ -435,7 +438,9 @@ def _private_client(path: Path, settings: Any) -> tuple[Any, Any]:
     (``clear_system_cache`` forgets every folder's), hence the private dicts. A client only reads
     the registry while it is constructed, so one whose entry is gone keeps working.
     """
-    import chromadb
+    from memory.chroma_import import import_chromadb
+
+    chromadb = import_chromadb("persistent")
     from chromadb.api.shared_system_client import SharedSystemClient
 
     ident = str(path)

@@ -282,7 +282,9 @@ class WorkerSearch:
 
 def _import_chroma() -> None:
     try:
-        import chromadb  # noqa: F401
+        from memory.chroma_import import import_chromadb
+
+        import_chromadb()
     except Exception:  # the caller's own open reports it
         logger.debug("importing chromadb failed", exc_info=True)
 

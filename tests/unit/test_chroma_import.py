@@ -1,0 +1,56 @@
+"""Chroma imported without ``overrides``' checks: the real decorator comes back, the bank works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from memory.chroma_import import _mark_only
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A fresh interpreter: this test process may have imported Chroma already.
+_PROBE = """
+import json, sys
+import overrides
+real = overrides.override
+from memory.chroma_import import import_chromadb
+from memory.bank import CaseBank
+from memory.embeddings import HashEmbedder
+chromadb = import_chromadb()
+swapped_during = [m for m in ("chromadb", "chromadb.api.rust") if m not in sys.modules]
+bank = CaseBank(sys.argv[1], embedder=HashEmbedder(16), create=True)
+from memory.cases import Case
+bank.upsert(Case(task_id="t1", question="Which shelf holds item K-101?", answer="S3", reward=1.0))
+hits = bank.search("Which shelf holds item K-101?", 1)
+print(json.dumps({
+    "restored": overrides.override is real and overrides.overrides.__name__ != "_mark_only",
+    "missing": swapped_during,
+    "hit": hits[0].case.task_id if hits else None,
+    "marked": getattr(chromadb.api.rust.RustBindingsAPI._count, "__override__", False),
+}))
+"""
+
+
+def test_chroma_imports_light_then_the_real_decorator_is_back(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(tmp_path / "bank")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "ANONYMIZED_TELEMETRY": "False"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"restored": True, "missing": [], "hit": "t1", "marked": True}
+
+
+def test_the_light_decorator_marks_in_both_forms():
+    def method():
+        return 1
+
+    assert _mark_only(method) is method and method.__override__ is True
+    assert _mark_only(check_signature=False)(method) is method
