@@ -14,6 +14,7 @@ first to import Chroma calls it first; once Chroma is imported it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import threading
@@ -58,8 +59,11 @@ def import_chromadb(kind: str = "persistent") -> ModuleType:
         try:
             for name in saved:
                 setattr(decorators, name, _mark_only)
-            for name in modules:
-                importlib.import_module(name)
+            importlib.import_module("chromadb")
+            for name in modules[1:]:
+                # Another Chroma layout may lack one: it imports its own modules when it needs them.
+                with contextlib.suppress(ModuleNotFoundError):
+                    importlib.import_module(name)
         finally:
             for name, real in saved.items():
                 setattr(decorators, name, real)

@@ -54,3 +54,14 @@ def test_the_light_decorator_marks_in_both_forms():
 
     assert _mark_only(method) is method and method.__override__ is True
     assert _mark_only(check_signature=False)(method) is method
+
+
+def test_a_client_module_missing_from_another_chroma_layout_is_skipped(monkeypatch):
+    import overrides
+
+    from memory import chroma_import
+
+    real = overrides.override
+    monkeypatch.setitem(chroma_import._CLIENT_MODULES, "future", ("chromadb.no_such_client_module",))
+    assert chroma_import.import_chromadb("future").__name__ == "chromadb"
+    assert overrides.override is real
