@@ -20,14 +20,14 @@ from memory.chroma_import import import_chromadb
 from memory.bank import CaseBank
 from memory.embeddings import HashEmbedder
 chromadb = import_chromadb()
-swapped_during = [m for m in ("chromadb", "chromadb.api.rust") if m not in sys.modules]
+missing = [m for m in ("chromadb", "chromadb.api.rust") if m not in sys.modules]
 bank = CaseBank(sys.argv[1], embedder=HashEmbedder(16), create=True)
 from memory.cases import Case
 bank.upsert(Case(task_id="t1", question="Which shelf holds item K-101?", answer="S3", reward=1.0))
 hits = bank.search("Which shelf holds item K-101?", 1)
 print(json.dumps({
     "restored": overrides.override is real and overrides.overrides.__name__ != "_mark_only",
-    "missing": swapped_during,
+    "missing": missing,
     "hit": hits[0].case.task_id if hits else None,
     "marked": getattr(chromadb.api.rust.RustBindingsAPI._count, "__override__", False),
 }))
