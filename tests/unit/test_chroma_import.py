@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 _PROBE = """
 import json, sys
 import overrides
+checks = sys.modules["overrides.overrides"]
 real = overrides.override
+# The real decorator's checking step: counted, so a swap that no longer happens shows.
+checked = []
+inner = checks._overrides
+checks._overrides = lambda *a, **k: (checked.append(1), inner(*a, **k))[1]
 from memory.chroma_import import import_chromadb
 from memory.bank import CaseBank
 from memory.embeddings import HashEmbedder
@@ -30,6 +35,7 @@ print(json.dumps({
     "missing": missing,
     "hit": hits[0].case.task_id if hits else None,
     "marked": getattr(chromadb.api.rust.RustBindingsAPI._count, "__override__", False),
+    "checked": len(checked),
 }))
 """
 
@@ -45,7 +51,7 @@ def test_chroma_imports_light_then_the_real_decorator_is_back(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {"restored": True, "missing": [], "hit": "t1", "marked": True}
+    assert got == {"restored": True, "missing": [], "hit": "t1", "marked": True, "checked": 0}
 
 
 def test_the_light_decorator_marks_in_both_forms():
