@@ -52,7 +52,11 @@ from memory.policy.ope import OpeEstimate, compare_arms
 START_SHARE = 0.8
 PROMOTED_SHARE = 0.95
 DEMOTED_SHARE = 0.05
-WINDOW = 150
+# Each arm is judged on its own most recent this many outcomes: a bandit that learns is judged on
+# what it does now, not on its first pass. At the grid's hardest point (24 seeds each on 0–23 and
+# 24–47) a window of 40, 60, 100 and 150 closed 81%/82%, 80%/82%, 75%/81% and 73%/81% of the gap
+# (with idf⁴ and no embedding-gap prior): a long window promoted the bandit later.
+WINDOW = 60
 MIN_ESS = 15.0
 
 
