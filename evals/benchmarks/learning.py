@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--bandit", default="{}", help="--grid: BanditConfig overrides as JSON, e.g. '{\"temperature\": 0.3}'"
     )
     parser.add_argument("--share", type=float, help="--grid: the bandit's starting share of selections")
+    parser.add_argument(
+        "--window", type=int, help="--grid: outcomes per arm the gate compares (default: the learner's)"
+    )
+    parser.add_argument("--first-seed", type=int, default=0, help="--grid: seeds run from this one (held-out checks)")
     args = parser.parse_args(argv)
     if args.grid:
         from evals.sim.grid import GridSpec, run_grid
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
             ungated=args.ungated,
             bandit=_bandit_overrides(parser, args.bandit),
             share=args.share,
+            window=args.window,
+            first_seed=args.first_seed,
         )
         return run_grid(spec, args.out if args.out != "results/sim" else "results/grid")
     cfg = SimConfig(

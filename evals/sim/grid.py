@@ -52,6 +52,14 @@ class GridSpec:
     # Overrides of the learned modes' `BanditConfig` fields and of the bandit's starting share.
     bandit: dict[str, Any] = field(default_factory=dict)
     share: float | None = None
+    # The gate's window per arm (None: the learner's default), and the first seed (seeds run from it).
+    window: int | None = None
+    first_seed: int = 0
+
+    def learner_options(self) -> dict[str, Any] | None:
+        """The `BanditLearner` overrides this grid runs with (None: its defaults)."""
+        opts = {k: v for k, v in (("share", self.share), ("window", self.window)) if v is not None}
+        return opts or None
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, *, boots: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -86,14 +94,14 @@ def run_grid(spec: GridSpec, out_dir: str | Path, *, embedder: Any = None, progr
         params = SimParams(base=spec.base, bonus=spec.bonus, penalty=pen, wrong_label=wrong)
         per_mode: dict[str, list[dict[int, dict[str, bool]]]] = {m: [] for m in modes}
         precision: dict[str, list[list[float]]] = {m: [] for m in modes}
-        for seed in range(spec.seeds):
+        for seed in range(spec.first_seed, spec.first_seed + spec.seeds):
             tasks = generate_tasks(fam, spec.per_family, seed)
             emb = np.asarray(embedder.embed([t.question for t in tasks]), dtype=np.float32)
             for mode in modes:
                 res = run_stream(tasks, emb, "learned" if mode == "learned_ungated" else mode, params=params,
                                  passes=spec.passes, k=spec.k, seed=seed, gate=mode != "learned_ungated",
                                  bandit=BanditConfig(**{**spec.bandit, "seed": seed}),
-                                 learner_options=None if spec.share is None else {"share": spec.share})  # fmt: skip
+                                 learner_options=spec.learner_options())  # fmt: skip
                 per_mode[mode].append(res.correct)
                 precision[mode].append([res.label_precision[it] for it in range(1, spec.passes + 1)])
         rows.append(_summarise(fam, pen, wrong, per_mode, spec.passes))
@@ -164,7 +172,8 @@ def grid_markdown(table: dict[str, Any]) -> str:
             cells = " | ".join(f"{r['label_precision'][m][0]:.2f} → {r['label_precision'][m][-1]:.2f}" for m in modes)
             lines.append(f"| {r['families']} | {r['penalty']:.2f} | {r['wrong_label']:.1f} | {cells} |")
         lines.append("")
-    lines.append(f"{spec['seeds']} seeds per setting, {spec['passes']} passes, {spec['per_family']} tasks per family, K={spec['k']}; "
+    first = spec.get("first_seed", 0)
+    lines.append(f"{spec['seeds']} seeds per setting ({first}–{first + spec['seeds'] - 1}), {spec['passes']} passes, {spec['per_family']} tasks per family, K={spec['k']}; "
                  f"accuracy and gap share in pass {spec['passes']}.")  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -200,3 +200,30 @@ def test_grid_bandit_overrides_refuse_bad_input_in_one_line(capsys, value, said)
     err = capsys.readouterr().err.strip().splitlines()
     assert "error: --bandit:" in err[-1]
     assert said in err[-1] and "Traceback" not in "\n".join(err)
+
+
+class _FamilyEmbedder:
+    """Deterministic family-structured vectors for grid tests (no model)."""
+
+    def __init__(self, tasks_by_question):
+        self.tasks = tasks_by_question
+
+    def embed(self, texts):
+        tasks = [self.tasks[t] for t in texts]
+        return _embeddings(tasks)
+
+
+def test_grid_runs_the_seeds_it_names_with_the_gate_window_it_is_given(tmp_path):
+    """``--first-seed`` and ``--window`` reach the runs: the grid's seed 5 is run_stream's seed 5."""
+    from evals.sim.grid import GridSpec, run_grid
+
+    assert GridSpec().learner_options() is None
+    assert GridSpec(share=0.9, window=40).learner_options() == {"share": 0.9, "window": 40}
+    tasks = generate_tasks(2, 3, seed=5)
+    spec = GridSpec(families=[2], penalties=[0.1], wrong_labels=[0.0], seeds=1, passes=2, per_family=3,
+                    first_seed=5, window=40)  # fmt: skip
+    table = run_grid(spec, tmp_path, embedder=_FamilyEmbedder({t.question: t for t in tasks}), progress=False)
+    direct = run_stream(tasks, _embeddings(tasks), "none", params=SimParams(base=0.25, bonus=0.25, penalty=0.1),
+                        passes=2, seed=5)  # fmt: skip
+    assert table["rows"][0]["accuracy"]["none"] == [direct.accuracy(1), direct.accuracy(2)]
+    assert "1 seeds per setting (5–5)" in (tmp_path / "grid.md").read_text(encoding="utf-8")
