@@ -213,16 +213,31 @@ class _FamilyEmbedder:
         return _embeddings(tasks)
 
 
-def test_grid_runs_the_seeds_it_names_with_the_gate_window_it_is_given(tmp_path):
-    """``--first-seed`` and ``--window`` reach the runs: the grid's seed 5 is run_stream's seed 5."""
-    from evals.sim.grid import GridSpec, run_grid
+def test_grid_runs_the_seeds_it_names_with_the_gate_window_it_is_given(tmp_path, monkeypatch):
+    """``--first-seed`` and ``--window`` reach the runs: the grid's seed 5 is run_stream's seed 5, and
+    every learned run gets the window."""
+    import evals.sim.grid as grid
+    from evals.benchmarks.learning import main
 
-    assert GridSpec().learner_options() is None
-    assert GridSpec(share=0.9, window=40).learner_options() == {"share": 0.9, "window": 40}
+    specs = []
+    monkeypatch.setattr(grid, "run_grid", lambda spec, out: specs.append(spec) or {})
+    main(["--grid", "--window", "40", "--first-seed", "5", "--out", str(tmp_path / "cli")])
+    assert (specs[0].window, specs[0].first_seed) == (40, 5)
+    monkeypatch.undo()
+    assert grid.GridSpec().learner_options() is None
+    assert grid.GridSpec(share=0.9, window=40).learner_options() == {"share": 0.9, "window": 40}
+    options = []
+
+    def spy(*args, **kwargs):
+        options.append((kwargs["mode"] if "mode" in kwargs else args[2], kwargs["learner_options"]))
+        return run_stream(*args, **kwargs)
+
+    monkeypatch.setattr(grid, "run_stream", spy)
     tasks = generate_tasks(2, 3, seed=5)
-    spec = GridSpec(families=[2], penalties=[0.1], wrong_labels=[0.0], seeds=1, passes=2, per_family=3,
-                    first_seed=5, window=40)  # fmt: skip
-    table = run_grid(spec, tmp_path, embedder=_FamilyEmbedder({t.question: t for t in tasks}), progress=False)
+    spec = grid.GridSpec(families=[2], penalties=[0.1], wrong_labels=[0.0], seeds=1, passes=2, per_family=3,
+                         first_seed=5, window=40)  # fmt: skip
+    table = grid.run_grid(spec, tmp_path, embedder=_FamilyEmbedder({t.question: t for t in tasks}), progress=False)
+    assert ("learned", {"window": 40}) in options
     direct = run_stream(tasks, _embeddings(tasks), "none", params=SimParams(base=0.25, bonus=0.25, penalty=0.1),
                         passes=2, seed=5)  # fmt: skip
     assert table["rows"][0]["accuracy"]["none"] == [direct.accuracy(1), direct.accuracy(2)]
