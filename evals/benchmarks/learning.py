@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.grid:
         from evals.sim.grid import GridSpec, run_grid
 
+        if args.window is not None and args.window < 1:
+            parser.error(f"--window: must be at least 1 outcome, got {args.window}")
+
         spec = GridSpec(
             families=[int(x) for x in args.grid_families.split(",")],
             penalties=[float(x) for x in args.grid_penalties.split(",")],

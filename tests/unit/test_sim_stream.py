@@ -202,6 +202,17 @@ def test_grid_bandit_overrides_refuse_bad_input_in_one_line(capsys, value, said)
     assert said in err[-1] and "Traceback" not in "\n".join(err)
 
 
+def test_grid_window_below_one_is_refused_in_one_line(capsys):
+    """A window of no outcomes would compare nothing: one ``error:`` line, exit 2, nothing run."""
+    from evals.benchmarks.learning import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--grid", "--window", "0", "--out", "/nonexistent/never-written"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("error: --window: must be at least 1 outcome, got 0")
+
+
 class _FamilyEmbedder:
     """Deterministic family-structured vectors for grid tests (no model)."""
 
@@ -229,7 +240,7 @@ def test_grid_runs_the_seeds_it_names_with_the_gate_window_it_is_given(tmp_path,
     options = []
 
     def spy(*args, **kwargs):
-        options.append((kwargs["mode"] if "mode" in kwargs else args[2], kwargs["learner_options"]))
+        options.append((args[2], kwargs["learner_options"]))  # run_grid passes the mode third
         return run_stream(*args, **kwargs)
 
     monkeypatch.setattr(grid, "run_stream", spy)
